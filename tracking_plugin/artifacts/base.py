@@ -1,0 +1,191 @@
+"""The artifact repository interface, URI helpers and the scheme dispatcher.
+
+A repository is rooted at one URI (a local path, ``file://`` URI or ``s3://bucket/prefix``);
+every ``artifact_path`` is relative to that root and is checked by
+:func:`tracking_plugin.validation.validate_artifact_path` before any I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from tracking_plugin.entities import FileInfo
+from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.validation import validate_artifact_path
+
+if TYPE_CHECKING:
+    from tracking_plugin.settings import MlopsSettings
+
+__all__ = ["ArtifactRepository", "get_artifact_repository", "join_artifact_uri"]
+
+SUPPORTED_SCHEMES = ("a plain path", "file://", "s3://")
+
+
+@runtime_checkable
+class ArtifactRepository(Protocol):
+    """Files of one run or model version, under ``artifact_uri``.
+
+    Paths passed in and returned (``FileInfo.path``) are POSIX paths relative to the root.
+
+    >>> import tempfile
+    >>> repo = get_artifact_repository(tempfile.mkdtemp())
+    >>> repo.log_bytes(b"hello", "notes/greeting.txt")
+    >>> [f.path for f in repo.list_artifacts()], repo.read_bytes("notes/greeting.txt")
+    (['notes'], b'hello')
+    """
+
+    artifact_uri: str
+
+    def log_artifact(self, local_file: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Copy one local file to ``<artifact_path>/<file name>``."""
+
+    def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Copy the contents of a local directory, recursively, under ``artifact_path``."""
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """Write ``data`` as the file ``artifact_file`` (replacing it if present)."""
+
+    def read_bytes(self, artifact_file: str) -> bytes:
+        """Return a file's content; :class:`~tracking_plugin.errors.NotFound` if absent."""
+
+    def list_artifacts(self, path: str | None = None) -> list[FileInfo]:
+        """List one level under ``path`` (like MLflow), sorted; ``[]`` if it is no directory."""
+
+    def download_artifacts(
+        self, artifact_path: str = "", dst_path: str | os.PathLike[str] | None = None
+    ) -> str:
+        """Download a file or directory (recursively) to ``dst_path/<artifact_path>``.
+
+        ``dst_path`` defaults to a new temporary directory. Returns the local path.
+        """
+
+    def delete_artifacts(self, artifact_path: str | None = None) -> None:
+        """Delete a file or subtree (everything when None); absent paths are ignored."""
+
+    def copy_to(self, dest: ArtifactRepository, artifact_path: str = "") -> None:
+        """Copy the subtree ``artifact_path`` (or that single file) to the root of ``dest``."""
+
+
+def get_artifact_repository(uri: str, settings: MlopsSettings | None = None) -> ArtifactRepository:
+    """Return the repository for ``uri``: a plain path or ``file://`` URI, or ``s3://``.
+
+    S3 clients are configured from ``settings`` (default: read from the environment now).
+
+    >>> import tempfile
+    >>> get_artifact_repository(tempfile.mkdtemp()).list_artifacts()
+    []
+    """
+    if not isinstance(uri, (str, os.PathLike)):
+        raise InvalidArgument(f"Invalid artifact URI {uri!r}: it must be a string or path.")
+    uri = os.fspath(uri)
+    scheme = _scheme(uri)
+    if scheme in ("", "file"):
+        from tracking_plugin.artifacts.local import LocalArtifactRepository
+
+        return LocalArtifactRepository(uri)
+    if scheme == "s3":
+        from tracking_plugin.artifacts.s3 import S3ArtifactRepository
+
+        if settings is None:
+            from tracking_plugin.settings import get_settings
+
+            settings = get_settings()
+        return S3ArtifactRepository(uri, settings=settings)
+    raise InvalidArgument(
+        f"Unsupported artifact URI scheme {scheme + '://'!r} in {uri!r}: use "
+        f"{', '.join(SUPPORTED_SCHEMES)} (e.g. PREFECT_MLOPS_ARTIFACT_ROOT=s3://bucket/prefix)."
+    )
+
+
+def join_artifact_uri(base: str, *parts: str | None) -> str:
+    """Append relative path parts to a local path or URI; each part is validated.
+
+    >>> join_artifact_uri("s3://bucket/mlops", "1/abc", "artifacts")
+    's3://bucket/mlops/1/abc/artifacts'
+    >>> join_artifact_uri("file:///srv/mlops/", "model")
+    'file:///srv/mlops/model'
+    """
+    cleaned = [p for p in (validate_artifact_path(part) for part in parts) if p]
+    if not cleaned:
+        return base
+    if _scheme(base) == "":
+        return os.path.join(base, *cleaned)
+    split = urlsplit(base)
+    path = posixpath.join(split.path.rstrip("/") or "/", *cleaned)
+    if not split.netloc and split.scheme != "file":
+        path = path.lstrip("/")
+    return urlunsplit(split._replace(path=path))
+
+
+def _scheme(uri: str) -> str:
+    scheme = urlsplit(uri).scheme.lower()
+    # "C:\\data" parses with scheme "c": a drive letter, not a URI scheme.
+    return "" if len(scheme) == 1 else scheme
+
+
+def artifact_subpath(artifact_path: str | None) -> str:
+    """Validate ``artifact_path``; return it POSIX-normalised, ``""`` for the root."""
+    return validate_artifact_path(artifact_path) or ""
+
+
+def required_file_path(artifact_file: str) -> str:
+    """Like :func:`artifact_subpath` but the root is refused: a file name is needed."""
+    path = artifact_subpath(artifact_file)
+    if not path:
+        raise InvalidArgument(
+            f"Invalid artifact file {artifact_file!r}: give a file path relative to the "
+            "artifact root, e.g. 'metrics/summary.json'."
+        )
+    return path
+
+
+def local_file_to_upload(local_file: str | os.PathLike[str]) -> Path:
+    """Check that ``local_file`` (a caller's file) exists and is a regular file."""
+    path = Path(local_file)
+    if not path.is_file():
+        what = "is a directory (use log_artifacts)" if path.is_dir() else "does not exist"
+        raise InvalidArgument(f"Cannot log {os.fspath(local_file)!r}: it {what}.")
+    return path
+
+
+def local_files_to_upload(local_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:
+    """(file, relative POSIX path) for every file under a caller's directory, sorted.
+
+    Symlinked files are copied as their content; symlinked directories are not entered
+    (a link cycle would never end). The list is built before any write, so copying a
+    directory into a destination inside itself terminates.
+    """
+    root = Path(local_dir)
+    if not root.is_dir():
+        what = "is a file (use log_artifact)" if root.exists() else "does not exist"
+        raise InvalidArgument(f"Cannot log directory {os.fspath(local_dir)!r}: it {what}.")
+    return sorted(_walk(root), key=lambda item: item[1])
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.is_file():
+                yield path, path.relative_to(root).as_posix()
+
+
+def contained_target(base: Path, relative: str) -> Path:
+    """``base / relative`` resolved, refused unless it stays inside ``base``.
+
+    A second line of defence after ``validate_artifact_path``: it also catches symlinks in
+    the destination that point outside ``base``.
+    """
+    checked = artifact_subpath(relative)
+    base_resolved = base.resolve()
+    target = (base_resolved / checked).resolve()
+    if not target.is_relative_to(base_resolved):
+        raise InvalidArgument(
+            f"Invalid artifact path {relative!r}: it resolves to {str(target)!r}, outside "
+            f"{str(base_resolved)!r} (through a symlink). Remove the link or use another path."
+        )
+    return target

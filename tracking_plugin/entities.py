@@ -1,0 +1,238 @@
+"""Entities: frozen value objects returned by stores and clients.
+
+They mirror MLflow's entity names (``Run``, ``RunInfo``, ``RunData``, ``Metric``,
+``Param``, ``RunTag``, ``Experiment``, ``RegisteredModel``, ``ModelVersion``) so that code
+written against ``mlflow.entities`` reads the same. SQL rows live in ``store.schema`` and
+never leave the store.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Generic, Iterator, Sequence, TypeVar
+
+__all__ = [
+    "Experiment",
+    "ExperimentTag",
+    "FileInfo",
+    "LifecycleStage",
+    "Metric",
+    "ModelVersion",
+    "ModelVersionStatus",
+    "PagedList",
+    "Param",
+    "RegisteredModel",
+    "Run",
+    "RunData",
+    "RunInfo",
+    "RunStatus",
+    "RunTag",
+    "Stage",
+    "StoredGateDecision",
+    "TransitionRecord",
+    "ViewType",
+]
+
+T = TypeVar("T")
+
+
+class RunStatus(str, enum.Enum):
+    """Status of a run, with MLflow's names."""
+
+    RUNNING = "RUNNING"
+    SCHEDULED = "SCHEDULED"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+
+
+class LifecycleStage(str, enum.Enum):
+    ACTIVE = "active"
+    DELETED = "deleted"
+
+
+class ViewType(str, enum.Enum):
+    """Which runs/experiments a search sees (MLflow's ``ViewType``)."""
+
+    ACTIVE_ONLY = "ACTIVE_ONLY"
+    DELETED_ONLY = "DELETED_ONLY"
+    ALL = "ALL"
+
+
+class Stage(str, enum.Enum):
+    """Model version stages, with MLflow's spelling."""
+
+    NONE = "None"
+    STAGING = "Staging"
+    PRODUCTION = "Production"
+    ARCHIVED = "Archived"
+
+
+class ModelVersionStatus(str, enum.Enum):
+    PENDING_REGISTRATION = "PENDING_REGISTRATION"
+    FAILED_REGISTRATION = "FAILED_REGISTRATION"
+    READY = "READY"
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    value: float
+    timestamp: int  # milliseconds since the epoch, as MLflow
+    step: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunTag:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentTag:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    experiment_id: str
+    name: str
+    artifact_location: str
+    lifecycle_stage: LifecycleStage
+    tags: dict[str, str] = field(default_factory=dict)
+    creation_time: int | None = None
+    last_update_time: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    run_name: str
+    status: RunStatus
+    start_time: int
+    end_time: int | None
+    user_id: str
+    artifact_uri: str
+    lifecycle_stage: LifecycleStage
+    parent_run_id: str | None = None
+    prefect_flow_run_id: str | None = None
+    prefect_task_run_id: str | None = None
+
+    @property
+    def run_uuid(self) -> str:  # MLflow's older name
+        return self.run_id
+
+
+@dataclass(frozen=True, slots=True)
+class RunData:
+    """Latest metric values, params and tags of a run (history via get_metric_history)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    info: RunInfo
+    data: RunData
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """One entry of an artifact listing; ``path`` is relative to the artifact root."""
+
+    path: str
+    is_dir: bool
+    file_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredModel:
+    name: str
+    creation_timestamp: int
+    last_updated_timestamp: int
+    description: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)  # alias -> version number
+    latest_versions: tuple["ModelVersion", ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    name: str
+    version: int
+    creation_timestamp: int
+    last_updated_timestamp: int
+    current_stage: Stage
+    status: ModelVersionStatus
+    source: str  # the model URI it was registered from (runs:/..., s3://..., path)
+    storage_location: str | None  # registry-owned copy of the files
+    run_id: str | None = None
+    description: str | None = None
+    status_message: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    gate_decision_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    """One row of the append-only audit log of stage changes and alias moves."""
+
+    id: int
+    name: str
+    version: int | None
+    kind: str  # "stage" or "alias"
+    subject: str | None  # the alias name for kind == "alias", None for stages
+    from_value: str | None  # previous stage, or previous version holding the alias
+    to_value: str | None  # new stage, or new version holding the alias (None = removed)
+    timestamp: int
+    actor: str | None
+    reason: str | None
+    prefect_flow_run_id: str | None
+    gate_decision_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PagedList(Generic[T]):
+    """A page of results and the token for the next page (None on the last page)."""
+
+    items: Sequence[T]
+    token: str | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.items[index]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredGateDecision:
+    """An evaluation-gate decision as stored: who, what, and why it passed or failed."""
+
+    id: str
+    name: str
+    version: int
+    passed: bool
+    reason: str
+    details: dict[str, Any]  # inputs and per-rule outcomes, JSON-serializable
+    created_time: int
+    prefect_flow_run_id: str | None = None

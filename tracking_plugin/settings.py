@@ -1,0 +1,59 @@
+"""Settings: one pydantic-settings class, environment prefix ``PREFECT_MLOPS_``.
+
+With no configuration the backend is ``sqlite:///mlops.db`` and artifacts go to
+``./mlops-artifacts``, both in the current working directory::
+
+    PREFECT_MLOPS_TRACKING_URI=postgresql+psycopg://user:pw@db/mlops
+    PREFECT_MLOPS_ARTIFACT_ROOT=s3://bucket/mlops
+    PREFECT_MLOPS_S3_ENDPOINT_URL=http://minio:9000   # S3-compatible stores only
+
+S3 credentials come from boto3's usual chain (environment, profile, instance role) unless
+set here or in a saved ``MlopsBackend`` block.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MlopsSettings", "get_settings"]
+
+
+class MlopsSettings(BaseSettings):
+    """Configuration of the tracking backend, artifact store and logging behaviour."""
+
+    model_config = SettingsConfigDict(env_prefix="PREFECT_MLOPS_", extra="ignore")
+
+    tracking_uri: str = Field(
+        default="sqlite:///mlops.db",
+        description="SQLAlchemy URL of the tracking and registry database.",
+    )
+    artifact_root: str = Field(
+        default="./mlops-artifacts",
+        description="Where run and registry artifacts go: a local path, file:// URI or s3://bucket/prefix.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible store (MinIO, moto, ...)."
+    )
+    s3_region: str | None = Field(default=None, description="AWS region for S3.")
+    aws_access_key_id: SecretStr | None = Field(default=None, description="S3 access key id.")
+    aws_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    async_logging: bool = Field(
+        default=False,
+        description="Queue metrics and write them in batches from a background thread.",
+    )
+    async_batch_size: int = Field(default=5000, ge=1, description="Max points per background write.")
+    async_flush_interval: float = Field(
+        default=0.25, gt=0, description="Seconds between background writes."
+    )
+    sqlite_busy_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a SQLite writer waits for the lock."
+    )
+    block: str | None = Field(
+        default=None, description="Name of a saved MlopsBackend Prefect block to take settings from."
+    )
+
+
+def get_settings() -> MlopsSettings:
+    """Read settings from the environment now (not cached: tests and workers change env)."""
+    return MlopsSettings()

@@ -1,0 +1,217 @@
+"""Engines, sessions and migrations for the backend database.
+
+``Database(uri)`` only builds an engine: it neither connects nor migrates. The schema is
+brought up to date by an explicit :meth:`Database.upgrade` (also ``prefect-mlops db
+upgrade``) or, on first use, by :meth:`Database.ensure_schema`, which the client calls
+once per process. Both are safe when several processes start at once: PostgreSQL takes an
+advisory lock, SQLite an immediate (write) transaction, and the loser finds the schema at
+head and does nothing.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout; write sessions
+start with ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing with
+"database is locked" when a read transaction tries to upgrade to a write.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tracking_plugin.errors import BackendUnavailable, InvalidArgument
+
+__all__ = ["Database", "get_database", "MIGRATIONS_DIR"]
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Arbitrary constant: the advisory lock that serialises migrations on PostgreSQL.
+_PG_MIGRATION_LOCK = 7_246_113_901
+
+
+def _redact(uri: str) -> str:
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only used in messages
+        return uri
+
+
+def _normalise_uri(uri: str) -> str:
+    if uri.startswith("postgresql://") or uri.startswith("postgres://"):
+        # psycopg 3 is the driver we ship (extra `postgres`); psycopg2 is not installed.
+        return "postgresql+psycopg://" + uri.split("://", 1)[1]
+    return uri
+
+
+class Database:
+    """An engine plus session factories for one database URI."""
+
+    def __init__(self, uri: str, *, busy_timeout: float = 60.0) -> None:
+        uri = _normalise_uri(uri)
+        try:
+            url = make_url(uri)
+        except Exception as exc:
+            raise InvalidArgument(
+                f"Invalid tracking URI {uri!r}: expected a SQLAlchemy URL such as "
+                "'sqlite:///mlops.db' or 'postgresql+psycopg://user:pw@host/db'."
+            ) from exc
+        self.uri = uri
+        self.dialect = url.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise InvalidArgument(
+                f"Unsupported tracking URI {_redact(uri)!r}: use sqlite:///path.db or "
+                "postgresql+psycopg://... (MySQL and others are not supported)."
+            )
+        self.engine = self._create_engine(url, busy_timeout)
+        self._writer = self.engine.execution_options(mlops_write=True)
+        self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ engine
+
+    def _create_engine(self, url: sa.URL, busy_timeout: float) -> Engine:
+        if self.dialect == "sqlite":
+            database = url.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(
+                url,
+                connect_args={"timeout": busy_timeout, "check_same_thread": False},
+                pool_size=8,
+                max_overflow=16,
+            )
+            timeout_ms = int(busy_timeout * 1000)
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                # Take transaction control from pysqlite so we can say BEGIN IMMEDIATE.
+                dbapi_conn.isolation_level = None
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute(f"PRAGMA busy_timeout={timeout_ms}")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: sa.Connection) -> None:
+                write = conn.get_execution_options().get("mlops_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        return sa.create_engine(
+            url,
+            pool_size=5,
+            max_overflow=10,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 10},
+        )
+
+    # ---------------------------------------------------------------- sessions
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any error.
+
+        Connection failures become :class:`BackendUnavailable` naming the database;
+        every other exception passes through unchanged after the rollback.
+        """
+        factory = self._write_sessions if write else self._read_sessions
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _unavailable(self, exc: Exception) -> BackendUnavailable:
+        detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else repr(exc)
+        return BackendUnavailable(
+            f"Tracking database {_redact(self.uri)!r} is unavailable: {detail}. Check that "
+            "the server is running and PREFECT_MLOPS_TRACKING_URI is right."
+        )
+
+    # -------------------------------------------------------------- migrations
+
+    def _alembic_config(self, connection: sa.Connection) -> Any:
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["connection"] = connection
+        return cfg
+
+    def current_revision(self) -> str | None:
+        """The applied migration revision, or None for an empty database."""
+        from alembic.migration import MigrationContext
+
+        try:
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    @staticmethod
+    def head_revision() -> str:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        assert head is not None
+        return head
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply pending migrations; a no-op at head. Safe to call from many processes."""
+        from alembic import command
+
+        try:
+            with self._writer.connect() as conn:
+                with conn.begin():
+                    if self.dialect == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                    # SQLite: the writer connection began with BEGIN IMMEDIATE: we hold the lock.
+                    command.upgrade(self._alembic_config(conn), revision)
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        self._schema_ready = True
+
+    def ensure_schema(self) -> None:
+        """Upgrade once per process when the database is not at head (first use)."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            if self.current_revision() != self.head_revision():
+                self.upgrade()
+            self._schema_ready = True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_DATABASES: dict[tuple[int, str], Database] = {}
+_DATABASES_LOCK = threading.Lock()
+
+
+def get_database(uri: str, *, busy_timeout: float = 60.0) -> Database:
+    """The process-wide :class:`Database` for ``uri`` (a fresh one after ``fork``)."""
+    key = (os.getpid(), _normalise_uri(uri))
+    with _DATABASES_LOCK:
+        db = _DATABASES.get(key)
+        if db is None:
+            db = _DATABASES[key] = Database(uri, busy_timeout=busy_timeout)
+        return db

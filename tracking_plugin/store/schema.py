@@ -1,0 +1,285 @@
+"""SQLAlchemy 2 schema of the whole backend: tracking and registry tables.
+
+Rows here never leave the store; stores convert them to ``tracking_plugin.entities``.
+Alembic migrations under ``store/migrations`` create exactly these tables; a test checks
+that the migrated database matches this metadata.
+
+Notes on choices that differ from MLflow:
+- ``runs.experiment_id`` is indexed (search filters by experiment first).
+- Metric history has a surrogate key and an index on (run_uuid, key, step): inserts are
+  plain appends and history reads are index range scans. NaN is stored as ``is_nan`` with
+  value 0 because SQLite turns NaN into NULL; +/-inf are stored as they are.
+- ``runs.prefect_flow_run_id`` and ``runs.prefect_task_run_id`` are unique so any process
+  of a flow run finds the same tracking run.
+- Registered models have an integer id so a rename touches one row.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "ExperimentRow",
+    "ExperimentTagRow",
+    "GateDecisionRow",
+    "LatestMetricRow",
+    "MetricRow",
+    "ModelTransitionRow",
+    "ModelVersionRow",
+    "ModelVersionTagRow",
+    "ParamRow",
+    "RegisteredModelAliasRow",
+    "RegisteredModelRow",
+    "RegisteredModelTagRow",
+    "RunRow",
+    "RunTagRow",
+]
+
+# BIGINT autoincrement is not a rowid alias on SQLite; INTEGER is.
+BigIntPK = BigInteger().with_variant(Integer, "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Length limits (validation.py enforces them before SQL sees a value).
+NAME_LEN = 256
+KEY_LEN = 250
+PARAM_VALUE_LEN = 6000
+TAG_VALUE_LEN = 8000
+URI_LEN = 1000
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+# ---------------------------------------------------------------- tracking
+
+
+class ExperimentRow(Base):
+    __tablename__ = "experiments"
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    artifact_location: Mapped[str] = mapped_column(String(URI_LEN))
+    lifecycle_stage: Mapped[str] = mapped_column(String(32), default="active")
+    creation_time: Mapped[int] = mapped_column(BigInteger)
+    last_update_time: Mapped[int] = mapped_column(BigInteger)
+
+
+class ExperimentTagRow(Base):
+    __tablename__ = "experiment_tags"
+
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.experiment_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(String(TAG_VALUE_LEN))
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    run_uuid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.experiment_id"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(String(NAME_LEN))
+    status: Mapped[str] = mapped_column(String(20))
+    start_time: Mapped[int] = mapped_column(BigInteger, index=True)
+    end_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    artifact_uri: Mapped[str] = mapped_column(String(URI_LEN))
+    lifecycle_stage: Mapped[str] = mapped_column(String(32), default="active")
+    parent_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    prefect_flow_run_id: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, unique=True
+    )
+    prefect_task_run_id: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, unique=True
+    )
+
+
+class ParamRow(Base):
+    __tablename__ = "params"
+    __table_args__ = (
+        Index("ix_params_key_value", "key", "value").ddl_if(dialect="sqlite"),
+        # PostgreSQL b-trees cannot hold 6,000-char values: index a prefix instead and
+        # filter with ``left(value, 200) = left(:v, 200) AND value = :v``.
+        Index("ix_params_key_value_prefix", "key", text("left(value, 200)")).ddl_if(dialect="postgresql"),
+    )
+
+    run_uuid: Mapped[str] = mapped_column(
+        ForeignKey("runs.run_uuid", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(String(PARAM_VALUE_LEN))
+
+
+class RunTagRow(Base):
+    __tablename__ = "tags"
+    __table_args__ = (
+        Index("ix_tags_key_value", "key", "value").ddl_if(dialect="sqlite"),
+        Index("ix_tags_key_value_prefix", "key", text("left(value, 200)")).ddl_if(dialect="postgresql"),
+    )
+
+    run_uuid: Mapped[str] = mapped_column(
+        ForeignKey("runs.run_uuid", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(String(TAG_VALUE_LEN))
+
+
+class MetricRow(Base):
+    """Full metric history: every logged point, duplicates included."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_run_uuid_key_step", "run_uuid", "key", "step"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_uuid: Mapped[str] = mapped_column(ForeignKey("runs.run_uuid", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(KEY_LEN))
+    value: Mapped[float] = mapped_column(Float(precision=53))
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LatestMetricRow(Base):
+    """Latest value per (run, key): the point with the greatest (step, timestamp), as MLflow."""
+
+    __tablename__ = "latest_metrics"
+    __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value"),)
+
+    run_uuid: Mapped[str] = mapped_column(
+        ForeignKey("runs.run_uuid", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    value: Mapped[float] = mapped_column(Float(precision=53))
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# ---------------------------------------------------------------- registry
+
+
+class RegisteredModelRow(Base):
+    __tablename__ = "registered_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    creation_time: Mapped[int] = mapped_column(BigInteger)
+    last_updated_time: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Highest version number handed out; read and bumped under a row lock so concurrent
+    # registrations get distinct, gapless numbers.
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RegisteredModelTagRow(Base):
+    __tablename__ = "registered_model_tags"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(String(TAG_VALUE_LEN))
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    creation_time: Mapped[int] = mapped_column(BigInteger)
+    last_updated_time: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
+    current_stage: Mapped[str] = mapped_column(String(20), default="None")
+    source: Mapped[str] = mapped_column(String(URI_LEN))
+    storage_location: Mapped[str | None] = mapped_column(String(URI_LEN), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    gate_decision_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class ModelVersionTagRow(Base):
+    __tablename__ = "model_version_tags"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(String(TAG_VALUE_LEN))
+
+
+class RegisteredModelAliasRow(Base):
+    __tablename__ = "registered_model_aliases"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class ModelTransitionRow(Base):
+    """Append-only audit log: one row per stage change or alias move. Never updated."""
+
+    __tablename__ = "model_transitions"
+    __table_args__ = (Index("ix_model_transitions_model_id_id", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    model_name: Mapped[str] = mapped_column(String(NAME_LEN))  # name at the time
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "stage" | "alias"
+    subject: Mapped[str | None] = mapped_column(String(KEY_LEN), nullable=True)
+    from_value: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    to_value: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gate_decision_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class GateDecisionRow(Base):
+    """A stored evaluation-gate decision, linked to the candidate model version."""
+
+    __tablename__ = "gate_decisions"
+    __table_args__ = (Index("ix_gate_decisions_model_id_version", "model_id", "version"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    decision_json: Mapped[str] = mapped_column(Text)  # inputs and per-rule outcomes
+    created_time: Mapped[int] = mapped_column(BigInteger)
+    prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

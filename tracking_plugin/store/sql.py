@@ -1,0 +1,30 @@
+"""``SqlStore``: the SQL implementation of :class:`~tracking_plugin.store.base.Store`.
+
+Tracking operations live in ``sql_tracking``, registry operations in ``sql_registry``;
+both share one :class:`~tracking_plugin.store.db.Database` (one engine, one migration
+history). Constructing a store never connects or migrates: call
+``store.db.ensure_schema()`` (the client does, once per process) or ``store.db.upgrade()``.
+
+>>> store = SqlStore.from_uri("sqlite:///mlops.db")  # doctest: +SKIP
+>>> store.db.upgrade()                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from tracking_plugin.store.db import Database, get_database
+from tracking_plugin.store.sql_registry import SqlRegistryStore
+from tracking_plugin.store.sql_tracking import SqlTrackingStore
+
+__all__ = ["SqlStore"]
+
+
+class SqlStore(SqlTrackingStore, SqlRegistryStore):
+    """Tracking and registry over one SQLAlchemy database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    def from_uri(cls, uri: str, *, busy_timeout: float = 60.0) -> "SqlStore":
+        """A store over the process-wide :class:`Database` for ``uri``."""
+        return cls(get_database(uri, busy_timeout=busy_timeout))

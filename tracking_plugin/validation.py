@@ -1,0 +1,225 @@
+"""Validation of everything a caller can pass in, in one place.
+
+Rules follow MLflow's: metric/param/tag keys are 1-250 characters of letters, digits,
+``_ - . / :`` and spaces, and must not change when normalised as a path; param values are
+at most 6,000 characters and tag values 8,000; metric values are real numbers (NaN and
++/-inf are allowed and stored faithfully); timestamps and steps are integers.
+
+Artifact paths must be relative and stay inside the run's artifact root: absolute paths,
+``..`` segments and their URL-encoded, double-encoded and backslash spellings are refused.
+
+Every refusal is an :class:`~tracking_plugin.errors.InvalidArgument` that names the value
+and says what to do instead.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import posixpath
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.store.schema import (
+    KEY_LEN,
+    NAME_LEN,
+    PARAM_VALUE_LEN,
+    TAG_VALUE_LEN,
+)
+
+__all__ = [
+    "MAX_BATCH_METRICS",
+    "MAX_BATCH_PARAMS_TAGS",
+    "validate_alias",
+    "validate_artifact_path",
+    "validate_experiment_name",
+    "validate_key",
+    "validate_metric",
+    "validate_model_name",
+    "validate_param",
+    "validate_run_id",
+    "validate_tag",
+]
+
+# A single log_batch may hold this many items (MLflow: 1000 metrics, 100 params/tags over
+# REST; we allow more because we write with one executemany, not one INSERT a row).
+MAX_BATCH_METRICS = 100_000
+MAX_BATCH_PARAMS_TAGS = 10_000
+
+_KEY_RE = re.compile(r"^[/\w.\- :]+$")
+_RUN_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,32}$")
+_RESERVED_ALIAS_RE = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_ALIAS_RE = re.compile(r"^[\w\-]+$")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_key(key: Any, kind: str = "key") -> str:
+    """Check a metric/param/tag key; return it unchanged."""
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument(f"Invalid {kind} name {_short(key)}: it must be a non-empty string.")
+    if len(key) > KEY_LEN:
+        raise InvalidArgument(
+            f"Invalid {kind} name {_short(key)}: it has {len(key)} characters, "
+            f"the limit is {KEY_LEN}. Use a shorter name."
+        )
+    if not _KEY_RE.match(key):
+        raise InvalidArgument(
+            f"Invalid {kind} name {_short(key)}: names may only contain letters, digits, "
+            "underscores (_), dashes (-), periods (.), spaces ( ), colons (:) and slashes (/)."
+        )
+    if posixpath.normpath(key) != key or key.startswith("/"):
+        raise InvalidArgument(
+            f"Invalid {kind} name {_short(key)}: names are used as file paths and must not "
+            f"resolve to another path (it would be {posixpath.normpath(key)!r}). "
+            "Remove '..', '.', repeated or leading/trailing slashes."
+        )
+    return key
+
+
+def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[str, float, int, int]:
+    """Check one metric point; return (key, float value, int timestamp, int step)."""
+    validate_key(key, "metric")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidArgument(
+            f"Invalid value {_short(value)} for metric {key!r}: a metric value must be a real "
+            "number (int or float; NaN and infinities are allowed). Log text as a param or tag."
+        )
+    if isinstance(timestamp, bool) or not isinstance(timestamp, numbers.Integral):
+        raise InvalidArgument(
+            f"Invalid timestamp {_short(timestamp)} for metric {key!r}: it must be an integer "
+            "number of milliseconds since the epoch."
+        )
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise InvalidArgument(
+            f"Invalid step {_short(step)} for metric {key!r}: it must be an integer."
+        )
+    step_i = int(step)
+    if not -(2**63) <= step_i < 2**63:
+        raise InvalidArgument(f"Invalid step {step_i} for metric {key!r}: it must fit in 64 bits.")
+    return key, float(value), int(timestamp), step_i
+
+
+def validate_param(key: Any, value: Any) -> tuple[str, str]:
+    """Check one param; values are stored as strings (``str(value)``), at most 6,000 chars."""
+    validate_key(key, "param")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > PARAM_VALUE_LEN:
+        raise InvalidArgument(
+            f"Param {key!r} has a value of {len(text)} characters, the limit is "
+            f"{PARAM_VALUE_LEN}. Log long values as an artifact (log_text / log_dict)."
+        )
+    return key, text
+
+
+def validate_tag(key: Any, value: Any) -> tuple[str, str]:
+    """Check one tag; values are stored as strings, at most 8,000 chars."""
+    validate_key(key, "tag")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > TAG_VALUE_LEN:
+        raise InvalidArgument(
+            f"Tag {key!r} has a value of {len(text)} characters, the limit is "
+            f"{TAG_VALUE_LEN}. Log long values as an artifact (log_text / log_dict)."
+        )
+    return key, text
+
+
+def validate_experiment_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgument(
+            f"Invalid experiment name {_short(name)}: it must be a non-empty string."
+        )
+    if len(name) > NAME_LEN:
+        raise InvalidArgument(
+            f"Experiment name {_short(name)} has {len(name)} characters, the limit is {NAME_LEN}."
+        )
+    return name
+
+
+def validate_model_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgument(f"Invalid model name {_short(name)}: it must be a non-empty string.")
+    if len(name) > NAME_LEN:
+        raise InvalidArgument(
+            f"Model name {_short(name)} has {len(name)} characters, the limit is {NAME_LEN}."
+        )
+    if "/" in name or "@" in name or ":" in name:
+        raise InvalidArgument(
+            f"Invalid model name {name!r}: '/', '@' and ':' are not allowed because the name "
+            "is part of models:/<name>/<version> and models:/<name>@<alias> URIs."
+        )
+    return name
+
+
+def validate_alias(alias: Any) -> str:
+    """Aliases are letters, digits, '_' and '-'; ``latest`` and ``v<digits>`` are reserved."""
+    if not isinstance(alias, str) or not alias or len(alias) > KEY_LEN or not _ALIAS_RE.match(alias):
+        raise InvalidArgument(
+            f"Invalid alias {_short(alias)}: use 1-{KEY_LEN} letters, digits, '_' or '-'."
+        )
+    if _RESERVED_ALIAS_RE.match(alias):
+        raise InvalidArgument(
+            f"Alias {alias!r} is reserved ('latest' and 'v<number>' already mean a version "
+            "in models:/ URIs). Choose another name, e.g. 'champion' or 'challenger'."
+        )
+    return alias
+
+
+def validate_run_id(run_id: Any) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        raise InvalidArgument(
+            f"Invalid run id {_short(run_id)}: run ids are 1-32 letters, digits, '-' or '_' "
+            "(the run_id of a Run returned by start_run or get_run)."
+        )
+    return run_id
+
+
+def _decode_fully(path: str) -> str:
+    """Undo URL-encoding repeatedly so double-encoded '..' (%252e%252e) is seen too."""
+    for _ in range(5):
+        decoded = unquote(path)
+        if decoded == path:
+            return decoded
+        path = decoded
+    return path
+
+
+def validate_artifact_path(path: Any) -> str | None:
+    """Check a relative artifact path (``artifact_path=`` / ``artifact_file=``).
+
+    Returns the path in POSIX form without leading/trailing slashes, or None for the root.
+    Refuses absolute paths and any spelling of a ``..`` segment.
+    """
+    if path is None:
+        return None
+    if not isinstance(path, str):
+        raise InvalidArgument(f"Invalid artifact path {_short(path)}: it must be a string.")
+    if path in ("", "."):
+        return None
+    decoded = _decode_fully(path)
+    unified = decoded.replace("\\", "/")
+    if (
+        unified.startswith("/")
+        or re.match(r"^[a-zA-Z]:", unified)
+        or "\x00" in unified
+        or "://" in unified
+    ):
+        raise InvalidArgument(
+            f"Invalid artifact path {path!r}: it must be relative to the run's artifact root "
+            "(e.g. 'plots/roc.png'), not absolute."
+        )
+    segments = unified.split("/")
+    if any(segment == ".." for segment in segments):
+        raise InvalidArgument(
+            f"Invalid artifact path {path!r}: '..' segments (in any encoding) are not allowed; "
+            "artifacts must stay inside the run's artifact root."
+        )
+    cleaned = "/".join(s for s in segments if s not in ("", "."))
+    return cleaned or None
+
+
