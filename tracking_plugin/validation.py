@@ -22,12 +22,6 @@ from typing import Any
 from urllib.parse import unquote
 
 from tracking_plugin.errors import InvalidArgument
-from tracking_plugin.store.schema import (
-    KEY_LEN,
-    NAME_LEN,
-    PARAM_VALUE_LEN,
-    TAG_VALUE_LEN,
-)
 
 __all__ = [
     "MAX_BATCH_METRICS",
@@ -41,7 +35,16 @@ __all__ = [
     "validate_param",
     "validate_run_id",
     "validate_tag",
+    "validate_text",
+    "validate_timestamp",
 ]
+
+# Column sizes of the schema (store/schema.py imports these).
+NAME_LEN = 256
+KEY_LEN = 250
+PARAM_VALUE_LEN = 6000
+TAG_VALUE_LEN = 8000
+URI_LEN = 1000
 
 # A single log_batch may hold this many items (MLflow: 1000 metrics, 100 params/tags over
 # REST; we allow more because we write with one executemany, not one INSERT a row).
@@ -82,6 +85,30 @@ def validate_key(key: Any, kind: str = "key") -> str:
     return key
 
 
+def validate_timestamp(value: Any, what: str = "timestamp") -> int:
+    """Check integer milliseconds since the epoch (64-bit); return it as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgument(
+            f"Invalid {what} {_short(value)}: it must be an integer number of milliseconds "
+            "since the epoch (e.g. int(time.time() * 1000))."
+        )
+    value = int(value)
+    if not -(2**63) <= value < 2**63:
+        raise InvalidArgument(f"Invalid {what} {value}: it must fit in 64 bits.")
+    return value
+
+
+def validate_text(value: Any, what: str, *, limit: int = NAME_LEN) -> str:
+    """Check a short free-text field (run name, user id, ...): a string of at most ``limit`` chars."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"Invalid {what} {_short(value)}: it must be a string.")
+    if len(value) > limit:
+        raise InvalidArgument(
+            f"Invalid {what} {_short(value)}: it has {len(value)} characters, the limit is {limit}."
+        )
+    return value
+
+
 def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[str, float, int, int]:
     """Check one metric point; return (key, float value, int timestamp, int step)."""
     validate_key(key, "metric")
@@ -95,6 +122,8 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
             f"Invalid timestamp {_short(timestamp)} for metric {key!r}: it must be an integer "
             "number of milliseconds since the epoch."
         )
+    if not -(2**63) <= int(timestamp) < 2**63:
+        raise InvalidArgument(f"Invalid timestamp {int(timestamp)} for metric {key!r}: it must fit in 64 bits.")
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
         raise InvalidArgument(
             f"Invalid step {_short(step)} for metric {key!r}: it must be an integer."

@@ -163,10 +163,11 @@ def local_files_to_upload(local_dir: str | os.PathLike[str]) -> list[tuple[Path,
     if not root.is_dir():
         what = "is a file (use log_artifact)" if root.exists() else "does not exist"
         raise InvalidArgument(f"Cannot log directory {os.fspath(local_dir)!r}: it {what}.")
-    return sorted(_walk(root), key=lambda item: item[1])
+    return sorted(iter_files(root), key=lambda item: item[1])
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+def iter_files(root: Path) -> Iterator[tuple[Path, str]]:
+    """(file, path relative to root) for every file below root; directory links not entered."""
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             path = Path(dirpath, name)

@@ -60,12 +60,14 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# Length limits (validation.py enforces them before SQL sees a value).
-NAME_LEN = 256
-KEY_LEN = 250
-PARAM_VALUE_LEN = 6000
-TAG_VALUE_LEN = 8000
-URI_LEN = 1000
+# Length limits live with the validation that enforces them before SQL sees a value.
+from tracking_plugin.validation import (  # noqa: E402
+    KEY_LEN,
+    NAME_LEN,
+    PARAM_VALUE_LEN,
+    TAG_VALUE_LEN,
+    URI_LEN,
+)
 
 
 class Base(DeclarativeBase):
