@@ -21,18 +21,17 @@ a frame for lineage.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
 
-from tracking_plugin.errors import BackendUnavailable, InvalidArgument, NotFound
+from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.tables import SUPPORTED_SUFFIXES, check_table_uri, local_table_path, read_table
 
 __all__ = [
     "ALL_COLUMNS",
@@ -70,7 +69,7 @@ CATEGORICAL_COLUMNS: tuple[str, ...] = tuple(CATEGORY_VALUES)
 FEATURE_COLUMNS: tuple[str, ...] = NUMERIC_COLUMNS + CATEGORICAL_COLUMNS
 ALL_COLUMNS: tuple[str, ...] = (ID_COLUMN, *FEATURE_COLUMNS, DATE_COLUMN, LABEL_COLUMN)
 
-SUPPORTED_FILE_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
+SUPPORTED_FILE_SUFFIXES: tuple[str, ...] = SUPPORTED_SUFFIXES
 
 
 @runtime_checkable
@@ -87,18 +86,6 @@ class DataSource(Protocol):
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _file_format(uri: str) -> str:
-    name = uri.lower()
-    if name.endswith((".csv", ".csv.gz")):
-        return "csv"
-    if name.endswith(".parquet"):
-        return "parquet"
-    raise InvalidArgument(
-        f"Cannot read data file {uri!r}: unknown file type. "
-        f"Supported file types: {', '.join(SUPPORTED_FILE_SUFFIXES)}."
-    )
 
 
 @dataclass(frozen=True)
@@ -125,20 +112,7 @@ class FileSource:
                 f"parse_dates must be a sequence of column names, e.g. ('batch_date',), got {self.parse_dates!r}."
             )
         object.__setattr__(self, "parse_dates", tuple(self.parse_dates))
-        if not isinstance(self.uri, str) or not self.uri.strip():
-            raise InvalidArgument(f"Data file URI must be a non-empty string, got {self.uri!r}.")
-        if self.uri.startswith("s3://"):
-            parts = urlsplit(self.uri)
-            if not parts.netloc or not parts.path.strip("/"):
-                raise InvalidArgument(
-                    f"S3 data file URI {self.uri!r} must look like s3://bucket/path/file.csv."
-                )
-        elif "://" in self.uri and not self.uri.startswith("file://"):
-            raise InvalidArgument(
-                f"Cannot read data file {self.uri!r}: unsupported scheme. "
-                "Use a local path, file:///path or s3://bucket/key."
-            )
-        _file_format(self.uri)  # fail at construction, before any I/O
+        check_table_uri(self.uri)  # fail at construction, before any I/O
 
     def describe(self) -> str:
         """``s3://bucket/key`` as given, or ``file:///absolute/path`` for local files."""
@@ -148,76 +122,10 @@ class FileSource:
 
     def load(self) -> pd.DataFrame:
         """Read the file. Missing -> NotFound; unparseable -> InvalidArgument (both name it)."""
-        data: Any
-        if self.uri.startswith("s3://"):
-            data = io.BytesIO(self._read_s3())
-        else:
-            path = self._local_path()
-            if not path.exists():
-                raise NotFound(f"Data file {self.uri!r} does not exist (looked at {str(path)!r}).")
-            if not path.is_file():
-                raise InvalidArgument(f"Data file {self.uri!r} is a directory, not a file.")
-            data = path
-        return self._parse(data)
+        return read_table(self.uri, parse_dates=self.parse_dates)
 
     def _local_path(self) -> Path:
-        if self.uri.startswith("file://"):
-            return Path(unquote(urlsplit(self.uri).path))
-        return Path(self.uri).expanduser()
-
-    def _parse(self, data: Any) -> pd.DataFrame:
-        fmt = _file_format(self.uri)
-        try:
-            if fmt == "parquet":
-                return pd.read_parquet(data)
-            compression = "gzip" if self.uri.lower().endswith(".gz") else None
-            return pd.read_csv(
-                data, compression=compression, parse_dates=list(self.parse_dates) or None
-            )
-        except pd.errors.EmptyDataError as exc:
-            raise InvalidArgument(f"Data file {self.uri!r} is empty: {str(exc).strip()}.") from exc
-        # pyarrow's ArrowInvalid is a ValueError; a bad gzip header or a permission problem
-        # is an OSError, a cut-off gzip stream an EOFError, a corrupt one a zlib.error;
-        # binary garbage in a CSV is a UnicodeDecodeError (a ValueError too).
-        except (ValueError, OSError, EOFError, zlib.error, pd.errors.ParserError) as exc:
-            raise InvalidArgument(
-                f"Cannot parse data file {self.uri!r} as {fmt.upper()}: {str(exc).strip()}. "
-                "Check that the file is complete and matches its extension."
-            ) from exc
-
-    def _read_s3(self) -> bytes:
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from tracking_plugin.settings import get_settings
-
-        settings = get_settings()
-        parts = urlsplit(self.uri)
-        bucket, key = parts.netloc, parts.path.lstrip("/")
-        client_kwargs: dict[str, Any] = {
-            "endpoint_url": settings.s3_endpoint_url,
-            "region_name": settings.s3_region,
-        }
-        if settings.aws_access_key_id and settings.aws_secret_access_key:
-            client_kwargs["aws_access_key_id"] = settings.aws_access_key_id.get_secret_value()
-            client_kwargs["aws_secret_access_key"] = settings.aws_secret_access_key.get_secret_value()
-        try:
-            client = boto3.client("s3", **client_kwargs)
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in {"NoSuchKey", "404", "NotFound"}:
-                raise NotFound(f"Data file {self.uri!r} does not exist in bucket {bucket!r}.") from exc
-            if code == "NoSuchBucket":
-                raise NotFound(
-                    f"Data file {self.uri!r}: bucket {bucket!r} does not exist."
-                ) from exc
-            raise BackendUnavailable(f"Cannot read data file {self.uri!r} from S3: {exc}.") from exc
-        except BotoCoreError as exc:
-            raise BackendUnavailable(
-                f"Cannot reach S3 to read data file {self.uri!r}: {exc}. "
-                "Check PREFECT_MLOPS_S3_ENDPOINT_URL and the AWS credentials."
-            ) from exc
+        return local_table_path(self.uri)
 
 
 # --------------------------------------------------------------------------- generator
