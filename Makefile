@@ -1,0 +1,45 @@
+# prefect-mlops: `make run` (demo of the continuous-training pipeline) and `make test`.
+# Both create .venv and install what they need; `make test` also installs PostgreSQL's
+# server when it is missing (the suite starts its own cluster and S3 endpoint).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PEER   := .venv-peer
+
+.PHONY: setup run test test-fast bench clean
+
+$(STAMP): pyproject.toml .ci/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e '.[tests]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/prefect-mlops demo
+
+test: $(STAMP)
+	bash .ci/ensure-postgres
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Everything but the tests marked slow.
+test-fast: $(STAMP)
+	bash .ci/ensure-postgres
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+# Side-by-side benchmarks: MLflow goes into its own venv (.venv-peer), never into ours.
+$(PEER)/.installed: .ci/constraints.txt
+	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install -q --upgrade pip
+	$(PEER)/bin/python -m pip install -q -c .ci/constraints.txt mlflow scikit-learn pandas
+	touch $(PEER)/.installed
+
+bench: $(STAMP) $(PEER)/.installed
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	PEER_PYTHON=$(PEER)/bin/python $(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(PEER) mlops.db mlops.db-* mlops-artifacts build *.egg-info
