@@ -29,7 +29,10 @@ from tracking_plugin.models._signature import (
 )
 from tracking_plugin.models._uris import ModelUri, ModelUriKind, parse_model_uri, resolve_model_uri
 
+from tracking_plugin.models._manifest import MANIFEST_FILE, read_manifest, verify_manifest
+
 __all__ = [
+    "MANIFEST_FILE",
     "ColSpec",
     "ModelInfo",
     "ModelMetadata",
@@ -48,7 +51,9 @@ __all__ = [
     "load_model",
     "log_model",
     "parse_model_uri",
+    "read_manifest",
     "resolve_model_uri",
     "save_model",
     "validate_input",
+    "verify_manifest",
 ]
