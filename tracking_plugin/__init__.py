@@ -1,0 +1,161 @@
+"""prefect-mlops tracking: MLflow's tracking API, names and meaning, on Prefect.
+
+>>> import tracking_plugin as mlops                          # doctest: +SKIP
+>>> mlops.set_experiment("churn")                            # doctest: +SKIP
+>>> with mlops.start_run():                                  # doctest: +SKIP
+...     mlops.log_param("C", 1.0)
+...     mlops.log_metric("auc", 0.91)
+
+The fluent functions, :class:`TrackingClient` and the entities are imported eagerly.
+Parts that pull in Prefect, scikit-learn or the model format (``track``, ``autolog``,
+``log_model``, ``load_model``, ``save_model``, ``MlopsBackend``) load on first access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tracking_plugin.client import TrackingClient
+from tracking_plugin.entities import (
+    Experiment,
+    FileInfo,
+    LifecycleStage,
+    Metric,
+    ModelVersion,
+    Param,
+    RegisteredModel,
+    Run,
+    RunData,
+    RunInfo,
+    RunStatus,
+    RunTag,
+    Stage,
+    ViewType,
+)
+from tracking_plugin.fluent import (
+    ActiveRun,
+    active_run,
+    create_experiment,
+    delete_experiment,
+    delete_run,
+    delete_tag,
+    end_run,
+    flush,
+    get_artifact_uri,
+    get_experiment,
+    get_experiment_by_name,
+    get_run,
+    get_tracking_uri,
+    last_active_run,
+    log_artifact,
+    log_artifacts,
+    log_dict,
+    log_figure,
+    log_image,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    log_text,
+    search_experiments,
+    search_runs,
+    set_experiment,
+    set_experiment_tag,
+    set_tag,
+    set_tags,
+    set_tracking_uri,
+    start_run,
+)
+from tracking_plugin.settings import MlopsSettings, get_settings
+
+if TYPE_CHECKING:
+    from tracking_plugin.blocks import MlopsBackend
+    from tracking_plugin.models import load_model, log_model, save_model
+    from tracking_plugin.prefect import track
+    from tracking_plugin.sklearn import autolog
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActiveRun",
+    "Experiment",
+    "FileInfo",
+    "LifecycleStage",
+    "Metric",
+    "MlopsBackend",
+    "MlopsSettings",
+    "ModelVersion",
+    "Param",
+    "RegisteredModel",
+    "Run",
+    "RunData",
+    "RunInfo",
+    "RunStatus",
+    "RunTag",
+    "Stage",
+    "TrackingClient",
+    "ViewType",
+    "active_run",
+    "autolog",
+    "create_experiment",
+    "delete_experiment",
+    "delete_run",
+    "delete_tag",
+    "end_run",
+    "flush",
+    "get_artifact_uri",
+    "get_experiment",
+    "get_experiment_by_name",
+    "get_run",
+    "get_settings",
+    "get_tracking_uri",
+    "last_active_run",
+    "load_model",
+    "log_artifact",
+    "log_artifacts",
+    "log_dict",
+    "log_figure",
+    "log_image",
+    "log_metric",
+    "log_metrics",
+    "log_model",
+    "log_param",
+    "log_params",
+    "log_text",
+    "save_model",
+    "search_experiments",
+    "search_runs",
+    "set_experiment",
+    "set_experiment_tag",
+    "set_tag",
+    "set_tags",
+    "set_tracking_uri",
+    "start_run",
+    "track",
+]
+
+# name -> module that defines it; imported on first attribute access (PEP 562) because
+# these modules import Prefect (~1 s), scikit-learn or the model format.
+_LAZY = {
+    "MlopsBackend": "tracking_plugin.blocks",
+    "autolog": "tracking_plugin.sklearn",
+    "load_model": "tracking_plugin.models",
+    "log_model": "tracking_plugin.models",
+    "save_model": "tracking_plugin.models",
+    "track": "tracking_plugin.prefect",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

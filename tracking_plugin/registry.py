@@ -123,11 +123,10 @@ def registry_location(artifact_root: str, name: str, version: int) -> str:
 
 
 def _default_store(settings: MlopsSettings) -> Store:
-    from tracking_plugin.store.sql import SqlStore
+    # The client's process-wide store: relative SQLite paths resolved, schema migrated once.
+    from tracking_plugin.client import get_store
 
-    store = SqlStore.from_uri(settings.tracking_uri, busy_timeout=settings.sqlite_busy_timeout)
-    store.db.ensure_schema()
-    return store
+    return get_store(settings.tracking_uri, busy_timeout=settings.sqlite_busy_timeout)
 
 
 def _resolve_source(model_uri: str, store: Store) -> tuple[str, str | None]:

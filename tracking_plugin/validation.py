@@ -76,7 +76,8 @@ def validate_key(key: Any, kind: str = "key") -> str:
             f"Invalid {kind} name {_short(key)}: names may only contain letters, digits, "
             "underscores (_), dashes (-), periods (.), spaces ( ), colons (:) and slashes (/)."
         )
-    if posixpath.normpath(key) != key or key.startswith("/"):
+    normalised = posixpath.normpath(key)
+    if normalised != key or key.startswith("/") or normalised == "." or normalised.split("/")[0] == "..":
         raise InvalidArgument(
             f"Invalid {kind} name {_short(key)}: names are used as file paths and must not "
             f"resolve to another path (it would be {posixpath.normpath(key)!r}). "
