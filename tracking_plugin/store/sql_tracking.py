@@ -1,0 +1,1224 @@
+"""``SqlTrackingStore``: experiments, runs, params, tags and metrics over SQLAlchemy Core.
+
+Every public method opens exactly one session (one transaction) through ``self.db`` and
+shares work with the others only through private helpers that take that session. Writes
+are Core ``INSERT``/upserts of plain dicts (one ``executemany`` per table), not ORM
+objects: ``log_batch`` is the hot path of the whole tracking API.
+
+Rules (MLflow's unless said otherwise):
+
+- ``log_batch`` validates every item before it touches the database and writes in one
+  transaction: one bad metric, or a param whose value would change, writes nothing.
+- A param, once logged, keeps its value: logging the same value again is a no-op, a
+  different value is :class:`~tracking_plugin.errors.Conflict`.
+- Metric history keeps every point, duplicates included. NaN is stored as ``is_nan`` with
+  value 0 (SQLite turns NaN into NULL); +/-inf are stored as they are (MLflow clamps them).
+- ``latest_metrics`` holds, per (run, key), the point with the greatest
+  ``(step, timestamp, value)``, a non-NaN value beating NaN on a tie. It is maintained
+  with dialect upserts whose ``WHERE`` keeps the greater point, so concurrent writers
+  cannot move it backwards.
+- Logging to, renaming or ending a deleted run is a Conflict; reading it is fine.
+- Runs get a readable generated name (``adjective-noun-123``) when none is given and the
+  system tags ``mlflow.runName``, ``mlflow.user`` and ``mlflow.parentRunId``.
+
+Search compiles filters (see :mod:`tracking_plugin.search`) to ``run_uuid IN (SELECT
+run_uuid FROM latest_metrics|params|tags WHERE key = :k AND value <op> :v)`` sub-selects
+that the key/value indexes answer, then loads metrics, params and tags for the one page
+of runs with ``IN`` queries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tracking_plugin.entities import (
+    Experiment,
+    LifecycleStage,
+    Metric,
+    PagedList,
+    Param,
+    Run,
+    RunData,
+    RunInfo,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
+from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from tracking_plugin.search import (
+    EXPERIMENT_FILTER,
+    RUN_FILTER,
+    And,
+    Comparison,
+    OrderBy,
+    check_max_results,
+    compare,
+    compile_filter,
+    decode_page_token,
+    encode_page_token,
+    key_value_filter,
+    key_value_rows,
+    parse_filter,
+    parse_order_by,
+)
+from tracking_plugin.store.schema import (
+    URI_LEN,
+    ExperimentRow,
+    ExperimentTagRow,
+    LatestMetricRow,
+    MetricRow,
+    ParamRow,
+    RunRow,
+    RunTagRow,
+)
+from tracking_plugin.validation import (
+    MAX_BATCH_METRICS,
+    MAX_BATCH_PARAMS_TAGS,
+    validate_experiment_name,
+    validate_metric,
+    validate_param,
+    validate_run_id,
+    validate_tag,
+    validate_text,
+    validate_timestamp,
+)
+
+if TYPE_CHECKING:
+    from tracking_plugin.store.db import Database
+
+__all__ = ["MAX_SEARCH_RESULTS", "SqlTrackingStore", "generate_run_name"]
+
+# MLflow's system tags, kept so MLflow-aware tools read our runs.
+TAG_RUN_NAME = "mlflow.runName"
+TAG_USER = "mlflow.user"
+TAG_PARENT_RUN_ID = "mlflow.parentRunId"
+
+MAX_SEARCH_RESULTS = 50_000
+MAX_EXPERIMENT_RESULTS = 50_000
+MAX_HISTORY_RESULTS = 1_000_000
+# Rows per statement when a list goes into bound parameters (SQLite allows 32,766).
+_CHUNK = 5_000
+
+_EXPERIMENTS = ExperimentRow.__table__
+_EXPERIMENT_TAGS = ExperimentTagRow.__table__
+_RUNS = RunRow.__table__
+_PARAMS = ParamRow.__table__
+_TAGS = RunTagRow.__table__
+_METRICS = MetricRow.__table__
+_LATEST = LatestMetricRow.__table__
+
+_RUN_COLUMNS = (
+    _RUNS.c.run_uuid,
+    _RUNS.c.experiment_id,
+    _RUNS.c.name,
+    _RUNS.c.status,
+    _RUNS.c.start_time,
+    _RUNS.c.end_time,
+    _RUNS.c.user_id,
+    _RUNS.c.artifact_uri,
+    _RUNS.c.lifecycle_stage,
+    _RUNS.c.parent_run_id,
+    _RUNS.c.prefect_flow_run_id,
+    _RUNS.c.prefect_task_run_id,
+)
+_RUN_ATTRIBUTE_COLUMNS = {
+    "run_id": _RUNS.c.run_uuid,
+    "run_name": _RUNS.c.name,
+    "status": _RUNS.c.status,
+    "user_id": _RUNS.c.user_id,
+    "artifact_uri": _RUNS.c.artifact_uri,
+    "lifecycle_stage": _RUNS.c.lifecycle_stage,
+    "start_time": _RUNS.c.start_time,
+    "end_time": _RUNS.c.end_time,
+}
+_EXPERIMENT_ATTRIBUTE_COLUMNS = {
+    "name": _EXPERIMENTS.c.name,
+    "experiment_id": _EXPERIMENTS.c.experiment_id,
+    "creation_time": _EXPERIMENTS.c.creation_time,
+    "last_update_time": _EXPERIMENTS.c.last_update_time,
+}
+
+_ADJECTIVES = (
+    "amazing", "bold", "brave", "bright", "calm", "capable", "clever", "crisp", "daring",
+    "eager", "fearless", "gentle", "glowing", "graceful", "honest", "jolly", "keen",
+    "lucky", "merry", "nimble", "polite", "quick", "quiet", "rare", "resilient", "serene",
+    "sincere", "steady", "swift", "tidy", "valiant", "vivid", "wise", "witty", "zealous",
+)
+_NOUNS = (
+    "ant", "badger", "bass", "bear", "bird", "cat", "colt", "crane", "deer", "dove", "eel",
+    "elk", "fawn", "finch", "fox", "frog", "goat", "hare", "hawk", "heron", "horse", "ibis",
+    "jay", "koi", "lark", "lynx", "mole", "moth", "newt", "owl", "panda", "robin", "seal",
+    "shrike", "sloth", "snail", "stork", "swan", "toad", "trout", "wolf", "wren", "yak",
+)
+
+
+def generate_run_name() -> str:
+    """A readable run name like MLflow's, e.g. ``'clever-owl-417'``."""
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(0, 999):03d}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _experiment_pk(experiment_id: Any) -> int:
+    """Experiment ids are integers, passed around as strings (as in MLflow)."""
+    if isinstance(experiment_id, bool):
+        pass
+    elif isinstance(experiment_id, int):
+        return experiment_id
+    elif isinstance(experiment_id, str) and experiment_id.strip().lstrip("-").isdigit():
+        value = int(experiment_id)
+        if -(2**31) <= value < 2**31:
+            return value
+    raise InvalidArgument(
+        f"Invalid experiment id {experiment_id!r}: experiment ids are integers given as "
+        "strings, e.g. '1' (Experiment.experiment_id)."
+    )
+
+
+def _run_id(run_id: Any) -> str:
+    return validate_run_id(run_id)
+
+
+def _view_stages(view_type: Any) -> tuple[str, ...]:
+    try:
+        view = ViewType(view_type)
+    except ValueError:
+        raise InvalidArgument(
+            f"Invalid view type {view_type!r}: use ViewType.ACTIVE_ONLY, DELETED_ONLY or ALL."
+        ) from None
+    if view is ViewType.ACTIVE_ONLY:
+        return (LifecycleStage.ACTIVE.value,)
+    if view is ViewType.DELETED_ONLY:
+        return (LifecycleStage.DELETED.value,)
+    return (LifecycleStage.ACTIVE.value, LifecycleStage.DELETED.value)
+
+
+def _join_artifact_uri(base: str, *parts: str) -> str:
+    from tracking_plugin.artifacts import join_artifact_uri
+
+    return join_artifact_uri(base, *parts)
+
+
+def _as_items(items: Any, kind: str) -> list[Any]:
+    if items is None:
+        return []
+    if isinstance(items, (str, bytes, dict)):
+        raise InvalidArgument(
+            f"Invalid {kind}s {items!r}: pass a list of tracking_plugin.entities.{_ENTITY_NAMES[kind]} objects."
+        )
+    return list(items)
+
+
+_ENTITY_NAMES = {"metric": "Metric", "param": "Param", "tag": "RunTag"}
+
+
+def _field(item: Any, name: str, kind: str) -> Any:
+    try:
+        return getattr(item, name)
+    except AttributeError:
+        raise InvalidArgument(
+            f"Invalid {kind} {item!r}: expected an object with .{name} "
+            f"(tracking_plugin.entities.{_ENTITY_NAMES[kind]})."
+        ) from None
+
+
+# ------------------------------------------------------------------ row -> entity
+
+
+_STATUSES = {s.value: s for s in RunStatus}
+_STAGES = {s.value: s for s in LifecycleStage}
+
+
+def _run_info(row: Any) -> RunInfo:
+    return RunInfo(
+        run_id=row.run_uuid,
+        experiment_id=str(row.experiment_id),
+        run_name=row.name,
+        status=_STATUSES[row.status],
+        start_time=row.start_time,
+        end_time=row.end_time,
+        user_id=row.user_id,
+        artifact_uri=row.artifact_uri,
+        lifecycle_stage=_STAGES[row.lifecycle_stage],
+        parent_run_id=row.parent_run_id,
+        prefect_flow_run_id=row.prefect_flow_run_id,
+        prefect_task_run_id=row.prefect_task_run_id,
+    )
+
+
+def _experiment(row: Any, tags: dict[str, str]) -> Experiment:
+    return Experiment(
+        experiment_id=str(row.experiment_id),
+        name=row.name,
+        artifact_location=row.artifact_location,
+        lifecycle_stage=LifecycleStage(row.lifecycle_stage),
+        tags=tags,
+        creation_time=row.creation_time,
+        last_update_time=row.last_update_time,
+    )
+
+
+class SqlTrackingStore:
+    """The tracking half of :class:`~tracking_plugin.store.sql.SqlStore` (``self.db`` is set there)."""
+
+    db: Database
+
+    # ================================================================ experiments
+
+    def create_experiment(
+        self, name: str, artifact_location: str | None = None, tags: dict[str, str] | None = None
+    ) -> str:
+        """Create an experiment and return its id (a string). A taken name is AlreadyExists.
+
+        ``artifact_location`` is where its runs' artifacts go (``<location>/<run_id>/artifacts``);
+        the client passes ``<artifact root>/<experiment id>``-style locations, the store does
+        not know the artifact root.
+        """
+        validate_experiment_name(name)
+        location = "" if artifact_location is None else validate_text(
+            artifact_location, "artifact location", limit=URI_LEN
+        )
+        tag_rows = [dict(zip(("key", "value"), validate_tag(k, v), strict=True)) for k, v in (tags or {}).items()]
+        now = _now_ms()
+        try:
+            with self.db.session() as session:
+                taken = session.execute(
+                    sa.select(_EXPERIMENTS.c.experiment_id, _EXPERIMENTS.c.lifecycle_stage).where(
+                        _EXPERIMENTS.c.name == name
+                    )
+                ).first()
+                if taken is not None:
+                    raise _experiment_exists(name, taken)
+                result = session.execute(
+                    sa.insert(_EXPERIMENTS).values(
+                        name=name,
+                        artifact_location=location,
+                        lifecycle_stage=LifecycleStage.ACTIVE.value,
+                        creation_time=now,
+                        last_update_time=now,
+                    )
+                )
+                experiment_id = result.inserted_primary_key[0]
+                if tag_rows:
+                    session.execute(
+                        sa.insert(_EXPERIMENT_TAGS),
+                        [{"experiment_id": experiment_id, **row} for row in tag_rows],
+                    )
+        except IntegrityError as exc:
+            # Another process created the same name between our check and our insert.
+            raise AlreadyExists(
+                f"Experiment {name!r} already exists (created concurrently). Use "
+                "get_experiment_by_name() to fetch it."
+            ) from exc
+        return str(experiment_id)
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        """The experiment with this id (deleted ones too); NotFound if there is none."""
+        pk = _experiment_pk(experiment_id)
+        with self.db.session(write=False) as session:
+            row = _experiment_row(session, pk)
+            return _experiment(row, _experiment_tags(session, [pk]).get(pk, {}))
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None:
+        """The experiment with this exact name (deleted ones too), or None."""
+        validate_experiment_name(name)
+        with self.db.session(write=False) as session:
+            row = session.execute(sa.select(_EXPERIMENTS).where(_EXPERIMENTS.c.name == name)).first()
+            if row is None:
+                return None
+            return _experiment(row, _experiment_tags(session, [row.experiment_id]).get(row.experiment_id, {}))
+
+    def search_experiments(
+        self,
+        view_type: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        filter_string: str | None = None,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> PagedList[Experiment]:
+        """Experiments matching ``filter_string`` (``name LIKE 'x%'``, ``tags.team = 'a'``,
+        ``creation_time > 1700000000000``, ``experiment_id IN ('1', '2')``; OR and
+        parentheses too), by default newest first."""
+        stages = _view_stages(view_type)
+        check_max_results(max_results, limit=MAX_EXPERIMENT_RESULTS)
+        offset = decode_page_token(page_token)
+        expr = parse_filter(filter_string, EXPERIMENT_FILTER)
+        orders = _parse_orders(order_by, EXPERIMENT_FILTER, default=["creation_time DESC"])
+        dialect = self.db.dialect
+
+        def leaf(cmp: Comparison) -> Any:
+            if cmp.entity_type == "tag":
+                return key_value_filter(
+                    _EXPERIMENTS.c.experiment_id, _EXPERIMENT_TAGS, owner_fk="experiment_id",
+                    comparison=cmp, dialect=dialect,
+                )
+            column = _EXPERIMENT_ATTRIBUTE_COLUMNS[cmp.key]
+            value = cmp.value
+            if cmp.key == "experiment_id":
+                value = tuple(_experiment_pk(v) for v in value) if isinstance(value, tuple) else _experiment_pk(value)
+            return compare(column, cmp.op, value, dialect=dialect)
+
+        stmt = sa.select(_EXPERIMENTS).where(_EXPERIMENTS.c.lifecycle_stage.in_(stages))
+        if expr is not None:
+            stmt = stmt.where(compile_filter(expr, leaf))
+        clauses: list[Any] = []
+        for order in orders:
+            column = _EXPERIMENT_ATTRIBUTE_COLUMNS[order.key]
+            if dialect == "postgresql" and isinstance(column.type, sa.String):
+                column = column.collate("C")
+            clauses.append(column.asc() if order.ascending else column.desc())
+        if not any(o.key == "experiment_id" for o in orders):
+            clauses.append(_EXPERIMENTS.c.experiment_id.asc())
+        stmt = stmt.order_by(*clauses).limit(max_results + 1).offset(offset)
+        with self.db.session(write=False) as session:
+            rows = session.execute(stmt).all()
+            more = len(rows) > max_results
+            rows = rows[:max_results]
+            tags = _experiment_tags(session, [r.experiment_id for r in rows])
+        items = [_experiment(r, tags.get(r.experiment_id, {})) for r in rows]
+        return PagedList(items, encode_page_token(offset + max_results) if more else None)
+
+    def rename_experiment(self, experiment_id: str, new_name: str) -> None:
+        """Rename an active experiment; a taken name is AlreadyExists."""
+        pk = _experiment_pk(experiment_id)
+        validate_experiment_name(new_name)
+        try:
+            with self.db.session() as session:
+                row = _experiment_row(session, pk)
+                if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
+                    raise Conflict(
+                        f"Cannot rename experiment {experiment_id!r} ({row.name!r}): it is deleted. "
+                        "Restore it first with restore_experiment()."
+                    )
+                if row.name == new_name:
+                    return
+                taken = session.execute(
+                    sa.select(_EXPERIMENTS.c.experiment_id, _EXPERIMENTS.c.lifecycle_stage).where(
+                        _EXPERIMENTS.c.name == new_name
+                    )
+                ).first()
+                if taken is not None:
+                    raise _experiment_exists(new_name, taken)
+                session.execute(
+                    sa.update(_EXPERIMENTS)
+                    .where(_EXPERIMENTS.c.experiment_id == pk)
+                    .values(name=new_name, last_update_time=_now_ms())
+                )
+        except IntegrityError as exc:
+            raise AlreadyExists(f"Experiment {new_name!r} already exists (created concurrently).") from exc
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        """Mark the experiment and all its runs deleted (restorable, as in MLflow)."""
+        pk = _experiment_pk(experiment_id)
+        with self.db.session() as session:
+            row = _experiment_row(session, pk)
+            if row.lifecycle_stage == LifecycleStage.DELETED.value:
+                raise Conflict(f"Experiment {experiment_id!r} ({row.name!r}) is already deleted.")
+            _set_experiment_lifecycle(session, pk, LifecycleStage.DELETED)
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        """Mark a deleted experiment and all its runs active again."""
+        pk = _experiment_pk(experiment_id)
+        with self.db.session() as session:
+            row = _experiment_row(session, pk)
+            if row.lifecycle_stage == LifecycleStage.ACTIVE.value:
+                raise Conflict(f"Experiment {experiment_id!r} ({row.name!r}) is not deleted; nothing to restore.")
+            _set_experiment_lifecycle(session, pk, LifecycleStage.ACTIVE)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        """Set (or overwrite) a tag of an active experiment."""
+        pk = _experiment_pk(experiment_id)
+        key, value = validate_tag(key, value)
+        with self.db.session() as session:
+            row = _experiment_row(session, pk)
+            if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
+                raise Conflict(
+                    f"Cannot set tag {key!r} on experiment {experiment_id!r} ({row.name!r}): it is "
+                    "deleted. Restore it first with restore_experiment()."
+                )
+            _upsert_tags(
+                session, self.db.dialect, "experiment_tags", [{"experiment_id": pk, "key": key, "value": value}]
+            )
+            session.execute(
+                sa.update(_EXPERIMENTS).where(_EXPERIMENTS.c.experiment_id == pk).values(last_update_time=_now_ms())
+            )
+
+    # ======================================================================= runs
+
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        user_id: str,
+        start_time: int,
+        run_name: str | None = None,
+        tags: Sequence[RunTag] = (),
+        parent_run_id: str | None = None,
+        prefect_flow_run_id: str | None = None,
+        prefect_task_run_id: str | None = None,
+    ) -> Run:
+        """Create a RUNNING run. A taken Prefect flow-run/task-run id raises AlreadyExists.
+
+        The run's artifact URI is ``<experiment artifact_location>/<run_id>/artifacts``.
+        """
+        pk = _experiment_pk(experiment_id)
+        validate_text(user_id, "user id")
+        start_time = validate_timestamp(start_time, "start_time")
+        tag_values: dict[str, str] = {}
+        for tag in _as_items(tags, "tag"):
+            key, value = validate_tag(_field(tag, "key", "tag"), _field(tag, "value", "tag"))
+            tag_values[key] = value
+        if run_name is None:
+            run_name = tag_values.get(TAG_RUN_NAME) or generate_run_name()
+        else:
+            validate_text(run_name, "run name")
+            if tag_values.get(TAG_RUN_NAME, run_name) != run_name:
+                raise InvalidArgument(
+                    f"run_name {run_name!r} and tag {TAG_RUN_NAME} {tag_values[TAG_RUN_NAME]!r} "
+                    "disagree: pass the name once (run_name=...)."
+                )
+        if parent_run_id is not None:
+            _run_id(parent_run_id)
+            tag_values[TAG_PARENT_RUN_ID] = parent_run_id
+        for label, prefect_id in (("flow run", prefect_flow_run_id), ("task run", prefect_task_run_id)):
+            if prefect_id is not None:
+                validate_text(prefect_id, f"Prefect {label} id", limit=64)
+        tag_values[TAG_RUN_NAME] = run_name
+        tag_values.setdefault(TAG_USER, user_id)
+
+        run_id = uuid.uuid4().hex
+        try:
+            with self.db.session() as session:
+                experiment = _experiment_row(session, pk)
+                if experiment.lifecycle_stage != LifecycleStage.ACTIVE.value:
+                    raise Conflict(
+                        f"Cannot create a run in experiment {experiment_id!r} ({experiment.name!r}): "
+                        "it is deleted. Restore it or use another experiment."
+                    )
+                if parent_run_id is not None and session.execute(
+                    sa.select(_RUNS.c.run_uuid).where(_RUNS.c.run_uuid == parent_run_id)
+                ).first() is None:
+                    raise NotFound(f"Parent run {parent_run_id!r} does not exist; start the parent run first.")
+                _check_prefect_ids_free(session, prefect_flow_run_id, prefect_task_run_id)
+                artifact_uri = _join_artifact_uri(experiment.artifact_location, run_id, "artifacts")
+                values = {
+                    "run_uuid": run_id,
+                    "name": run_name,
+                    "experiment_id": pk,
+                    "user_id": user_id,
+                    "status": RunStatus.RUNNING.value,
+                    "start_time": start_time,
+                    "end_time": None,
+                    "artifact_uri": artifact_uri,
+                    "lifecycle_stage": LifecycleStage.ACTIVE.value,
+                    "parent_run_id": parent_run_id,
+                    "prefect_flow_run_id": prefect_flow_run_id,
+                    "prefect_task_run_id": prefect_task_run_id,
+                }
+                session.execute(sa.insert(_RUNS), [values])
+                session.execute(
+                    sa.insert(_TAGS),
+                    [{"run_uuid": run_id, "key": k, "value": v} for k, v in sorted(tag_values.items())],
+                )
+        except IntegrityError as exc:
+            # Only the unique Prefect ids can collide (run ids are fresh uuid4s); this is the
+            # race our check above cannot see on PostgreSQL: the unique index decides.
+            raise _prefect_id_taken(exc, prefect_flow_run_id, prefect_task_run_id) from exc
+        info = RunInfo(
+            run_id=run_id,
+            experiment_id=str(pk),
+            run_name=run_name,
+            status=RunStatus.RUNNING,
+            start_time=start_time,
+            end_time=None,
+            user_id=user_id,
+            artifact_uri=artifact_uri,
+            lifecycle_stage=LifecycleStage.ACTIVE,
+            parent_run_id=parent_run_id,
+            prefect_flow_run_id=prefect_flow_run_id,
+            prefect_task_run_id=prefect_task_run_id,
+        )
+        return Run(info=info, data=RunData(tags=tag_values))
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with its latest metrics (NaN as ``float('nan')``), params and tags."""
+        _run_id(run_id)
+        with self.db.session(write=False) as session:
+            row = session.execute(sa.select(*_RUN_COLUMNS).where(_RUNS.c.run_uuid == run_id)).first()
+            if row is None:
+                raise _run_not_found(run_id)
+            return _load_runs(session, [row])[0]
+
+    def get_run_by_prefect_id(
+        self, *, flow_run_id: str | None = None, task_run_id: str | None = None
+    ) -> Run | None:
+        """The run keyed by a Prefect flow-run id or task-run id (exactly one), or None."""
+        if (flow_run_id is None) == (task_run_id is None):
+            raise InvalidArgument("Pass exactly one of flow_run_id= or task_run_id= to get_run_by_prefect_id().")
+        if flow_run_id is not None:
+            condition = _RUNS.c.prefect_flow_run_id == validate_text(flow_run_id, "Prefect flow run id", limit=64)
+        else:
+            condition = _RUNS.c.prefect_task_run_id == validate_text(task_run_id, "Prefect task run id", limit=64)
+        with self.db.session(write=False) as session:
+            row = session.execute(sa.select(*_RUN_COLUMNS).where(condition)).first()
+            return None if row is None else _load_runs(session, [row])[0]
+
+    def update_run_info(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | None = None,
+        end_time: int | None = None,
+        run_name: str | None = None,
+    ) -> RunInfo:
+        """Change status, end time and/or name (the ``mlflow.runName`` tag follows the name)."""
+        _run_id(run_id)
+        values: dict[str, Any] = {}
+        if status is not None:
+            try:
+                values["status"] = RunStatus(status).value
+            except ValueError:
+                raise InvalidArgument(
+                    f"Invalid run status {status!r}: use one of {', '.join(s.value for s in RunStatus)}."
+                ) from None
+        if end_time is not None:
+            values["end_time"] = validate_timestamp(end_time, "end_time")
+        if run_name is not None:
+            values["name"] = validate_text(run_name, "run name")
+        with self.db.session() as session:
+            row = _active_run_row(session, run_id, "update")
+            if values:
+                session.execute(sa.update(_RUNS).where(_RUNS.c.run_uuid == run_id).values(**values))
+            if run_name is not None:
+                _upsert_tags(
+                    session, self.db.dialect, "run_tags", [{"run_uuid": run_id, "key": TAG_RUN_NAME, "value": run_name}]
+                )
+        info = _run_info(row)
+        return dataclasses.replace(
+            info,
+            status=RunStatus(values.get("status", info.status)),
+            end_time=values.get("end_time", info.end_time),
+            run_name=values.get("name", info.run_name),
+        )
+
+    def delete_run(self, run_id: str) -> None:
+        """Mark a run deleted (restorable); its data stays."""
+        _run_id(run_id)
+        with self.db.session() as session:
+            _set_run_lifecycle(session, run_id, LifecycleStage.DELETED)
+
+    def restore_run(self, run_id: str) -> None:
+        """Mark a deleted run active again."""
+        _run_id(run_id)
+        with self.db.session() as session:
+            _set_run_lifecycle(session, run_id, LifecycleStage.ACTIVE)
+
+    # ======================================================================= data
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+    ) -> None:
+        """Validate everything, then write all of it in one transaction, or nothing.
+
+        >>> store.log_batch(run.info.run_id, metrics=[Metric("loss", 0.3, 1700000000000, 1)],
+        ...                 params=[Param("lr", "0.01")])  # doctest: +SKIP
+        """
+        _run_id(run_id)
+        metric_items = _as_items(metrics, "metric")
+        param_items = _as_items(params, "param")
+        tag_items = _as_items(tags, "tag")
+        if len(metric_items) > MAX_BATCH_METRICS:
+            raise InvalidArgument(
+                f"A batch may hold at most {MAX_BATCH_METRICS} metrics, got {len(metric_items)}; "
+                "split it into several log_batch calls."
+            )
+        if len(param_items) + len(tag_items) > MAX_BATCH_PARAMS_TAGS:
+            raise InvalidArgument(
+                f"A batch may hold at most {MAX_BATCH_PARAMS_TAGS} params and tags together, got "
+                f"{len(param_items) + len(tag_items)}; split it into several log_batch calls."
+            )
+        metric_rows = _metric_rows(run_id, metric_items)
+        param_values: dict[str, str] = {}
+        for param in param_items:
+            key, value = validate_param(_field(param, "key", "param"), _field(param, "value", "param"))
+            if param_values.get(key, value) != value:
+                raise InvalidArgument(
+                    f"Param {key!r} appears twice in one batch with different values "
+                    f"({param_values[key]!r} and {value!r}); a param has one value per run."
+                )
+            param_values[key] = value
+        tag_values: dict[str, str] = {}
+        for tag in tag_items:
+            key, value = validate_tag(_field(tag, "key", "tag"), _field(tag, "value", "tag"))
+            tag_values[key] = value  # the last value of a repeated tag wins, as in MLflow
+
+        dialect = self.db.dialect
+        write = bool(metric_rows or param_values or tag_values)
+        with self.db.session(write=write) as session:
+            _check_run_active_fast(session, dialect, run_id, "log to")
+            if param_values:
+                _write_params(session, dialect, run_id, param_values)
+            if metric_rows:
+                _insert_metrics(session, dialect, metric_rows)
+                _upsert_latest(session, dialect, _latest_points(metric_rows))
+            if tag_values:
+                _upsert_tags(
+                    session, dialect, "run_tags",
+                    [{"run_uuid": run_id, "key": k, "value": v} for k, v in sorted(tag_values.items())],
+                )
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Remove a tag of an active run; NotFound if the run has no such tag."""
+        _run_id(run_id)
+        key, _ = validate_tag(key, "")
+        with self.db.session() as session:
+            _active_run_row(session, run_id, "delete a tag of", columns=(_RUNS.c.lifecycle_stage,))
+            deleted = session.execute(
+                sa.delete(_TAGS).where(_TAGS.c.run_uuid == run_id, _TAGS.c.key == key)
+            ).rowcount
+            if not deleted:
+                raise NotFound(f"Run {run_id!r} has no tag {key!r}; nothing to delete.")
+
+    def get_metric_history(
+        self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
+    ) -> PagedList[Metric]:
+        """Every logged point of ``key``, ordered by (step, timestamp), duplicates included.
+
+        Without ``max_results`` the whole history comes back in one page.
+        """
+        _run_id(run_id)
+        validate_metric(key, 0.0, 0, 0)
+        if max_results is not None:
+            check_max_results(max_results, limit=MAX_HISTORY_RESULTS)
+        offset = decode_page_token(page_token)
+        m = _METRICS.c
+        stmt = (
+            sa.select(m.key, m.value, m.is_nan, m.timestamp, m.step)
+            .where(m.run_uuid == run_id, m.key == key)
+            .order_by(m.step, m.timestamp, m.id)
+            .offset(offset)
+        )
+        if max_results is not None:
+            stmt = stmt.limit(max_results + 1)
+        with self.db.session(write=False) as session:
+            if session.execute(sa.select(_RUNS.c.run_uuid).where(_RUNS.c.run_uuid == run_id)).first() is None:
+                raise _run_not_found(run_id)
+            rows = session.execute(stmt).all()
+        more = max_results is not None and len(rows) > max_results
+        if more:
+            rows = rows[:max_results]
+        nan = math.nan
+        items = [Metric(r.key, nan if r.is_nan else r.value, r.timestamp, r.step) for r in rows]
+        token = encode_page_token(offset + len(items)) if more else None
+        return PagedList(items, token)
+
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str],
+        filter_string: str = "",
+        run_view_type: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> PagedList[Run]:
+        """Runs of ``experiment_ids`` matching ``filter_string``, one page at a time.
+
+        Filters use MLflow's grammar plus OR and parentheses (see :mod:`tracking_plugin.search`);
+        ``order_by`` items look like ``"metrics.acc DESC"``, ``"params.lr"`` or
+        ``"attributes.start_time ASC"``. Runs lacking an ordering metric/param/tag come
+        last, NaN metrics just before them. Default order: ``start_time DESC, run_id``.
+
+        >>> store.search_runs(["1"], "metrics.acc > 0.9 and (params.model = 'rf' or "
+        ...                   "params.model = 'gb')", order_by=["metrics.acc DESC"])  # doctest: +SKIP
+        """
+        if isinstance(experiment_ids, (str, int)):
+            experiment_ids = [experiment_ids]  # type: ignore[list-item]
+        experiment_pks = sorted({_experiment_pk(e) for e in experiment_ids})
+        stages = _view_stages(run_view_type)
+        check_max_results(max_results, limit=MAX_SEARCH_RESULTS)
+        offset = decode_page_token(page_token)
+        expr = parse_filter(filter_string, RUN_FILTER)
+        orders = _parse_orders(order_by, RUN_FILTER)
+        if not experiment_pks:
+            return PagedList([], None)
+        dialect = self.db.dialect
+        with self.db.session(write=False) as session:
+            if dialect == "postgresql":
+                # psycopg prepares statements it has seen 5 times; PostgreSQL may then switch
+                # to a generic plan that ignores the filter values (a 5 ms search took 1 s).
+                session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            drivers = _drivers(session, dialect, expr, orders, offset + max_results + 1)
+            stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=drivers)
+            rows = session.execute(stmt.limit(max_results + 1).offset(offset)).all()
+            more = len(rows) > max_results
+            runs = _load_runs(session, rows[:max_results])
+        return PagedList(runs, encode_page_token(offset + max_results) if more else None)
+
+
+# ====================================================================== helpers
+# Private helpers take the caller's session; they never open one.
+
+
+def _experiment_exists(name: str, taken: Any) -> AlreadyExists:
+    hint = (
+        " It is deleted: restore it with restore_experiment() or choose another name."
+        if taken.lifecycle_stage == LifecycleStage.DELETED.value
+        else " Use get_experiment_by_name() to fetch it, or choose another name."
+    )
+    return AlreadyExists(f"Experiment {name!r} already exists (id {taken.experiment_id}).{hint}")
+
+
+def _run_not_found(run_id: str) -> NotFound:
+    return NotFound(f"Run {run_id!r} does not exist. Check the run id (search_runs() lists runs).")
+
+
+def _experiment_row(session: Session, pk: int) -> Any:
+    row = session.execute(sa.select(_EXPERIMENTS).where(_EXPERIMENTS.c.experiment_id == pk)).first()
+    if row is None:
+        raise NotFound(
+            f"Experiment {str(pk)!r} does not exist. Check the id, or look it up by name with "
+            "get_experiment_by_name()."
+        )
+    return row
+
+
+def _experiment_tags(session: Session, pks: Sequence[int]) -> dict[int, dict[str, str]]:
+    out: dict[int, dict[str, str]] = {}
+    t = _EXPERIMENT_TAGS.c
+    for chunk in _chunks(list(pks)):
+        for pk, key, value in session.execute(
+            sa.select(t.experiment_id, t.key, t.value).where(t.experiment_id.in_(chunk))
+        ):
+            out.setdefault(pk, {})[key] = value
+    return out
+
+
+def _set_experiment_lifecycle(session: Session, pk: int, stage: LifecycleStage) -> None:
+    now = _now_ms()
+    session.execute(
+        sa.update(_EXPERIMENTS)
+        .where(_EXPERIMENTS.c.experiment_id == pk)
+        .values(lifecycle_stage=stage.value, last_update_time=now)
+    )
+    session.execute(sa.update(_RUNS).where(_RUNS.c.experiment_id == pk).values(lifecycle_stage=stage.value))
+
+
+def _active_run_row(session: Session, run_id: str, action: str, columns: Sequence[Any] = _RUN_COLUMNS) -> Any:
+    row = session.execute(sa.select(*columns).where(_RUNS.c.run_uuid == run_id)).first()
+    if row is None:
+        raise _run_not_found(run_id)
+    if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
+        raise Conflict(
+            f"Cannot {action} run {run_id!r}: it is deleted. Restore it first with restore_run()."
+        )
+    return row
+
+
+def _set_run_lifecycle(session: Session, run_id: str, stage: LifecycleStage) -> None:
+    result = session.execute(sa.update(_RUNS).where(_RUNS.c.run_uuid == run_id).values(lifecycle_stage=stage.value))
+    if not result.rowcount:
+        raise _run_not_found(run_id)
+
+
+def _check_prefect_ids_free(session: Session, flow_run_id: str | None, task_run_id: str | None) -> None:
+    for column, value, label in (
+        (_RUNS.c.prefect_flow_run_id, flow_run_id, "flow_run_id"),
+        (_RUNS.c.prefect_task_run_id, task_run_id, "task_run_id"),
+    ):
+        if value is None:
+            continue
+        existing = session.execute(sa.select(_RUNS.c.run_uuid).where(column == value)).first()
+        if existing is not None:
+            raise AlreadyExists(
+                f"A run for Prefect {label.replace('_id', '').replace('_', ' ')} {value!r} already "
+                f"exists (run {existing.run_uuid!r}); fetch it with "
+                f"get_run_by_prefect_id({label}={value!r})."
+            )
+
+
+def _prefect_id_taken(exc: IntegrityError, flow_run_id: str | None, task_run_id: str | None) -> AlreadyExists:
+    constraint = getattr(getattr(getattr(exc, "orig", None), "diag", None), "constraint_name", None) or str(exc.orig)
+    if task_run_id is not None and (flow_run_id is None or "task_run" in constraint):
+        label, value = "task_run_id", task_run_id
+    elif flow_run_id is not None:
+        label, value = "flow_run_id", flow_run_id
+    else:  # pragma: no cover - nothing else is unique
+        return AlreadyExists(f"The run collides with an existing one: {exc.orig}")
+    return AlreadyExists(
+        f"A run for Prefect {label.replace('_id', '').replace('_', ' ')} {value!r} already exists "
+        f"(created concurrently); fetch it with get_run_by_prefect_id({label}={value!r})."
+    )
+
+
+_METRIC_COLUMNS = ("run_uuid", "key", "value", "is_nan", "timestamp", "step")
+
+
+def _metric_rows(run_id: str, metrics: Sequence[Any]) -> list[tuple[str, str, float, bool, int, int]]:
+    """Validate metric points into insert tuples (``_METRIC_COLUMNS`` order)."""
+    rows: list[tuple[str, str, float, bool, int, int]] = []
+    append = rows.append
+    valid_keys: set[str] = set()
+    int64 = 2**63
+    for metric in metrics:
+        try:
+            key, value, timestamp, step = metric.key, metric.value, metric.timestamp, metric.step
+        except AttributeError:
+            raise InvalidArgument(
+                f"Invalid metric {metric!r}: expected tracking_plugin.entities.Metric(key, value, "
+                "timestamp, step)."
+            ) from None
+        # Fast path for the common exact types of an already validated key (same checks as
+        # validate_metric); anything else goes through validate_metric.
+        if not (
+            key in valid_keys
+            and type(value) is float
+            and type(timestamp) is int
+            and type(step) is int
+            and -int64 <= timestamp < int64
+            and -int64 <= step < int64
+        ):
+            key, value, timestamp, step = validate_metric(key, value, timestamp, step)
+            valid_keys.add(key)
+        if value != value:  # NaN: SQLite would store NULL, so keep a flag and a 0
+            append((run_id, key, 0.0, True, timestamp, step))
+        else:
+            append((run_id, key, value, False, timestamp, step))
+    return rows
+
+
+def _latest_points(rows: Sequence[tuple[str, str, float, bool, int, int]]) -> list[dict[str, Any]]:
+    """The greatest point of each key of a batch, sorted by key (see ``_upsert_latest``)."""
+    best: dict[str, tuple[int, int, int, float, tuple[str, str, float, bool, int, int]]] = {}
+    for row in rows:
+        # MLflow's rule: greatest (step, timestamp, value) wins; a real value beats NaN on a tie.
+        rank = (row[5], row[4], 0 if row[3] else 1, row[2], row)
+        current = best.get(row[1])
+        if current is None or rank[:4] > current[:4]:
+            best[row[1]] = rank
+    return [dict(zip(_METRIC_COLUMNS, best[key][4], strict=True)) for key in sorted(best)]
+
+
+def _insert_metrics(session: Session, dialect: str, rows: list[tuple[str, str, float, bool, int, int]]) -> None:
+    # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
+    # processing for a Core insert of dicts costs about as much as SQLite's own work.
+    mark = "?" if dialect == "sqlite" else "%s"
+    sql = f"INSERT INTO metrics ({', '.join(_METRIC_COLUMNS)}) VALUES ({', '.join([mark] * len(_METRIC_COLUMNS))})"
+    session.connection().exec_driver_sql(sql, rows)
+
+
+def _check_run_active_fast(session: Session, dialect: str, run_id: str, action: str) -> None:
+    """``_active_run_row`` for the logging hot path: one pre-written SELECT."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    row = session.connection().exec_driver_sql(
+        f"SELECT lifecycle_stage FROM runs WHERE run_uuid = {mark}", (run_id,)
+    ).first()
+    if row is None:
+        raise _run_not_found(run_id)
+    if row[0] != LifecycleStage.ACTIVE.value:
+        raise Conflict(f"Cannot {action} run {run_id!r}: it is deleted. Restore it first with restore_run().")
+
+
+_COMPILED: dict[tuple[str, str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _execute_compiled(session: Session, name: str, rows: list[dict[str, Any]]) -> None:
+    """Execute a cached statement of ``_BUILDERS`` as driver SQL (no per-call compile/cache-key)."""
+    connection = session.connection()
+    dialect = connection.dialect
+    entry = _COMPILED.get((dialect.name, dialect.driver, name))
+    if entry is None:
+        compiled = _statement(dialect.name, name).compile(dialect=dialect)
+        order = tuple(compiled.positiontup) if compiled.positional else None  # type: ignore[arg-type]
+        entry = _COMPILED[(dialect.name, dialect.driver, name)] = (compiled.string, order)
+    sql, order = entry
+    params: Any = [tuple(row[k] for k in order) for row in rows] if order is not None else rows
+    connection.exec_driver_sql(sql, params)
+
+
+def _insert_for(dialect: str, table: sa.Table) -> Any:
+    module = pg_dialect if dialect == "postgresql" else sqlite_dialect
+    return module.insert(table)
+
+
+# Upsert statements are built once per (dialect, table): building one (``excluded`` copies
+# every column) costs more than executing it.
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _statement(dialect: str, name: str) -> Any:
+    stmt = _STATEMENTS.get((dialect, name))
+    if stmt is None:
+        stmt = _STATEMENTS[(dialect, name)] = _BUILDERS[name](dialect)
+    return stmt
+
+
+def _build_tag_upsert(table: sa.Table, keys: list[str]) -> Any:
+    def build(dialect: str) -> Any:
+        stmt = _insert_for(dialect, table)
+        return stmt.on_conflict_do_update(index_elements=keys, set_={"value": stmt.excluded.value})
+
+    return build
+
+
+def _build_latest_upsert(dialect: str) -> Any:
+    # Replace the stored point only with a greater one: (step, timestamp), then a real value
+    # over NaN, then the greater value. Concurrent writers therefore never move it back.
+    stmt = _insert_for(dialect, _LATEST)
+    new, old = stmt.excluded, _LATEST.c
+    same_step = new.step == old.step
+    same_time = sa.and_(same_step, new.timestamp == old.timestamp)
+    greater = sa.or_(
+        new.step > old.step,
+        sa.and_(same_step, new.timestamp > old.timestamp),
+        sa.and_(same_time, old.is_nan.is_(True), new.is_nan.is_(False)),
+        sa.and_(same_time, old.is_nan == new.is_nan, new.value > old.value),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["run_uuid", "key"],
+        set_={"value": new.value, "is_nan": new.is_nan, "timestamp": new.timestamp, "step": new.step},
+        where=greater,
+    )
+
+
+_BUILDERS: dict[str, Any] = {
+    "run_tags": _build_tag_upsert(_TAGS, ["run_uuid", "key"]),
+    "experiment_tags": _build_tag_upsert(_EXPERIMENT_TAGS, ["experiment_id", "key"]),
+    "latest": _build_latest_upsert,
+    "params": lambda dialect: _insert_for(dialect, _PARAMS).on_conflict_do_nothing(),
+}
+
+
+def _upsert_tags(session: Session, dialect: str, table: str, rows: list[dict[str, Any]]) -> None:
+    session.execute(_statement(dialect, table), rows)
+
+
+def _upsert_latest(session: Session, dialect: str, rows: list[dict[str, Any]]) -> None:
+    """Move each (run, key) of ``rows`` to its point if that point is greater.
+
+    One row per key (the batch maximum), sorted by key so concurrent PostgreSQL writers
+    lock rows in the same order and cannot deadlock.
+    """
+    _execute_compiled(session, "latest", rows)
+
+
+def _write_params(session: Session, dialect: str, run_id: str, values: dict[str, str]) -> None:
+    """Insert new params; equal values are no-ops, changed values are a Conflict."""
+    p = _PARAMS.c
+    keys = sorted(values)
+
+    def existing() -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(keys):
+            found.update(session.execute(sa.select(p.key, p.value).where(p.run_uuid == run_id, p.key.in_(chunk))).all())
+        return found
+
+    def check(found: dict[str, str]) -> None:
+        for key, old in sorted(found.items()):
+            if values[key] != old:
+                raise Conflict(
+                    f"Param {key!r} of run {run_id!r} already has the value {_clip(old)}; it cannot "
+                    f"change to {_clip(values[key])}. Params are immutable: log the new value "
+                    "under another key or in a new run. Nothing of this batch was written."
+                )
+
+    before = existing()
+    check(before)
+    new_rows = [{"run_uuid": run_id, "key": k, "value": values[k]} for k in keys if k not in before]
+    if not new_rows:
+        return
+    session.execute(_statement(dialect, "params"), new_rows)
+    if dialect == "postgresql":
+        # A concurrent transaction may have inserted one of these keys since we looked
+        # (SQLite writers are serialised by BEGIN IMMEDIATE): compare what is there now.
+        check(existing())
+
+
+def _clip(value: str, limit: int = 200) -> str:
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+
+
+def _load_runs(session: Session, rows: Sequence[Any]) -> list[Run]:
+    """Build Run entities for ``rows``, loading their latest metrics, params and tags."""
+    if not rows:
+        return []
+    ids = [r.run_uuid for r in rows]
+    metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
+    params: dict[str, dict[str, str]] = {i: {} for i in ids}
+    tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+    nan = math.nan
+    connection = session.connection()
+    mark = "?" if connection.dialect.name == "sqlite" else "%s"
+    for chunk in _chunks(ids):
+        # Driver-level queries returning plain tuples: building SQLAlchemy rows for a page of
+        # 1,000 runs costs as much as the lookups themselves.
+        where = f"WHERE run_uuid IN ({', '.join([mark] * len(chunk))})"
+        args = tuple(chunk)
+        for run_uuid, key, value, is_nan in connection.exec_driver_sql(
+            f"SELECT run_uuid, key, value, is_nan FROM latest_metrics {where}", args
+        ).fetchall():
+            metrics[run_uuid][key] = nan if is_nan else value
+        for run_uuid, key, value in connection.exec_driver_sql(
+            f"SELECT run_uuid, key, value FROM params {where}", args
+        ).fetchall():
+            params[run_uuid][key] = value
+        for run_uuid, key, value in connection.exec_driver_sql(
+            f"SELECT run_uuid, key, value FROM tags {where}", args
+        ).fetchall():
+            tags[run_uuid][key] = value
+    return [
+        Run(
+            info=_run_info(r),
+            data=RunData(metrics=metrics[r.run_uuid], params=params[r.run_uuid], tags=tags[r.run_uuid]),
+        )
+        for r in rows
+    ]
+
+
+_KV_TABLES = {"metric": _LATEST, "param": _PARAMS, "tag": _TAGS}
+
+
+def _runs_query(
+    expr: Any, orders: Sequence[OrderBy], experiment_pks: Sequence[int], stages: Sequence[str], dialect: str,
+    *, drivers: set[int] | None,
+) -> Any:
+    """SELECT runs matching ``expr`` in ``orders`` (then start_time DESC, run_uuid).
+
+    Key/value comparisons whose ``id()`` is in ``drivers`` (all of them when ``drivers``
+    is None) compile to ``run_uuid IN (SELECT ...)``, the others to correlated EXISTS
+    probes (see ``_drivers``).
+    """
+
+    def leaf(cmp: Comparison) -> Any:
+        if cmp.entity_type == "attribute":
+            return compare(_RUN_ATTRIBUTE_COLUMNS[cmp.key], cmp.op, cmp.value, dialect=dialect)
+        table = _KV_TABLES[cmp.entity_type]
+        return key_value_filter(
+            _RUNS.c.run_uuid, table, owner_fk="run_uuid", comparison=cmp, dialect=dialect,
+            prefix_indexed=table is not _LATEST, correlated=drivers is not None and id(cmp) not in drivers,
+        )
+
+    stmt = sa.select(*_RUN_COLUMNS).where(
+        _RUNS.c.experiment_id.in_(experiment_pks), _RUNS.c.lifecycle_stage.in_(stages)
+    )
+    if expr is not None:
+        stmt = stmt.where(compile_filter(expr, leaf))
+    clauses: list[Any] = []
+    for number, order in enumerate(orders):
+        if order.entity_type == "attribute":
+            column = _RUN_ATTRIBUTE_COLUMNS[order.key]
+            missing_rank: Any = sa.case((column.is_(None), 1), else_=0)
+        else:
+            table = _KV_TABLES[order.entity_type]
+            joined = table.alias(f"order_{number}")
+            stmt = stmt.outerjoin(joined, sa.and_(joined.c.run_uuid == _RUNS.c.run_uuid, joined.c.key == order.key))
+            column = joined.c.value
+            if table is _LATEST:
+                missing_rank = sa.case((joined.c.run_uuid.is_(None), 2), (joined.c.is_nan.is_(True), 1), else_=0)
+            else:
+                missing_rank = sa.case((joined.c.run_uuid.is_(None), 1), else_=0)
+        if dialect == "postgresql" and isinstance(column.type, sa.String):
+            # Byte order, as SQLite: the server's locale must not change the order.
+            column = column.collate("C")
+        # Missing values sort last in both directions (MLflow's rule).
+        clauses.append(missing_rank)
+        clauses.append(column.asc() if order.ascending else column.desc())
+    if not any(o.entity_type == "attribute" and o.key == "start_time" for o in orders):
+        clauses.append(_RUNS.c.start_time.desc())
+    clauses.append(_RUNS.c.run_uuid.asc())
+    return stmt.order_by(*clauses)
+
+
+def _drivers(
+    session: Session, dialect: str, expr: Any, orders: Sequence[OrderBy], needed: int
+) -> set[int] | None:
+    """Choose, on SQLite, which comparisons drive the search; None means all of them.
+
+    SQLite keeps no statistics on values, and left alone it builds every ``IN`` list in
+    full (one table lookup per matching row). So we count matching key/value rows with
+    index-only queries, capped at a threshold, and pick one of two plans:
+
+    - few matches: start from the rarest comparison of each AND (``IN``) and probe the
+      other comparisons per candidate run through their primary keys (``EXISTS``);
+    - many matches (``matches**2 >= needed * runs``) and a page ordered by run
+      attributes: walk runs in order and probe every comparison (all ``EXISTS``); the
+      page fills after about ``needed * runs / matches`` runs.
+
+    PostgreSQL has statistics and plans semi-joins itself: it gets plain ``IN``.
+    """
+    if dialect != "sqlite" or expr is None:
+        return None
+    # An upper bound on the runs searched (all runs ever created), read in O(log n).
+    runs = session.execute(sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(_RUNS)).scalar() or 0
+    threshold = math.isqrt(needed * runs) + 1
+    estimates: dict[int, int] = {}
+
+    def estimate(node: Any) -> int:
+        if isinstance(node, Comparison):
+            if node.entity_type == "attribute" or node.op in ("!=", "NOT IN", "IS NULL"):
+                count = threshold  # unknown or unselective: assume many
+            else:
+                table = _KV_TABLES[node.entity_type]
+                matching = (
+                    sa.select(sa.literal(1))
+                    .select_from(table)
+                    .where(key_value_rows(table, node, dialect=dialect))
+                    .limit(threshold)
+                )
+                count = session.execute(sa.select(sa.func.count()).select_from(matching.subquery())).scalar_one()
+        else:
+            counts = [estimate(operand) for operand in node.operands]
+            count = min(counts) if isinstance(node, And) else min(threshold, sum(counts))
+        estimates[id(node)] = count
+        return count
+
+    if estimate(expr) >= threshold and all(o.entity_type == "attribute" for o in orders):
+        return set()
+
+    def choose(node: Any) -> set[int]:
+        if isinstance(node, Comparison):
+            return {id(node)} if node.entity_type != "attribute" else set()
+        if isinstance(node, And):
+            return choose(min(node.operands, key=lambda operand: estimates[id(operand)]))
+        return set().union(*(choose(operand) for operand in node.operands))
+
+    return choose(expr)
+
+
+def _parse_orders(order_by: Sequence[str] | None, spec: Any, default: Sequence[str] = ()) -> list[OrderBy]:
+    if order_by is None or len(order_by) == 0:
+        order_by = list(default)
+    if isinstance(order_by, str):
+        order_by = [order_by]
+    orders: list[OrderBy] = []
+    seen: set[tuple[str, str]] = set()
+    for clause in order_by:
+        order = parse_order_by(clause, spec)
+        if (order.entity_type, order.key) in seen:
+            raise InvalidArgument(
+                f"order_by names {clause!r} twice ({list(order_by)!r}); give each key once."
+            )
+        seen.add((order.entity_type, order.key))
+        orders.append(order)
+    return orders
