@@ -14,7 +14,10 @@ extension :class:`InvalidArgument` listing the supported ones.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -22,9 +25,9 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
-from tracking_plugin.errors import InvalidArgument, NotFound
+from tracking_plugin.errors import BackendUnavailable, InvalidArgument, MlopsError, NotFound
 
-__all__ = ["SUPPORTED_SUFFIXES", "check_table_uri", "read_table", "table_format", "write_table"]
+__all__ = ["SUPPORTED_SUFFIXES", "check_table_uri", "local_table_path", "read_table", "table_format", "write_table"]
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
@@ -95,12 +98,10 @@ def read_table(uri: str, *, parse_dates: Sequence[str] = ()) -> pd.DataFrame:
 
     ``parse_dates`` names CSV columns to parse as datetimes (Parquet keeps its types).
     """
+    uri = _as_uri(uri)
     check_table_uri(uri)
     if uri.startswith("s3://"):
-        from tracking_plugin.artifacts import get_artifact_repository
-
-        parent, name = _split_s3(uri)
-        return _parse(io.BytesIO(get_artifact_repository(parent).read_bytes(name)), uri, parse_dates)
+        return _parse(io.BytesIO(_read_s3(uri)), uri, parse_dates)
     path = local_table_path(uri)
     if not path.exists():
         raise NotFound(f"Data file {uri!r} does not exist (looked at {str(path)!r}).")
@@ -110,22 +111,66 @@ def read_table(uri: str, *, parse_dates: Sequence[str] = ()) -> pd.DataFrame:
 
 
 def write_table(df: pd.DataFrame, uri: str) -> str:
-    """Write ``df`` as CSV or Parquet (by extension) to a local path or S3; returns ``uri``."""
+    """Write ``df`` as CSV or Parquet (by extension) to a local path or S3; returns ``uri``.
+
+    The file appears whole or not at all: a local file is written beside the target and
+    renamed, an S3 object is uploaded in one request (or one multipart upload).
+    """
+    uri = _as_uri(uri)
     check_table_uri(uri)
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidArgument(f"Cannot write {type(df).__name__} to {uri!r}: pass a pandas DataFrame.")
+    fmt = table_format(uri)
     buffer = io.BytesIO()
-    if table_format(uri) == "csv":
-        df.to_csv(buffer, index=False, compression="gzip" if uri.lower().endswith(".gz") else None)
-    else:
-        df.to_parquet(buffer, index=False)
+    try:
+        if fmt == "csv":
+            df.to_csv(buffer, index=False, compression="gzip" if uri.lower().endswith(".gz") else None)
+        else:
+            df.to_parquet(buffer, index=False)
+    # pyarrow refuses mixed-type object columns (ArrowTypeError/ArrowInvalid: TypeError or
+    # ValueError subclasses) and non-string column names.
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(
+            f"Cannot write data file {uri!r} as {fmt.upper()}: {str(exc).strip()}. Give each column one "
+            "type (e.g. df[col].astype(str)) and string column names, or write CSV."
+        ) from exc
     if uri.startswith("s3://"):
         from tracking_plugin.artifacts import get_artifact_repository
 
         parent, name = _split_s3(uri)
-        get_artifact_repository(parent).log_bytes(buffer.getvalue(), name)
+        try:
+            get_artifact_repository(parent).log_bytes(buffer.getvalue(), name)
+        except MlopsError as exc:
+            raise type(exc)(f"Cannot write data file {uri!r}: {exc.message}") from exc
         return uri
     path = local_table_path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(f"{str(path)!r} is a directory")
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise InvalidArgument(
+            f"Cannot write data file {uri!r}: {exc.strerror or exc}. Choose a writable file path."
+        ) from exc
     return uri
+
+
+def _as_uri(uri: Any) -> Any:
+    return os.fspath(uri) if isinstance(uri, os.PathLike) else uri
+
+
+def _read_s3(uri: str) -> bytes:
+    from tracking_plugin.artifacts import get_artifact_repository
+
+    parent, name = _split_s3(uri)
+    try:
+        return get_artifact_repository(parent).read_bytes(name)
+    except NotFound as exc:
+        raise NotFound(f"Data file {uri!r} does not exist: {exc.message}") from exc
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(f"Cannot read data file {uri!r}: {exc.message}") from exc

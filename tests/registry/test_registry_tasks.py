@@ -1,0 +1,363 @@
+"""The registry's Prefect tasks in real flow runs (``prefect_harness``): register -> gate ->
+promote -> roll back, read back as a user would: the registry, its audit trail, the flow
+run's markdown artifacts and the Prefect events."""
+
+from __future__ import annotations
+
+import getpass
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from registry_tasks import EvaluationGate, RegistryClient, evaluate_gate, promote, register_model, rollback
+from tracking_plugin.entities import ModelVersionStatus
+from tracking_plugin.errors import Conflict, InvalidArgument, ModelLoadRefused
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "registry.md"
+GATE = EvaluationGate("accuracy", min_improvement=0.01, thresholds={"accuracy": (0.7, None)})
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _poll(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout} s")
+        time.sleep(0.25)
+
+
+def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list[Any]:
+    """The ``name`` events related to a flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    def read() -> list[Any] | None:
+        event_filter = EventFilter(
+            event=EventNameFilter(name=[name]),
+            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        )
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=event_filter, limit=50).events
+        return events if len(events) >= expect else None
+
+    return _poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
+
+
+def artifacts_of(flow_run_id: str) -> dict[str, str]:
+    """key -> markdown of the flow run's artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: str(a.data) for a in found if a.key}
+
+
+@pytest.fixture(scope="module")
+def training_data() -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"a": rng.normal(size=80), "b": rng.normal(size=80)})
+    return X, (X["a"] - X["b"] > 0).astype(int)
+
+
+def _use_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str) -> RegistryClient:
+    monkeypatch.setenv("PREFECT_MLOPS_TRACKING_URI", uri)
+    monkeypatch.setenv("PREFECT_MLOPS_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.chdir(tmp_path)
+    return RegistryClient()
+
+
+@pytest.fixture
+def registry(prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RegistryClient]:
+    """A fresh SQLite backend configured through PREFECT_MLOPS_* (as a user would)."""
+    yield _use_backend(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'mlops.db'}")
+
+
+@pytest.fixture
+def registry_any_db(prefect_harness: None, db_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RegistryClient:
+    """The same on SQLite and on PostgreSQL."""
+    return _use_backend(monkeypatch, tmp_path, db_uri)
+
+
+def log_trained_model(training_data: tuple[pd.DataFrame, pd.Series], accuracy: float, *, C: float = 1.0) -> str:
+    """Train, log the model and an ``accuracy`` metric in a tracking run; the model's URI."""
+    from sklearn.linear_model import LogisticRegression
+
+    import tracking_plugin as mlops
+    from tracking_plugin.models import log_model
+
+    X, y = training_data
+    with mlops.start_run() as run:
+        mlops.log_metric("accuracy", accuracy)
+        log_model(LogisticRegression(C=C).fit(X, y), "model", input_example=X.head(2))
+    return f"runs:/{run.info.run_id}/model"
+
+
+def current_flow_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id)
+
+
+# ------------------------------------------------------------------------------- flows
+
+
+def _release_flow() -> Any:
+    from prefect import flow
+
+    @flow(name="release")
+    def release(model_uri: str, gate: EvaluationGate = GATE, reason: str | None = None) -> dict[str, Any]:
+        version = register_model(model_uri, "churn", tags={"source": "test"})
+        decision = evaluate_gate("churn", version.version, gate)
+        promoted = promote("churn", version.version, reason=reason)  # raises Conflict if the gate failed
+        return {"version": version, "decision": decision, "promoted": promoted, "flow_run_id": current_flow_run_id()}
+
+    return release
+
+
+def test_register_gate_promote_flow_moves_the_alias_and_records_why(
+    registry_any_db: RegistryClient, training_data: Any
+) -> None:
+    registry = registry_any_db
+    release = _release_flow()
+
+    first = release(log_trained_model(training_data, 0.80), reason="first release")
+    assert first["version"].status is ModelVersionStatus.READY
+    assert first["decision"].passed and first["decision"].decision_id
+    assert registry.get_by_alias("churn").version == 1
+
+    second = release(log_trained_model(training_data, 0.90, C=0.1), reason="better accuracy")
+    decision = second["decision"]
+    assert (decision.passed, decision.champion_version) == (True, 1)
+    assert decision.champion_metrics == {"accuracy": 0.80}  # the champion's training run
+    assert registry.get_by_alias("churn").version == 2
+    assert registry.get_version("churn", 2).tags == {"source": "test"}
+
+    # The audit trail: who, why, which flow run, which gate decision.
+    rows = [r for r in registry.history("churn") if r.kind == "alias"]
+    assert [(r.from_value, r.to_value) for r in rows] == [(None, "1"), ("1", "2")]
+    for row, result, reason in zip(rows, (first, second), ("first release", "better accuracy")):
+        assert row.actor == getpass.getuser()
+        assert row.reason == reason
+        assert row.prefect_flow_run_id == result["flow_run_id"]
+        assert row.gate_decision_id == result["decision"].decision_id
+    stored = registry.store.get_gate_decision(decision.decision_id)
+    assert (stored.passed, stored.prefect_flow_run_id) == (True, second["flow_run_id"])
+
+    # The flow run's markdown artifacts: what was registered, the gate's rule table, the move.
+    artifacts = artifacts_of(second["flow_run_id"])
+    assert set(artifacts) >= {"registration-churn-2", "gate-churn-2", "promotion-churn-2"}
+    gate_md = artifacts["gate-churn-2"]
+    assert "Evaluation gate: PASSED" in gate_md
+    assert re.search(r"\| min_improvement \| accuracy \| 0\.1 \| >= 0\.01 \(maximize\) \| pass \|", gate_md), gate_md
+    assert decision.decision_id in gate_md
+    promotion_md = artifacts["promotion-churn-2"]
+    assert "| previous holder | 1 |" in promotion_md and "| alias | champion |" in promotion_md
+    assert "Evaluation gate: PASSED" in promotion_md  # the decision table travels with the move
+
+    # The events deployment triggers and serving processes react to.
+    [promoted] = events_of(second["flow_run_id"], "mlops.model.promoted")
+    assert promoted.resource["prefect.resource.id"] == "mlops.model.churn.2"
+    assert (promoted.resource["mlops.model.name"], promoted.resource["mlops.model.version"]) == ("churn", "2")
+    related = {r["prefect.resource.id"]: r.get("prefect.resource.role") for r in promoted.related}
+    assert related["mlops.model.churn"] == "registered-model"
+    assert promoted.payload["previous_version"] == 1
+    assert promoted.payload["gate_decision_id"] == decision.decision_id
+    [registered] = events_of(second["flow_run_id"], "mlops.model.registered")
+    assert registered.resource["prefect.resource.id"] == "mlops.model.churn.2"
+
+
+def test_failed_gate_fails_the_flow_with_conflict_and_nothing_moves(registry: RegistryClient, training_data: Any) -> None:
+    release = _release_flow()
+    model_uri = log_trained_model(training_data, 0.80)
+    release(model_uri)
+    history_before = registry.history("churn")
+
+    # Same model again: no improvement over the champion, so the gate fails.
+    state = release(model_uri, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Conflict, match=r"version 2 of registered model 'churn'.*evaluation gate failed"):
+        state.result()
+
+    assert registry.get_by_alias("churn").version == 1
+    assert registry.history("churn") == history_before
+    failed = registry.decision_for("churn", 2)
+    assert failed is not None and not failed.passed and "min_improvement" in failed.reason
+
+    flow_run_id = str(state.state_details.flow_run_id)
+    artifacts = artifacts_of(flow_run_id)
+    assert "Evaluation gate: FAILED" in artifacts["gate-churn-2"]
+    refused = artifacts["promotion-refused-churn-2"]
+    assert "Conflict" in refused and "**FAIL**" in refused
+    # The version was registered (event sent), but no promotion event exists for this run.
+    events_of(flow_run_id, "mlops.model.registered")
+    assert _promoted_events(flow_run_id) == []
+
+
+def _promoted_events(flow_run_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    event_filter = EventFilter(
+        event=EventNameFilter(name=["mlops.model.promoted"]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    with get_client(sync_client=True) as client:
+        return list(client.read_events(filter=event_filter, limit=50).events)  # the server allows at most 50
+
+
+def test_a_version_whose_registration_failed_cannot_be_promoted(
+    registry: RegistryClient, training_data: Any, tmp_path: Path
+) -> None:
+    from prefect import flow
+    from sklearn.linear_model import LogisticRegression
+
+    from tracking_plugin.models import save_model
+
+    X, y = training_data
+    model_dir = tmp_path / "model"
+    save_model(LogisticRegression().fit(X, y), model_dir, input_example=X.head(2))
+    (model_dir / "MLmodel").write_text((model_dir / "MLmodel").read_text() + "# tampered\n")
+
+    @flow
+    def release_tampered() -> None:
+        try:
+            register_model(str(model_dir), "churn")
+        except ModelLoadRefused:
+            pass  # recorded as FAILED_REGISTRATION; not retried (it is not a transient error)
+        evaluate_gate("churn", 1, GATE, candidate_metrics={"accuracy": 0.9})
+        promote("churn", 1)
+
+    state = release_tampered(return_state=True)
+    with pytest.raises(Conflict, match="status is FAILED_REGISTRATION"):
+        state.result()
+    versions = registry.store.search_model_versions("name = 'churn'")
+    assert [(v.version, v.status) for v in versions] == [(1, ModelVersionStatus.FAILED_REGISTRATION)]
+    assert registry.get_by_alias("churn") is None
+    assert registry.history("churn") == []
+
+
+def test_register_task_refuses_a_folder_that_is_not_a_model_without_retrying(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    from prefect import flow
+
+    not_a_model = tmp_path / "data"
+    not_a_model.mkdir()
+    (not_a_model / "rows.csv").write_text("a,b\n1,2\n")
+
+    @flow
+    def register_folder() -> None:
+        register_model(str(not_a_model), "churn")
+
+    started = time.monotonic()
+    state = register_folder(return_state=True)
+    with pytest.raises(InvalidArgument, match="not a model directory"):
+        state.result()
+    assert time.monotonic() - started < 4  # two retries would wait 2 s each
+    assert len(registry.store.search_registered_models()) == 0
+
+
+def test_rollback_restores_the_previous_champion_and_emits_rolled_back(
+    registry: RegistryClient, training_data: Any
+) -> None:
+    from prefect import flow
+
+    release = _release_flow()
+    release(log_trained_model(training_data, 0.80))
+    release(log_trained_model(training_data, 0.90, C=0.1))
+    assert registry.get_by_alias("churn").version == 2
+
+    @flow(name="roll-back")
+    def roll_back(reason: str) -> dict[str, Any]:
+        restored = rollback("churn", reason=reason, actor="oncall")
+        return {"restored": restored, "flow_run_id": current_flow_run_id()}
+
+    result = roll_back("v2 raises error rates")
+    assert result["restored"].version == 1
+    assert registry.get_by_alias("churn").version == 1
+    last = registry.history("churn")[-1]
+    assert (last.kind, last.from_value, last.to_value) == ("alias", "2", "1")
+    assert (last.actor, last.reason, last.prefect_flow_run_id) == ("oncall", "v2 raises error rates", result["flow_run_id"])
+
+    [event] = events_of(result["flow_run_id"], "mlops.model.rolled_back")
+    assert event.resource["prefect.resource.id"] == "mlops.model.churn.1"
+    assert event.resource["mlops.model.version"] == "1"
+    assert event.payload["from_version"] == 2
+    assert "| to version | 1 |" in artifacts_of(result["flow_run_id"])["rollback-churn-champion"]
+
+    # Nothing held the alias before v1: a second rollback is refused and moves nothing.
+    state = roll_back("again", return_state=True)
+    with pytest.raises(Conflict, match="no earlier"):
+        state.result()
+    assert registry.get_by_alias("churn").version == 1
+
+
+# ------------------------------------------------------------------------ docs/registry.md
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
+
+
+def test_registry_docs_examples_run(registry: RegistryClient) -> None:
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    blocks = python_blocks()
+    assert len(blocks[0].strip().splitlines()) <= 25  # "in a few lines"
+    for index, block in enumerate(blocks):
+        try:
+            exec(compile(block, f"{DOC.name}[python block {index}]", "exec"), namespace)
+        except Exception as exc:
+            raise AssertionError(f"python block {index} of {DOC.name} failed:\n{block}") from exc
+
+    # What the examples say they do: v1 promoted, v2 promoted by the flow, then rolled back.
+    assert registry.get_by_alias("cancer").version == 1
+    moves = [(r.from_value, r.to_value) for r in registry.history("cancer") if r.kind == "alias"]
+    assert moves == [(None, "1"), ("1", "2"), ("2", "1")]
+
+
+@pytest.mark.slow
+def test_register_task_retries_when_the_artifact_store_is_unreachable(
+    registry: RegistryClient, training_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow
+    from sklearn.linear_model import LogisticRegression
+
+    from tracking_plugin.errors import BackendUnavailable
+    from tracking_plugin.models import save_model
+
+    X, y = training_data
+    save_model(LogisticRegression().fit(X, y), tmp_path / "model", input_example=X.head(2))
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("PREFECT_MLOPS_ARTIFACT_ROOT", "s3://bucket/root")
+    monkeypatch.setenv("PREFECT_MLOPS_S3_ENDPOINT_URL", dead)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+    @flow
+    def register_it() -> None:
+        register_model(str(tmp_path / "model"), "churn")
+
+    state = register_it(return_state=True)
+    with pytest.raises(BackendUnavailable, match=dead):
+        state.result()
+    # Three attempts (the first and two retries), each recorded as a failed version.
+    versions = registry.store.search_model_versions("name = 'churn'")
+    assert sorted(v.version for v in versions) == [1, 2, 3]
+    assert {v.status for v in versions} == {ModelVersionStatus.FAILED_REGISTRATION}
+    assert registry.get_by_alias("churn") is None
