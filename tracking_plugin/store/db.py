@@ -26,11 +26,20 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tracking_plugin.errors import BackendUnavailable, InvalidArgument
+from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
 
 __all__ = ["Database", "get_database", "MIGRATIONS_DIR"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# PostgreSQL's serialization failure and deadlock: the transaction lost a race, the
+# server is fine. They arrive as OperationalError but mean "retry", not "unavailable".
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
 # Arbitrary constant: the advisory lock that serialises migrations on PostgreSQL.
 _PG_MIGRATION_LOCK = 7_246_113_901
 
@@ -129,6 +138,12 @@ class Database:
             with factory() as session, session.begin():
                 yield session
         except OperationalError as exc:
+            if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
+                raise Conflict(
+                    f"A concurrent transaction on {_redact(self.uri)!r} conflicted with this one "
+                    f"({_sqlstate(exc)}: {str(exc.orig).splitlines()[0]}). Nothing was written; "
+                    "retry the call."
+                ) from exc
             raise self._unavailable(exc) from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:

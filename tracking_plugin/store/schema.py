@@ -124,10 +124,12 @@ class RunRow(Base):
 class ParamRow(Base):
     __tablename__ = "params"
     __table_args__ = (
-        Index("ix_params_key_value", "key", "value").ddl_if(dialect="sqlite"),
+        Index("ix_params_key_value", "key", "value", "run_uuid").ddl_if(dialect="sqlite"),
         # PostgreSQL b-trees cannot hold 6,000-char values: index a prefix instead and
         # filter with ``left(value, 200) = left(:v, 200) AND value = :v``.
-        Index("ix_params_key_value_prefix", "key", text("left(value, 200)")).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_params_key_value_prefix", "key", text("left(value, 200)"), postgresql_include=["run_uuid"]
+        ).ddl_if(dialect="postgresql"),
     )
 
     run_uuid: Mapped[str] = mapped_column(
@@ -140,8 +142,10 @@ class ParamRow(Base):
 class RunTagRow(Base):
     __tablename__ = "tags"
     __table_args__ = (
-        Index("ix_tags_key_value", "key", "value").ddl_if(dialect="sqlite"),
-        Index("ix_tags_key_value_prefix", "key", text("left(value, 200)")).ddl_if(dialect="postgresql"),
+        Index("ix_tags_key_value", "key", "value", "run_uuid").ddl_if(dialect="sqlite"),
+        Index(
+            "ix_tags_key_value_prefix", "key", text("left(value, 200)"), postgresql_include=["run_uuid"]
+        ).ddl_if(dialect="postgresql"),
     )
 
     run_uuid: Mapped[str] = mapped_column(
@@ -170,7 +174,8 @@ class LatestMetricRow(Base):
     """Latest value per (run, key): the point with the greatest (step, timestamp), as MLflow."""
 
     __tablename__ = "latest_metrics"
-    __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value"),)
+    # Covering: a filter on (key, value) yields run ids without touching the table.
+    __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value", "run_uuid"),)
 
     run_uuid: Mapped[str] = mapped_column(
         ForeignKey("runs.run_uuid", ondelete="CASCADE"), primary_key=True

@@ -150,7 +150,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('run_uuid', 'key', name=op.f('pk_latest_metrics'))
     )
     with op.batch_alter_table('latest_metrics', schema=None) as batch_op:
-        batch_op.create_index('ix_latest_metrics_key_value', ['key', 'value'], unique=False)
+        batch_op.create_index('ix_latest_metrics_key_value', ['key', 'value', 'run_uuid'], unique=False)
 
     op.create_table('metrics',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -182,9 +182,9 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "sqlite":
         with op.batch_alter_table('params', schema=None) as batch_op:
-            batch_op.create_index('ix_params_key_value', ['key', 'value'], unique=False)
+            batch_op.create_index('ix_params_key_value', ['key', 'value', 'run_uuid'], unique=False)
     else:
-        op.create_index('ix_params_key_value_prefix', 'params', ['key', sa.text('left(value, 200)')], unique=False)
+        op.create_index('ix_params_key_value_prefix', 'params', ['key', sa.text('left(value, 200)')], unique=False, postgresql_include=['run_uuid'])
 
     op.create_table('tags',
     sa.Column('run_uuid', sa.String(length=32), nullable=False),
@@ -195,9 +195,9 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "sqlite":
         with op.batch_alter_table('tags', schema=None) as batch_op:
-            batch_op.create_index('ix_tags_key_value', ['key', 'value'], unique=False)
+            batch_op.create_index('ix_tags_key_value', ['key', 'value', 'run_uuid'], unique=False)
     else:
-        op.create_index('ix_tags_key_value_prefix', 'tags', ['key', sa.text('left(value, 200)')], unique=False)
+        op.create_index('ix_tags_key_value_prefix', 'tags', ['key', sa.text('left(value, 200)')], unique=False, postgresql_include=['run_uuid'])
 
 
 
