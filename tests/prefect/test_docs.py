@@ -1,0 +1,39 @@
+"""docs/prefect.md (the README's Prefect section): its examples run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tracking_plugin.client import TrackingClient
+from tracking_plugin.entities import RunStatus
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "prefect.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
+
+
+def test_the_tracked_flow_example_is_under_15_lines() -> None:
+    first = python_blocks()[0].strip().splitlines()
+    assert len(first) < 15
+    assert first.index('@track(experiment="churn")') == first.index("@flow") - 1
+
+
+def test_prefect_docs_examples_run(tracking, tmp_path, runs_in) -> None:
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    for index, block in enumerate(python_blocks()):
+        try:
+            exec(compile(block, f"{DOC.name}[python block {index}]", "exec"), namespace)
+        except Exception as exc:
+            raise AssertionError(f"python block {index} of {DOC.name} failed:\n{block}") from exc
+
+    [run] = runs_in(tracking, "churn")
+    assert run.info.status is RunStatus.FINISHED
+    assert run.data.params == {"n_estimators": "50", "max_depth": "8"}
+    assert 0.9 <= run.data.metrics["train_accuracy"] <= 1.0
+    assert len(runs_in(tracking, "sweep")) == 5
+    # The block example recorded into the block's backend, not the environment's.
+    [worker_run] = runs_in(TrackingClient(f"sqlite:///{tmp_path / 'team.db'}"), "on-a-worker")
+    assert worker_run.data.metrics == {"rows": 1000.0}

@@ -1,0 +1,101 @@
+"""What a tracked flow run shows in Prefect: artifacts naming the tracking run, and events
+that deployment triggers can react to. Read back through the Prefect client."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+from tracking_plugin import fluent
+from tracking_plugin.entities import RunStatus
+from tracking_plugin.prefect import track
+
+
+@track(experiment="ui-surfaces")
+@flow
+def scored(alpha: float = 0.5, fail: bool = False) -> dict[str, float]:
+    fluent.log_metric("explicit", 1.5)
+    if fail:
+        raise RuntimeError("model diverged")
+    return {"rmse": 0.25}
+
+
+def artifacts_of(flow_run_id: str) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.type: a for a in found}
+
+
+def events_named(name: str, flow_run_id: str) -> list[object]:
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            filter=EventFilter(
+                event=EventNameFilter(name=[name]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+            ),
+            limit=10,
+        )
+    return list(page.events)
+
+
+def test_flow_run_gets_a_params_metrics_table_and_a_note_naming_the_run(tracking, runs_in) -> None:
+    state = scored(alpha=0.1, return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
+    [run] = runs_in(tracking, "ui-surfaces")
+
+    artifacts = artifacts_of(flow_run_id)
+
+    table = artifacts["table"]
+    rows = table.data if isinstance(table.data, list) else json.loads(table.data)
+    assert {"kind": "param", "name": "alpha", "value": "0.1"} in rows
+    assert {"kind": "metric", "name": "rmse", "value": 0.25} in rows
+    assert {"kind": "metric", "name": "explicit", "value": 1.5} in rows
+    assert table.key == "scored-mlops-params-metrics"
+    note = artifacts["markdown"]
+    # ... and back: the Prefect flow run names its tracking run.
+    assert run.info.run_id in note.data and "FINISHED" in note.data and flow_run_id in note.data
+
+
+def test_finished_and_failed_events_carry_the_tracking_run(tracking, runs_in, wait_until) -> None:
+    ok = scored(return_state=True)
+    failed = scored(fail=True, return_state=True)
+    assert failed.is_failed()
+    ok_id, failed_id = str(ok.state_details.flow_run_id), str(failed.state_details.flow_run_id)
+    runs = {r.info.prefect_flow_run_id: r for r in runs_in(tracking, "ui-surfaces")}
+    assert runs[failed_id].info.status is RunStatus.FAILED
+
+    [finished_event] = wait_until(lambda: events_named("mlops.run.finished", ok_id))
+    [failed_event] = wait_until(lambda: events_named("mlops.run.failed", failed_id))
+
+    for event, flow_run_id in ((finished_event, ok_id), (failed_event, failed_id)):
+        run = runs[flow_run_id]
+        related = {r.id: r for r in event.related}
+        tracking_run = related[f"mlops.run.{run.info.run_id}"]
+        assert tracking_run.role == "tracking-run"
+        assert event.payload["run_id"] == run.info.run_id
+    assert failed_event.payload["status"] == "FAILED"
+    assert "model diverged" in failed_event.payload["message"]
+    assert finished_event.payload["metrics"] == {"rmse": 0.25, "explicit": 1.5}
+
+
+@pytest.fixture
+def wait_until():  # type: ignore[no-untyped-def]
+    """Poll until the predicate is truthy: events reach the API asynchronously."""
+
+    def poll(predicate, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no matching event within {timeout} s")
+            time.sleep(0.2)
+        return value
+
+    return poll
