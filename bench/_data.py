@@ -1,0 +1,41 @@
+"""Deterministic benchmark data shared by both sides (stdlib + numpy + pandas + sklearn only,
+so it imports in MLflow's venv too)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+N_FEATURES = 10
+
+
+def forest_data(n_rows: int = 5000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.normal(size=(n_rows, N_FEATURES)), columns=[f"f{i}" for i in range(N_FEATURES)])
+    y = (x["f0"] + 0.5 * x["f1"] - 0.3 * x["f2"] + rng.normal(scale=0.5, size=n_rows) > 0).astype(int).to_numpy()
+    return x, y
+
+
+def forest(seed: int = 0):  # type: ignore[no-untyped-def]
+    """The issue's benchmark model: a 50-tree random forest on 10 features."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = forest_data(seed=seed)
+    return RandomForestClassifier(n_estimators=50, random_state=seed, n_jobs=1).fit(x, y), x
+
+
+def search_rows(n_runs: int, seed: int = 0) -> list[tuple[str, float, str]]:
+    """(run_id, acc, model) for the search benchmark: 1/3 'rf', acc uniform in [0, 1)."""
+    rng = np.random.default_rng(seed)
+    acc = rng.random(n_runs)
+    models = np.array(["rf", "gbm", "lr"])[rng.integers(0, 3, n_runs)]
+    return [(f"{i:032x}", float(a), str(m)) for i, (a, m) in enumerate(zip(acc, models))]
+
+
+SEARCH_FILTER = "metrics.acc > 0.9 and params.model = 'rf'"
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

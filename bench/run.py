@@ -1,0 +1,171 @@
+"""Run every benchmark side by side with MLflow and write bench/RESULTS.md.
+
+    make bench            (installs MLflow into .venv-peer, wrk from Debian, then runs this)
+
+Each workload runs in a fresh directory in a fresh process for each side; the table
+shows medians and the ratio ours/MLflow (or MLflow/ours where lower is better), and the
+targets from the issues.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OURS = sys.executable
+PEER = os.environ.get("PEER_PYTHON", str(ROOT / ".venv-peer" / "bin" / "python"))
+
+
+def _run(python: str, script: str, *args: str, env: dict[str, str] | None = None, timeout: int = 3600) -> dict:
+    proc = subprocess.run(
+        [python, str(HERE / script), *args], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, **(env or {})}, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _pair(name: str) -> tuple[dict, dict]:
+    with tempfile.TemporaryDirectory() as ours_dir, tempfile.TemporaryDirectory() as peer_dir:
+        print(f"  {name}: prefect-mlops ...", flush=True)
+        ours = _run(OURS, "ours.py", name, ours_dir)
+        print(f"  {name}: MLflow ...", flush=True)
+        peer = _run(PEER, "peer_mlflow.py", name, peer_dir)
+    return ours, peer
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def _versions() -> str:
+    peer = subprocess.run([PEER, "-c", "import mlflow; print(mlflow.__version__)"], capture_output=True, text=True).stdout.strip()
+    return f"MLflow {peer} (in .venv-peer)"
+
+
+def main() -> None:
+    results: dict[str, dict] = {}
+    rows: list[tuple[str, str, str, str, str, str]] = []
+
+    def row(issue: str, what: str, ours: str, mlflow: str, ratio: str, target: str) -> None:
+        rows.append((issue, what, ours, mlflow, ratio, target))
+
+    print("tracking (issue 2)", flush=True)
+    o, p = _pair("log_metric")
+    results["log_metric"] = {"ours": o, "mlflow": p}
+    row("#2", "log_metric, synchronous (median per call)", f"{o['log_metric_ms']:.3f} ms", f"{p['log_metric_ms']:.2f} ms",
+        f"{p['log_metric_ms'] / o['log_metric_ms']:.0f}x faster", ">= 10x")
+    row("#2", "log_metric, buffered (median per call to the caller)", f"{o['buffered_log_metric_us']:.1f} us", "-", "-", "< 20 us")
+    o, p = _pair("log_batch")
+    with tempfile.TemporaryDirectory() as raw_dir:
+        raw = _run(OURS, "ours.py", "raw_sqlite", raw_dir)
+    results["log_batch"] = {"ours": o, "mlflow": p, "raw": raw}
+    row("#2", "log_batch throughput", f"{o['log_batch_points_per_s']:,.0f} pts/s", f"{p['log_batch_points_per_s']:,.0f} pts/s",
+        f"{o['log_batch_points_per_s'] / p['log_batch_points_per_s']:.0f}x faster", ">= 20x")
+    row("#2", "log_batch vs raw SQLite executemany (WAL)", f"{o['log_batch_points_per_s']:,.0f} pts/s",
+        f"raw: {raw['raw_sqlite_points_per_s']:,.0f} pts/s",
+        f"raw/ours = {raw['raw_sqlite_points_per_s'] / o['log_batch_points_per_s']:.1f}x", "within 3x of raw")
+    o, p = _pair("lifecycle")
+    results["lifecycle"] = {"ours": o, "mlflow": p}
+    row("#2", "run create + 2 params + 1 metric + end", f"{o['runs_per_s']:,.0f} runs/s", f"{p['runs_per_s']:,.0f} runs/s",
+        f"{o['runs_per_s'] / p['runs_per_s']:.0f}x faster", ">= 10x")
+    o, p = _pair("search")
+    results["search"] = {"ours": o, "mlflow": p}
+    row("#2", f"search_runs, metric + param filter, {o['search_runs']:,} runs ({o['search_hits']} hits, page 1000)",
+        f"{o['search_ms']:.1f} ms", f"{p['search_ms']:.0f} ms", f"{p['search_ms'] / o['search_ms']:.0f}x faster",
+        "< 50 ms and >= 10x")
+
+    print("models (issue 4)", flush=True)
+    o, p = _pair("log_model")
+    results["log_model"] = {"ours": o, "mlflow": p}
+    row("#4", "log_model, 50-tree forest + input example (+ register)", f"{o['log_model_s'] * 1000:.0f} ms",
+        f"{p['log_model_s']:.2f} s", f"{p['log_model_s'] / o['log_model_s']:.0f}x faster", ">= 10x")
+    row("#4", "load_model('models:/bench@champion')", f"{o['load_model_ms']:.1f} ms", f"{p['load_model_ms']:.1f} ms",
+        f"{p['load_model_ms'] / o['load_model_ms']:.1f}x faster", "<= MLflow and < 50 ms")
+
+    print("@track overhead (issue 3)", flush=True)
+    track = _run(OURS, "bench_track.py", timeout=1800)
+    results["track"] = track
+    med_over = track["median_tracked_s"] - track["median_untracked_s"]
+    row("#3", "@track on a flow of 100 trivial tasks (median of runs)",
+        f"{track['median_tracked_s']:.2f} s", f"untracked {track['median_untracked_s']:.2f} s",
+        f"{100 * med_over / track['median_untracked_s']:+.1f}% ({1000 * med_over / 100:+.2f} ms/task)",
+        "<= 5% or <= 2 ms/task")
+    row("#3", "same, fastest of the runs", f"{track['tracked_s']:.2f} s", f"untracked {track['untracked_s']:.2f} s",
+        f"{track['overhead_pct']:+.1f}% ({track['overhead_ms_per_task']:+.2f} ms/task)", "<= 5% or <= 2 ms/task")
+    row("#3", "flow and all 100 tasks tracked (a child run per task), median",
+        f"{track['median_tracked_tasks_s']:.2f} s", f"untracked {track['median_untracked_s']:.2f} s",
+        f"{1000 * (track['median_tracked_tasks_s'] - track['median_untracked_s']) / 100:+.2f} ms/task", "-")
+
+    print("serving (issue 5)", flush=True)
+    with tempfile.TemporaryDirectory() as serve_dir:
+        s = _run(OURS, "serving.py", serve_dir, env={"PEER_PYTHON": PEER})
+    results["serving"] = s
+    o8, m8, o1, m1 = s["ours_c8"], s["mlflow_c8"], s["ours_c1"], s["mlflow_c1"]
+    row("#5", "8 connections, 1-row JSON: throughput", f"{o8['rps']:,.0f} req/s", f"{m8['rps']:,.0f} req/s",
+        f"{o8['rps'] / m8['rps']:.1f}x", ">= 10x")
+    row("#5", "8 connections: p50 / p99 latency", f"{o8['p50_ms']:.1f} / {o8['p99_ms']:.1f} ms",
+        f"{m8['p50_ms']:.1f} / {m8['p99_ms']:.1f} ms", "-", "p99 < 50 ms")
+    row("#5", "1 connection: p50 latency vs the model's own 1-row predict",
+        f"{o1['p50_ms']:.2f} ms (predict {s['predict_1row_ms']:.2f} ms)", f"{m1['p50_ms']:.2f} ms",
+        f"+{o1['p50_ms'] - s['predict_1row_ms']:.2f} ms over predict", "within 1.5 ms of predict")
+    row("#5", "batch_predict (100,000 rows parquet -> parquet) vs in-memory predict",
+        f"{s['batch_predict_rows_per_s']:,.0f} rows/s", f"in-memory {s['in_memory_rows_per_s']:,.0f} rows/s",
+        f"{s['in_memory_rows_per_s'] / s['batch_predict_rows_per_s']:.2f}x slower", "within 2x")
+
+    print("make run (issue 6)", flush=True)
+    with tempfile.TemporaryDirectory() as demo_dir:
+        env = {**os.environ, "PREFECT_HOME": str(Path(demo_dir) / "prefect-home")}
+        started = time.perf_counter()
+        demo = subprocess.run([str(Path(OURS).parent / "prefect-mlops"), "demo"], cwd=demo_dir, env=env,
+                              capture_output=True, text=True, timeout=900)
+        demo_s = time.perf_counter() - started
+    results["demo_s"] = demo_s
+    results["demo_exit_code"] = demo.returncode
+    outcome = f"{demo_s:.1f} s" if demo.returncode == 0 else f"FAILED (exit {demo.returncode}) after {demo_s:.1f} s"
+    if demo.returncode != 0:
+        print(demo.stdout[-2000:], demo.stderr[-3000:], file=sys.stderr)
+    row("#6", "`make run` pipeline (prefect-mlops demo, fresh PREFECT_HOME, after install)", outcome, "-", "-", "< 60 s")
+
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    header = "| issue | what | prefect-mlops | MLflow / reference | ratio | target |\n|---|---|---|---|---|---|\n"
+    table = header + "".join(f"| {' | '.join(r)} |\n" for r in rows)
+    text = (
+        "# Benchmark results\n\n"
+        f"Measured {dt.date.today().isoformat()} by `make bench`, both sides one after the other in one run "
+        f"on the same machine: {_machine()}; {_versions()}. Medians of repeated measurements; "
+        "these machines are noisy, so read the ratios, not single times. Load generator for serving: "
+        f"wrk ({os.environ.get('BENCH_WRK_DURATION', '15s')} per measurement).\n\n" + table
+    )
+    (HERE / "RESULTS.md").write_text(text + _notes())
+    print(table)
+
+
+def _notes() -> str:
+    notes = HERE / "NOTES.md"
+    return "\n" + notes.read_text() if notes.exists() else ""
+
+
+if __name__ == "__main__":
+    main()
