@@ -1,0 +1,1 @@
+"""Deployment entry points: the ``prefect-mlops`` CLI, ``prefect.yaml`` and ``serve.py``."""

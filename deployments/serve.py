@@ -1,0 +1,78 @@
+"""Run the pipeline's deployments locally, on their schedules, without a work pool.
+
+    python -m deployments.serve          # Ctrl-C to stop
+
+The same three deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
+nightly retraining (cron, 02:00 UTC), the hourly drift monitor (interval) and retraining
+triggered by ``mlops.drift.detected`` with the drifted batch as ``source``.
+``prefect.serve`` registers them with the configured Prefect API and runs their flow
+runs in subprocesses of this process, so the backend comes from this process's
+``PREFECT_MLOPS_*`` environment. Schedules need a Prefect server with its scheduler
+(``prefect server start`` and ``PREFECT_API_URL`` pointing at it, or Prefect Cloud);
+Prefect's ephemeral API does not run one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DRIFT_TRIGGER_PARAMETERS", "build_deployments", "main"]
+
+#: How the event-triggered retraining fills its parameters from the drift event.
+DRIFT_TRIGGER_PARAMETERS = {
+    "source": "{{ event.payload.source }}",
+    "model_name": "{{ event.resource['mlops.model.name'] }}",
+}
+
+
+def build_deployments() -> list[Any]:
+    """The ``RunnerDeployment`` objects :func:`main` serves (also used by the tests)."""
+    from prefect.events import DeploymentEventTrigger
+    from prefect.schedules import Cron, Interval
+
+    from flows.ct_pipeline import ct_pipeline
+    from flows.drift_monitor import DRIFT_DETECTED, drift_monitor
+
+    return [
+        ct_pipeline.to_deployment(
+            name="nightly-retrain",
+            description="Retrain on the latest batch every night; promote only through the gate.",
+            schedules=[Cron("0 2 * * *", timezone="UTC")],
+            parameters={"source": "generator://churn?seed=0&day=0", "serve_port": 5055},
+        ),
+        drift_monitor.to_deployment(
+            name="drift-monitor",
+            description="Compare the newest batch with the champion's training data every hour.",
+            schedules=[Interval(3600)],
+            parameters={"source": "generator://churn?seed=0&day=1"},
+        ),
+        ct_pipeline.to_deployment(
+            name="retrain-on-drift",
+            description="Retrain as soon as the drift monitor emits mlops.drift.detected.",
+            triggers=[
+                DeploymentEventTrigger(
+                    expect={DRIFT_DETECTED},
+                    match={"prefect.resource.id": "mlops.model.*"},
+                    parameters=dict(DRIFT_TRIGGER_PARAMETERS),
+                )
+            ],
+        ),
+    ]
+
+
+def main() -> None:  # pragma: no cover - long-running
+    """Serve the three deployments until interrupted."""
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        print(
+            "No PREFECT_API_URL: the ephemeral API has no scheduler, so only the drift trigger and "
+            "manual runs will start. For the schedules run `prefect server start` and "
+            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api` first."
+        )
+    serve(*build_deployments())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,176 @@
+"""Fixtures for the pipeline flows: the session's real Prefect API (``prefect_harness``), a
+fresh SQLite backend and artifact folder per test (set through ``PREFECT_MLOPS_*`` as a
+user would), and helpers that read back what a flow run left in Prefect.
+
+Only the pipeline tests use these; the data/validation/drift unit tests need none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+def _suite_helpers() -> Any:
+    # tests/conftest.py by path: a plain "import conftest" could find this very module.
+    spec = importlib.util.spec_from_file_location("_mlops_suite_conftest", Path(__file__).parents[1] / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+free_port = _suite_helpers().free_port
+
+#: Small, quick batches and models: the pipeline's behaviour, not its accuracy, is tested.
+N_ROWS = 1500
+FAST = {"n_estimators": 15, "max_depth": 6}
+
+
+def source(day: int = 0, *, drift: float = 0.0, corrupt: bool = False, seed: int = 0, n_rows: int = N_ROWS) -> str:
+    """A generator URI for one day's batch."""
+    return (
+        f"generator://churn?seed={seed}&day={day}&n_rows={n_rows}&drift={drift:g}"
+        f"&corrupt={'true' if corrupt else 'false'}"
+    )
+
+
+def _reset_tracking() -> None:
+    # Process-wide caches keyed by backend: each test gets a new one.
+    from tracking_plugin import _buffer, _context, client as client_module, fluent
+    import tracking_plugin.prefect as tp
+
+    while _context.active_run_stack():
+        _context.pop_active_run()
+    with contextlib.suppress(Exception):
+        _buffer.get_buffer().flush(timeout=30)
+    fluent.set_tracking_uri(None)
+    fluent._active_experiment = None
+    fluent._clients.clear()
+    tp._CLIENTS.clear()
+    tp._EXPERIMENT_IDS.clear()
+    tp._BLOCK_SETTINGS.clear()
+    for store in list(client_module._STORES.values()):
+        with contextlib.suppress(Exception):
+            store.db.dispose()  # type: ignore[attr-defined]
+    client_module._STORES.clear()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's pipeline records: paths and clients on them."""
+
+    root: Path
+    tracking_uri: str
+    artifact_root: Path
+    serving_state: Path
+
+    def registry(self) -> Any:
+        from registry_tasks import RegistryClient
+
+        return RegistryClient()
+
+    def tracking(self) -> Any:
+        from tracking_plugin.client import TrackingClient
+
+        return TrackingClient()
+
+
+@pytest.fixture
+def backend(prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """A fresh SQLite database, artifact folder and serving state directory in tmp_path."""
+    from tracking_plugin import fluent
+
+    for name in fluent._ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    tracking_uri = f"sqlite:///{tmp_path / 'mlops.db'}"
+    monkeypatch.setenv("PREFECT_MLOPS_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("PREFECT_MLOPS_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("PREFECT_MLOPS_SERVING_STATE_DIR", str(tmp_path / "serving"))
+    monkeypatch.chdir(tmp_path)
+    _reset_tracking()
+    yield Backend(
+        root=tmp_path, tracking_uri=tracking_uri, artifact_root=tmp_path / "artifacts",
+        serving_state=tmp_path / "serving",
+    )
+    _reset_tracking()
+
+
+def poll(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Call ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout} s")
+        time.sleep(0.25)
+
+
+def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list[Any]:
+    """The ``name`` events related to a flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    def read() -> list[Any] | None:
+        event_filter = EventFilter(
+            event=EventNameFilter(name=[name]),
+            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        )
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=event_filter, limit=50).events
+        return events if len(events) >= expect else None
+
+    return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
+
+
+def count_events(flow_run_id: str, name: str) -> int:
+    """How many ``name`` events related to the flow run the API holds now."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    event_filter = EventFilter(
+        event=EventNameFilter(name=[name]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    with get_client(sync_client=True) as client:
+        return len(client.read_events(filter=event_filter, limit=50).events)
+
+
+def artifacts_of(flow_run_id: str) -> dict[str, str]:
+    """key -> content of the flow run's keyed Prefect artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: str(a.data) for a in found if a.key}
+
+
+def task_runs_of(flow_run_id: str) -> dict[str, list[Any]]:
+    """task name -> its task runs in the flow run (read from the API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    by_name: dict[str, list[Any]] = {}
+    for run in runs:
+        by_name.setdefault(run.name.rsplit("-", 1)[0], []).append(run)
+    return by_name
+
+
+@pytest.fixture
+def helpers() -> Any:
+    """The module's helper functions (``source``, ``events_of``, ``artifacts_of``, ...)."""
+    import sys
+
+    return sys.modules[__name__]

@@ -1,0 +1,98 @@
+"""``simulate``: ten days of batches through the real flows, a real scoring server and a
+client querying it; the table must say what the batches warrant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flows.simulate import DayResult, batch_drift, render_table, simulate
+
+
+def test_render_table_shows_every_column_plainly() -> None:
+    rows = [
+        DayResult(day=0, drift=0.0, corrupt=False, source="s", valid=True, retrained=True, gate_passed=True,
+                  champion_version=1, requests=3),
+        DayResult(day=1, drift=0.0, corrupt=True, source="s", valid=False, champion_version=1, requests=40),
+        DayResult(day=2, drift=2.0, corrupt=False, source="s", valid=True, drift_score=4.25, drifted=True,
+                  retrained=True, gate_passed=False, champion_version=1, requests=41, failed_requests=2,
+                  note="ct_pipeline: ServingRefreshFailed"),
+    ]
+    header, rule, *lines = render_table(rows).splitlines()
+    assert header.split() == ["day", "drift", "valid", "drift", "score", "drifted", "retrained", "gate",
+                              "champion", "requests", "failed"]
+    assert set(rule) == {"-"}
+    assert lines[0].split() == ["0", "0.00", "yes", "-", "-", "yes", "yes", "v1", "3", "0"]
+    assert lines[1].split() == ["1", "0.00", "no", "-", "-", "no", "-", "v1", "40", "0"]
+    assert lines[2].split()[:10] == ["2", "2.00", "yes", "4.250", "yes", "yes", "no", "v1", "41", "2"]
+    assert lines[2].endswith("ct_pipeline: ServingRefreshFailed")
+    assert "requests" not in render_table(rows, requests=False)
+
+
+def test_batches_drift_from_the_start_day() -> None:
+    assert [batch_drift(d, drift_start=3, drift_level=1.5) for d in range(5)] == [0, 0, 0, 1.5, 1.5]
+
+
+@pytest.mark.slow
+def test_ten_days_match_what_the_batches_warrant(backend: Any, helpers: Any) -> None:
+    from serving_tasks.deploy import state_dir
+
+    port = helpers.free_port()
+    printed: list[str] = []
+    rows = simulate(days=10, drift_start=6, corrupt_day=3, n_rows=1000, n_estimators=20, port=port,
+                    model_name="churn-sim", echo=printed.append)
+    assert [r.day for r in rows] == list(range(10))
+
+    # Day 0: no champion yet, so the pipeline trains one and serves it.
+    first = rows[0]
+    assert (first.valid, first.retrained, first.gate_passed, first.champion_version) == (True, True, True, 1)
+
+    # The corrupted day is stopped at validation: nothing retrained, champion unchanged.
+    corrupted = rows[3]
+    assert corrupted.corrupt and corrupted.valid is False
+    assert not corrupted.retrained and corrupted.gate_passed is None and corrupted.drift_score is None
+    assert corrupted.champion_version == rows[2].champion_version
+    assert len(list((backend.artifact_root / "quarantine").iterdir())) == 1
+
+    # Before the drift starts, valid days look like the champion's data.
+    for row in rows[1:6]:
+        if row.day != 3:
+            assert row.valid and row.drifted is False and row.drift_score < 0.2 and not row.retrained, row
+
+    # From day 6 the batches drift away from day 0's distribution: a batch counts as
+    # drifted exactly when the serving champion was trained before the drift started.
+    trained_on_day = {1: 0}  # champion version -> the day of the batch it was trained on
+    for previous, row in zip(rows, rows[1:]):
+        if row.day == 3:
+            continue
+        champion_day = trained_on_day[previous.champion_version]
+        warranted = row.drift > 0 and champion_day < 6
+        assert row.drifted is warranted, (row, champion_day)
+        assert (row.drift_score > 0.2) is warranted, row
+        assert row.retrained is warranted, row
+        if row.gate_passed:
+            trained_on_day[row.champion_version] = row.day
+    assert rows[6].drifted and rows[6].retrained
+
+    # The gate column and the champion agree: the version moves up by one exactly when the
+    # gate passed, and stays put otherwise; a candidate is there only when retrained.
+    for previous, row in zip(rows, rows[1:]):
+        assert (row.gate_passed is not None) == row.retrained, row
+        expected = previous.champion_version + 1 if row.gate_passed else previous.champion_version
+        assert row.champion_version == expected, row
+        assert row.note == ("batch quarantined" if row.day == 3 else ""), row
+    registry = backend.registry()
+    assert registry.get_by_alias("churn-sim", "champion").version == rows[-1].champion_version
+    versions = backend.tracking().search_model_versions("name = 'churn-sim'").items
+    assert len(versions) == sum(r.retrained for r in rows)
+
+    # The client kept asking the served champion all along and nothing failed.
+    for row in rows[1:]:
+        assert row.requests > 0 and row.failed_requests == 0, row
+    assert not list(state_dir().glob("*.json")), "the scoring server was not stopped"
+
+    # What the user sees: a line per day as it goes, then the table.
+    table = printed[-1].splitlines()
+    assert table[0].split()[:3] == ["day", "drift", "valid"] and len(table) == 12
+    assert table[2 + 3].split()[2] == "no" and table[2 + 3].endswith("batch quarantined")  # day 3
