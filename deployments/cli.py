@@ -67,7 +67,7 @@ def reconcile_command(
     with ephemeral_api_defaults():
         changes = reconcile_runs(older_than_seconds=older_than, dry_run=dry_run)
     for change in changes:
-        typer.echo(f"{change.run_id}  {change.prefect_state:<10} -> {change.new_status}")
+        typer.echo(f"{change.run_id}  {change.prefect_state:<10} -> {change.new_status.value}")
     typer.echo(f"{len(changes)} run(s) {'would be ' if dry_run else ''}reconciled")
 
 

@@ -175,6 +175,19 @@ def prefect_harness() -> Iterator[None]:
             yield
 
 
+@pytest.fixture(scope="session")
+def readme_section():  # type: ignore[no-untyped-def]
+    """``readme_section("Tracking API")``: the README's text under that ``## `` heading."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+    def section(heading: str) -> str:
+        start = readme.index(f"\n## {heading}")
+        end = readme.find("\n## ", start + 1)
+        return readme[start : end if end != -1 else len(readme)]
+
+    return section
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
     deadline = time.monotonic() + timeout

@@ -75,7 +75,9 @@ def register_model(
     location, run_id = _resolve_source(model_uri, store)
     source = get_artifact_repository(location, settings)
     _require_model_directory(source, model_uri, location)
-    get_artifact_repository(root, settings)  # a bad root is refused before a number is taken
+    # A bad root is refused before a number is taken; a relative local root is made
+    # absolute so the stored location works from any working directory.
+    root = get_artifact_repository(root, settings).artifact_uri
 
     version = store.create_model_version(
         name, model_uri, run_id=run_id, tags=tags, description=description, user_id=_current_user()

@@ -21,7 +21,6 @@ from flows.training import TrainingConfig, build_pipeline, evaluate_classifier, 
 from tracking_plugin.errors import InvalidArgument, NotFound
 
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "pipeline.md"
 
 
 def _run(**kwargs: Any) -> Any:
@@ -70,7 +69,7 @@ def test_the_model_scores_raw_rows_and_is_evaluated_with_three_plots() -> None:
 # ----------------------------------------------------------------------------- first run
 
 
-def test_first_run_promotes_version_1_with_full_lineage(backend: Any, helpers: Any) -> None:
+def test_first_run_promotes_version_1_with_full_lineage(backend: Any, helpers: Any, readme_section: Any) -> None:
     source = helpers.source(day=0)
     state = _run(source=source, serve_port=None, **helpers.FAST)
     assert state.is_completed(), state.message
@@ -124,8 +123,8 @@ def test_first_run_promotes_version_1_with_full_lineage(backend: Any, helpers: A
              "register-model", "evaluate-gate", "record-lineage", "promote"]
     for step in steps:
         assert step in tasks, f"no {step} task run: {sorted(tasks)}"
-    # docs/pipeline.md's table of steps names the same tasks, in this order.
-    documented = re.findall(r"^\| `([a-z-]+)`", DOCS.read_text(), flags=re.M)
+    # The README's pipeline section names the same tasks, in this order.
+    documented = re.findall(r"^\| `([a-z-]+)`", readme_section("The continuous-training pipeline"), flags=re.M)
     assert documented == steps + ["deploy-model"]
     assert "deploy-model" not in tasks  # serve_port=None
     artifacts = helpers.artifacts_of(flow_run_id)

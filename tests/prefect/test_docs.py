@@ -1,33 +1,32 @@
-"""docs/prefect.md (the README's Prefect section): its examples run as written."""
+"""The README's Prefect section: its examples run as written."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from tracking_plugin.client import TrackingClient
 from tracking_plugin.entities import RunStatus
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "prefect.md"
+SECTION = "Tracking Prefect flows"  # the README section whose examples must run
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def test_the_tracked_flow_example_is_under_15_lines() -> None:
-    first = python_blocks()[0].strip().splitlines()
+def test_the_tracked_flow_example_is_under_15_lines(readme_section) -> None:  # type: ignore[no-untyped-def]
+    first = python_blocks(readme_section(SECTION))[0].strip().splitlines()
     assert len(first) < 15
     assert first.index('@track(experiment="churn")') == first.index("@flow") - 1
 
 
-def test_prefect_docs_examples_run(tracking, tmp_path, runs_in) -> None:
+def test_prefect_docs_examples_run(tracking, tmp_path, runs_in, readme_section) -> None:  # type: ignore[no-untyped-def]
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    for index, block in enumerate(python_blocks()):
+    for index, block in enumerate(python_blocks(readme_section(SECTION))):
         try:
-            exec(compile(block, f"{DOC.name}[python block {index}]", "exec"), namespace)
+            exec(compile(block, f"README.md {SECTION}[python block {index}]", "exec"), namespace)
         except Exception as exc:
-            raise AssertionError(f"python block {index} of {DOC.name} failed:\n{block}") from exc
+            raise AssertionError(f"python block {index} of README.md {SECTION} failed:\n{block}") from exc
 
     [run] = runs_in(tracking, "churn")
     assert run.info.status is RunStatus.FINISHED

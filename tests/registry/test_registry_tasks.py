@@ -19,7 +19,7 @@ from registry_tasks import EvaluationGate, RegistryClient, evaluate_gate, promot
 from tracking_plugin.entities import ModelVersionStatus
 from tracking_plugin.errors import Conflict, InvalidArgument, ModelLoadRefused
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "registry.md"
+SECTION = "Model registry"  # the README section whose examples must run
 GATE = EvaluationGate("accuracy", min_improvement=0.01, thresholds={"accuracy": (0.7, None)})
 
 
@@ -306,22 +306,22 @@ def test_rollback_restores_the_previous_champion_and_emits_rolled_back(
     assert registry.get_by_alias("churn").version == 1
 
 
-# ------------------------------------------------------------------------ docs/registry.md
+# ------------------------------------------------------------------------ README: registry section
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def test_registry_docs_examples_run(registry: RegistryClient) -> None:
+def test_registry_docs_examples_run(registry: RegistryClient, readme_section) -> None:  # type: ignore[no-untyped-def]
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    blocks = python_blocks()
+    blocks = python_blocks(readme_section(SECTION))
     assert len(blocks[0].strip().splitlines()) <= 25  # "in a few lines"
     for index, block in enumerate(blocks):
         try:
-            exec(compile(block, f"{DOC.name}[python block {index}]", "exec"), namespace)
+            exec(compile(block, f"README.md {SECTION}[python block {index}]", "exec"), namespace)
         except Exception as exc:
-            raise AssertionError(f"python block {index} of {DOC.name} failed:\n{block}") from exc
+            raise AssertionError(f"python block {index} of README.md {SECTION} failed:\n{block}") from exc
 
     # What the examples say they do: v1 promoted, v2 promoted by the flow, then rolled back.
     assert registry.get_by_alias("cancer").version == 1
