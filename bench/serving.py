@@ -151,7 +151,10 @@ def main(workdir: Path) -> dict:
     port = _port()
     url = f"http://127.0.0.1:{port}"
     mlflow_bin = str(Path(peer_python).parent / "mlflow")
-    proc = _serve([mlflow_bin, "models", "serve", "-m", str(peer_path), "-p", str(port), "--env-manager", "local"], url)
+    # mlflow models serve shells out to `uvicorn`: its venv's bin must be on PATH.
+    peer_env = {**os.environ, "PATH": f"{Path(peer_python).parent}:{os.environ.get('PATH', '')}"}
+    proc = _serve([mlflow_bin, "models", "serve", "-m", str(peer_path), "-p", str(port), "--env-manager", "local"],
+                  url, env=peer_env)
     try:
         _wrk(url, body, 8, workdir)
         results["mlflow_c8"] = _wrk(url, body, 8, workdir)
