@@ -98,10 +98,7 @@ def test_unknown_block_name_fails_the_flow_with_a_clear_message(tracking) -> Non
 
 
 def test_block_type_is_exposed_through_the_prefect_collections_entry_point() -> None:
-    try:
-        dist = metadata.distribution("prefect-mlops")
-    except metadata.PackageNotFoundError:
-        pytest.skip("prefect-mlops is not installed (pip install -e .)")
+    dist = metadata.distribution("prefect-mlops")  # make test installs the package (-e .)
     points = [ep for ep in dist.entry_points if ep.group == "prefect.collections"]
     assert [ep.value for ep in points] == ["tracking_plugin.blocks"]
     assert points[0].load().MlopsBackend is MlopsBackend
