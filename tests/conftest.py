@@ -8,7 +8,8 @@
 - ``s3_server`` / ``s3_env``: moto's ``ThreadedMotoServer`` on a free port; ``s3_env``
   sets AWS_* and ``PREFECT_MLOPS_S3_ENDPOINT_URL`` so boto3 talks to it over HTTP.
 - ``artifact_root``: parametrized over a local folder and ``s3://`` on the moto server.
-- ``prefect_harness``: one ``prefect_test_harness()`` for the whole session.
+- ``prefect_harness``: one ``prefect_test_harness()`` for the whole session;
+  ``prefect_events``: read a flow run's events back from its API.
 """
 
 from __future__ import annotations
@@ -188,13 +189,37 @@ def readme_section():  # type: ignore[no-untyped-def]
     return section
 
 
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+def poll(predicate, timeout: float = 60.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Call ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+            raise AssertionError(f"{what} not seen within {timeout} s")
+        time.sleep(0.25)
+
+
+def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list:  # type: ignore[type-arg]
+    """The ``name`` events related to a flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    def read() -> list | None:  # type: ignore[type-arg]
+        event_filter = EventFilter(
+            event=EventNameFilter(name=[name]),
+            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        )
+        with get_client(sync_client=True) as client:
+            # The server accepts at most 50 per page (the client's default of 100 is refused).
+            events = client.read_events(filter=event_filter, limit=50).events
+        return events if len(events) >= expect else None
+
+    return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
+
+
+@pytest.fixture(scope="session")
+def prefect_events():  # type: ignore[no-untyped-def]
+    """:func:`events_of`: read a flow run's Prefect events back, waiting for them."""
+    return events_of

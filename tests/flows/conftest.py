@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -25,7 +24,8 @@ def _suite_helpers() -> Any:
     return module
 
 
-free_port = _suite_helpers().free_port
+_SUITE = _suite_helpers()
+free_port, poll, events_of = _SUITE.free_port, _SUITE.poll, _SUITE.events_of
 
 #: Small, quick batches and models: the pipeline's behaviour, not its accuracy, is tested.
 N_ROWS = 1500
@@ -99,35 +99,6 @@ def backend(prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         serving_state=tmp_path / "serving",
     )
     _reset_tracking()
-
-
-def poll(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Call ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout} s")
-        time.sleep(0.25)
-
-
-def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list[Any]:
-    """The ``name`` events related to a flow run, read back from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
-
-    def read() -> list[Any] | None:
-        event_filter = EventFilter(
-            event=EventNameFilter(name=[name]),
-            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-        )
-        with get_client(sync_client=True) as client:
-            events = client.read_events(filter=event_filter, limit=50).events
-        return events if len(events) >= expect else None
-
-    return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
 
 
 def count_events(flow_run_id: str, name: str) -> int:

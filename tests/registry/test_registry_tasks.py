@@ -9,7 +9,7 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,34 +24,6 @@ GATE = EvaluationGate("accuracy", min_improvement=0.01, thresholds={"accuracy": 
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _poll(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout} s")
-        time.sleep(0.25)
-
-
-def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list[Any]:
-    """The ``name`` events related to a flow run, read back from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
-
-    def read() -> list[Any] | None:
-        event_filter = EventFilter(
-            event=EventNameFilter(name=[name]),
-            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-        )
-        with get_client(sync_client=True) as client:
-            events = client.read_events(filter=event_filter, limit=50).events
-        return events if len(events) >= expect else None
-
-    return _poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
 
 
 def artifacts_of(flow_run_id: str) -> dict[str, str]:
@@ -129,7 +101,7 @@ def _release_flow() -> Any:
 
 
 def test_register_gate_promote_flow_moves_the_alias_and_records_why(
-    registry_any_db: RegistryClient, training_data: Any
+    registry_any_db: RegistryClient, training_data: Any, prefect_events: Any
 ) -> None:
     registry = registry_any_db
     release = _release_flow()
@@ -169,18 +141,20 @@ def test_register_gate_promote_flow_moves_the_alias_and_records_why(
     assert "Evaluation gate: PASSED" in promotion_md  # the decision table travels with the move
 
     # The events deployment triggers and serving processes react to.
-    [promoted] = events_of(second["flow_run_id"], "mlops.model.promoted")
+    [promoted] = prefect_events(second["flow_run_id"], "mlops.model.promoted")
     assert promoted.resource["prefect.resource.id"] == "mlops.model.churn.2"
     assert (promoted.resource["mlops.model.name"], promoted.resource["mlops.model.version"]) == ("churn", "2")
     related = {r["prefect.resource.id"]: r.get("prefect.resource.role") for r in promoted.related}
     assert related["mlops.model.churn"] == "registered-model"
     assert promoted.payload["previous_version"] == 1
     assert promoted.payload["gate_decision_id"] == decision.decision_id
-    [registered] = events_of(second["flow_run_id"], "mlops.model.registered")
+    [registered] = prefect_events(second["flow_run_id"], "mlops.model.registered")
     assert registered.resource["prefect.resource.id"] == "mlops.model.churn.2"
 
 
-def test_failed_gate_fails_the_flow_with_conflict_and_nothing_moves(registry: RegistryClient, training_data: Any) -> None:
+def test_failed_gate_fails_the_flow_with_conflict_and_nothing_moves(
+    registry: RegistryClient, training_data: Any, prefect_events: Any
+) -> None:
     release = _release_flow()
     model_uri = log_trained_model(training_data, 0.80)
     release(model_uri)
@@ -203,7 +177,7 @@ def test_failed_gate_fails_the_flow_with_conflict_and_nothing_moves(registry: Re
     refused = artifacts["promotion-refused-churn-2"]
     assert "Conflict" in refused and "**FAIL**" in refused
     # The version was registered (event sent), but no promotion event exists for this run.
-    events_of(flow_run_id, "mlops.model.registered")
+    prefect_events(flow_run_id, "mlops.model.registered")
     assert _promoted_events(flow_run_id) == []
 
 
@@ -272,7 +246,7 @@ def test_register_task_refuses_a_folder_that_is_not_a_model_without_retrying(
 
 
 def test_rollback_restores_the_previous_champion_and_emits_rolled_back(
-    registry: RegistryClient, training_data: Any
+    registry: RegistryClient, training_data: Any, prefect_events: Any
 ) -> None:
     from prefect import flow
 
@@ -293,7 +267,7 @@ def test_rollback_restores_the_previous_champion_and_emits_rolled_back(
     assert (last.kind, last.from_value, last.to_value) == ("alias", "2", "1")
     assert (last.actor, last.reason, last.prefect_flow_run_id) == ("oncall", "v2 raises error rates", result["flow_run_id"])
 
-    [event] = events_of(result["flow_run_id"], "mlops.model.rolled_back")
+    [event] = prefect_events(result["flow_run_id"], "mlops.model.rolled_back")
     assert event.resource["prefect.resource.id"] == "mlops.model.churn.1"
     assert event.resource["mlops.model.version"] == "1"
     assert event.payload["from_version"] == 2

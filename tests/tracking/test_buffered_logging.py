@@ -203,7 +203,6 @@ def test_exception_in_with_block_in_a_process_writes_every_point(tracking_env, t
     assert mlops.get_run(run_id).info.status is RunStatus.FAILED
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_writes_only_its_own_points(sqlite_env, monkeypatch: pytest.MonkeyPatch) -> None:
     client = mlops.TrackingClient()
     experiment_id = client.create_experiment("fork")
