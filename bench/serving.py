@@ -28,6 +28,7 @@ import _data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DURATION = os.environ.get("BENCH_WRK_DURATION", "15s")
+C1_ROUNDS = 3  # 1-connection latency: rounds of (predict timing, wrk, predict timing)
 
 
 def _port() -> int:
@@ -50,7 +51,39 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> Non
     raise RuntimeError(f"{url} not healthy after {timeout} s")
 
 
-def _wrk(url: str, body: str, connections: int, workdir: Path) -> dict:
+def _predict_ms(model, row, seconds: float = 2.0) -> float:
+    """Median 1-row predict time of the model itself, over ``seconds``."""
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 50:
+        t = time.perf_counter()
+        model.predict(row)
+        times.append(time.perf_counter() - t)
+    return _data.median(times) * 1000
+
+
+def _paired_c1(url: str, body: str, workdir: Path, model, row) -> dict:
+    """1-connection p50 against the model's own predict time measured just before and just
+    after each wrk run: this machine's speed drifts by tens of percent within minutes, so
+    each round compares latency with the predict time of the same moment (medians)."""
+    rounds = []
+    for _ in range(C1_ROUNDS):
+        before = _predict_ms(model, row)
+        measured = _wrk(url, body, 1, workdir, duration="5s")
+        after = _predict_ms(model, row)
+        rounds.append({**measured, "predict_ms": (before + after) / 2, "gap_ms": measured["p50_ms"] - (before + after) / 2})
+    return {
+        "rps": _data.median([r["rps"] for r in rounds]),
+        "p50_ms": _data.median([r["p50_ms"] for r in rounds]),
+        "p99_ms": _data.median([r["p99_ms"] for r in rounds]),
+        "predict_ms": _data.median([r["predict_ms"] for r in rounds]),
+        "gap_ms": _data.median([r["gap_ms"] for r in rounds]),
+        "non_2xx": sum(r["non_2xx"] for r in rounds),
+        "rounds": rounds,
+    }
+
+
+def _wrk(url: str, body: str, connections: int, workdir: Path, duration: str = DURATION) -> dict:
     script = workdir / "post.lua"
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -58,7 +91,7 @@ def _wrk(url: str, body: str, connections: int, workdir: Path) -> dict:
     )
     threads = min(connections, 2)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", str(script), url + "/invocations"],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}", "--latency", "-s", str(script), url + "/invocations"],
         capture_output=True, text=True, check=True,
     ).stdout
 
@@ -143,7 +176,7 @@ def main(workdir: Path) -> dict:
     try:
         _wrk(url, body, 8, workdir)  # warm-up
         results["ours_c8"] = _wrk(url, body, 8, workdir)
-        results["ours_c1"] = _wrk(url, body, 1, workdir)
+        results["ours_c1"] = _paired_c1(url, body, workdir, model, row)
     finally:
         _stop(proc)
 
@@ -158,7 +191,7 @@ def main(workdir: Path) -> dict:
     try:
         _wrk(url, body, 8, workdir)
         results["mlflow_c8"] = _wrk(url, body, 8, workdir)
-        results["mlflow_c1"] = _wrk(url, body, 1, workdir)
+        results["mlflow_c1"] = _paired_c1(url, body, workdir, model, row)
     finally:
         _stop(proc)
     return results

@@ -244,8 +244,9 @@ async def _asgi_body(receive: Any) -> AsyncIterator[bytes]:
 class _InvocationsFastPath:
     """Serves ``POST /invocations`` as plain ASGI, in front of FastAPI's routing.
 
-    FastAPI's router, dependency solving and exception middleware cost about as much per
-    request as parsing a small payload; the scoring endpoint skips them. The route is still
+    FastAPI's router, dependency solving and middleware stack cost about as much per
+    request as parsing a small payload; the scoring endpoint skips them (middleware added
+    to the app with ``add_middleware`` does not see ``POST /invocations``). The route is still
     declared on the FastAPI app (same scorer) so that it appears in the OpenAPI schema.
     """
 
@@ -417,7 +418,11 @@ def create_app(
             return Response(status_code=499)
         return reply.to_response()
 
-    app.add_middleware(_InvocationsFastPath, scorer=scorer)
+    # Outermost: POST /invocations is answered before Starlette's middleware stack (its
+    # error and telemetry middlewares cost a third of the event loop's time per request);
+    # the scorer turns every error into its own 4xx/5xx reply anyway.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: _InvocationsFastPath(build_stack(), scorer)  # type: ignore[method-assign]
     _install_openapi(app, holder, auth)
     return app
 

@@ -112,6 +112,7 @@ def run(options: ServeOptions) -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,  # an access log line costs about as much as a small request
+        proxy_headers=False,  # nothing here reads the client address; saves work per request
         log_level="info",
         timeout_graceful_shutdown=10,
     )
