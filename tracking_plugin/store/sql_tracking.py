@@ -1,9 +1,12 @@
 """``SqlTrackingStore``: experiments, runs, params, tags and metrics over SQLAlchemy Core.
 
-Every public method opens exactly one session (one transaction) through ``self.db`` and
-shares work with the others only through private helpers that take that session. Writes
-are Core ``INSERT``/upserts of plain dicts (one ``executemany`` per table), not ORM
-objects: ``log_batch`` is the hot path of the whole tracking API.
+Every public method opens exactly one transaction through ``self.db`` and shares work
+with the others only through private helpers that take it. The hot paths (``log_batch``
+and so every ``log_*`` call, run create/update, ``get_run`` and loading a search page) run
+plain SQL on the driver's connection through :class:`~tracking_plugin.store.db.Transaction`,
+which costs a tenth of a SQLAlchemy session per call; the rest uses Core statements in a
+session. Writes are ``INSERT``/upserts of plain tuples or dicts (one ``executemany`` per
+table), never ORM objects.
 
 Rules (MLflow's unless said otherwise):
 
@@ -94,6 +97,8 @@ from tracking_plugin.validation import (
     validate_timestamp,
 )
 
+from tracking_plugin.store.db import Transaction
+
 if TYPE_CHECKING:
     from tracking_plugin.store.db import Database
 
@@ -132,6 +137,15 @@ _RUN_COLUMNS = (
     _RUNS.c.prefect_flow_run_id,
     _RUNS.c.prefect_task_run_id,
 )
+# The same columns as driver SQL, for the Transaction hot paths.
+_RUN_SELECT = "SELECT " + ", ".join(c.name for c in _RUN_COLUMNS) + " FROM runs"
+_LIFECYCLE_INDEX = 8
+
+_RUN_INSERT = (
+    "INSERT INTO runs (" + ", ".join(c.name for c in _RUN_COLUMNS) + ") VALUES ("
+    + ", ".join("?" for _ in _RUN_COLUMNS) + ")"
+)
+
 _RUN_ATTRIBUTE_COLUMNS = {
     "run_id": _RUNS.c.run_uuid,
     "run_name": _RUNS.c.name,
@@ -247,20 +261,21 @@ _STATUSES = {s.value: s for s in RunStatus}
 _STAGES = {s.value: s for s in LifecycleStage}
 
 
-def _run_info(row: Any) -> RunInfo:
+def _run_info(row: Sequence[Any]) -> RunInfo:
+    """RunInfo from a row of ``_RUN_COLUMNS`` (a SQLAlchemy Row or a driver tuple)."""
     return RunInfo(
-        run_id=row.run_uuid,
-        experiment_id=str(row.experiment_id),
-        run_name=row.name,
-        status=_STATUSES[row.status],
-        start_time=row.start_time,
-        end_time=row.end_time,
-        user_id=row.user_id,
-        artifact_uri=row.artifact_uri,
-        lifecycle_stage=_STAGES[row.lifecycle_stage],
-        parent_run_id=row.parent_run_id,
-        prefect_flow_run_id=row.prefect_flow_run_id,
-        prefect_task_run_id=row.prefect_task_run_id,
+        run_id=row[0],
+        experiment_id=str(row[1]),
+        run_name=row[2],
+        status=_STATUSES[row[3]],
+        start_time=row[4],
+        end_time=row[5],
+        user_id=row[6],
+        artifact_uri=row[7],
+        lifecycle_stage=_STAGES[row[8]],
+        parent_run_id=row[9],
+        prefect_flow_run_id=row[10],
+        prefect_task_run_id=row[11],
     )
 
 
@@ -506,39 +521,34 @@ class SqlTrackingStore:
 
         run_id = uuid.uuid4().hex
         try:
-            with self.db.session() as session:
-                experiment = _experiment_row(session, pk)
-                if experiment.lifecycle_stage != LifecycleStage.ACTIVE.value:
+            with self.db.transaction() as tx:
+                experiment = tx.one(
+                    "SELECT lifecycle_stage, name, artifact_location FROM experiments WHERE experiment_id = ?", (pk,)
+                )
+                if experiment is None:
+                    raise _experiment_not_found(pk)
+                stage, experiment_name, artifact_location = experiment
+                if stage != LifecycleStage.ACTIVE.value:
                     raise Conflict(
-                        f"Cannot create a run in experiment {experiment_id!r} ({experiment.name!r}): "
+                        f"Cannot create a run in experiment {experiment_id!r} ({experiment_name!r}): "
                         "it is deleted. Restore it or use another experiment."
                     )
-                if parent_run_id is not None and session.execute(
-                    sa.select(_RUNS.c.run_uuid).where(_RUNS.c.run_uuid == parent_run_id)
-                ).first() is None:
+                if parent_run_id is not None and tx.one("SELECT 1 FROM runs WHERE run_uuid = ?", (parent_run_id,)) is None:
                     raise NotFound(f"Parent run {parent_run_id!r} does not exist; start the parent run first.")
-                _check_prefect_ids_free(session, prefect_flow_run_id, prefect_task_run_id)
-                artifact_uri = _join_artifact_uri(experiment.artifact_location, run_id, "artifacts")
-                values = {
-                    "run_uuid": run_id,
-                    "name": run_name,
-                    "experiment_id": pk,
-                    "user_id": user_id,
-                    "status": RunStatus.RUNNING.value,
-                    "start_time": start_time,
-                    "end_time": None,
-                    "artifact_uri": artifact_uri,
-                    "lifecycle_stage": LifecycleStage.ACTIVE.value,
-                    "parent_run_id": parent_run_id,
-                    "prefect_flow_run_id": prefect_flow_run_id,
-                    "prefect_task_run_id": prefect_task_run_id,
-                }
-                session.execute(sa.insert(_RUNS), [values])
-                session.execute(
-                    sa.insert(_TAGS),
-                    [{"run_uuid": run_id, "key": k, "value": v} for k, v in sorted(tag_values.items())],
+                _check_prefect_ids_free(tx, prefect_flow_run_id, prefect_task_run_id)
+                artifact_uri = _join_artifact_uri(artifact_location, run_id, "artifacts")
+                tx.execute(
+                    _RUN_INSERT,
+                    (
+                        run_id, pk, run_name, RunStatus.RUNNING.value, start_time, None, user_id, artifact_uri,
+                        LifecycleStage.ACTIVE.value, parent_run_id, prefect_flow_run_id, prefect_task_run_id,
+                    ),
                 )
-        except IntegrityError as exc:
+                tx.executemany(
+                    "INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?)",
+                    [(run_id, k, v) for k, v in sorted(tag_values.items())],
+                )
+        except self.db.IntegrityError as exc:
             # Only the unique Prefect ids can collide (run ids are fresh uuid4s); this is the
             # race our check above cannot see on PostgreSQL: the unique index decides.
             raise _prefect_id_taken(exc, prefect_flow_run_id, prefect_task_run_id) from exc
@@ -561,11 +571,11 @@ class SqlTrackingStore:
     def get_run(self, run_id: str) -> Run:
         """The run with its latest metrics (NaN as ``float('nan')``), params and tags."""
         _run_id(run_id)
-        with self.db.session(write=False) as session:
-            row = session.execute(sa.select(*_RUN_COLUMNS).where(_RUNS.c.run_uuid == run_id)).first()
+        with self.db.transaction(write=False) as tx:
+            row = tx.one(_RUN_SELECT + " WHERE run_uuid = ?", (run_id,))
             if row is None:
                 raise _run_not_found(run_id)
-            return _load_runs(session, [row])[0]
+            return _load_runs(tx, [row])[0]
 
     def get_run_by_prefect_id(
         self, *, flow_run_id: str | None = None, task_run_id: str | None = None
@@ -574,12 +584,12 @@ class SqlTrackingStore:
         if (flow_run_id is None) == (task_run_id is None):
             raise InvalidArgument("Pass exactly one of flow_run_id= or task_run_id= to get_run_by_prefect_id().")
         if flow_run_id is not None:
-            condition = _RUNS.c.prefect_flow_run_id == validate_text(flow_run_id, "Prefect flow run id", limit=64)
+            where, value = "prefect_flow_run_id", validate_text(flow_run_id, "Prefect flow run id", limit=64)
         else:
-            condition = _RUNS.c.prefect_task_run_id == validate_text(task_run_id, "Prefect task run id", limit=64)
-        with self.db.session(write=False) as session:
-            row = session.execute(sa.select(*_RUN_COLUMNS).where(condition)).first()
-            return None if row is None else _load_runs(session, [row])[0]
+            where, value = "prefect_task_run_id", validate_text(task_run_id, "Prefect task run id", limit=64)
+        with self.db.transaction(write=False) as tx:
+            row = tx.one(f"{_RUN_SELECT} WHERE {where} = ?", (value,))
+            return None if row is None else _load_runs(tx, [row])[0]
 
     def update_run_info(
         self,
@@ -603,14 +613,17 @@ class SqlTrackingStore:
             values["end_time"] = validate_timestamp(end_time, "end_time")
         if run_name is not None:
             values["name"] = validate_text(run_name, "run name")
-        with self.db.session() as session:
-            row = _active_run_row(session, run_id, "update")
+        with self.db.transaction() as tx:
+            row = tx.one(_RUN_SELECT + " WHERE run_uuid = ?", (run_id,))
+            if row is None:
+                raise _run_not_found(run_id)
+            if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
+                raise Conflict(f"Cannot update run {run_id!r}: it is deleted. Restore it first with restore_run().")
             if values:
-                session.execute(sa.update(_RUNS).where(_RUNS.c.run_uuid == run_id).values(**values))
+                assignments = ", ".join(f"{column} = ?" for column in values)  # column names are ours
+                tx.execute(f"UPDATE runs SET {assignments} WHERE run_uuid = ?", (*values.values(), run_id))
             if run_name is not None:
-                _upsert_tags(
-                    session, self.db.dialect, "run_tags", [{"run_uuid": run_id, "key": TAG_RUN_NAME, "value": run_name}]
-                )
+                _execute_compiled(tx, "run_tags", [{"run_uuid": run_id, "key": TAG_RUN_NAME, "value": run_name}])
         info = _run_info(row)
         return dataclasses.replace(
             info,
@@ -674,19 +687,17 @@ class SqlTrackingStore:
             key, value = validate_tag(_field(tag, "key", "tag"), _field(tag, "value", "tag"))
             tag_values[key] = value  # the last value of a repeated tag wins, as in MLflow
 
-        dialect = self.db.dialect
         write = bool(metric_rows or param_values or tag_values)
-        with self.db.session(write=write) as session:
-            _check_run_active_fast(session, dialect, run_id, "log to")
+        with self.db.transaction(write=write) as tx:
+            _check_run_active(tx, run_id, "log to")
             if param_values:
-                _write_params(session, dialect, run_id, param_values)
+                _write_params(tx, run_id, param_values)
             if metric_rows:
-                _insert_metrics(session, dialect, metric_rows)
-                _upsert_latest(session, dialect, _latest_points(metric_rows))
+                tx.executemany(_METRIC_INSERT, metric_rows)
+                _execute_compiled(tx, "latest", _latest_points(metric_rows))
             if tag_values:
-                _upsert_tags(
-                    session, dialect, "run_tags",
-                    [{"run_uuid": run_id, "key": k, "value": v} for k, v in sorted(tag_values.items())],
+                _execute_compiled(
+                    tx, "run_tags", [{"run_uuid": run_id, "key": k, "value": v} for k, v in sorted(tag_values.items())]
                 )
 
     def delete_tag(self, run_id: str, key: str) -> None:
@@ -773,12 +784,12 @@ class SqlTrackingStore:
             stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=drivers)
             rows = session.execute(stmt.limit(max_results + 1).offset(offset)).all()
             more = len(rows) > max_results
-            runs = _load_runs(session, rows[:max_results])
+            runs = _load_runs(_session_transaction(session), rows[:max_results])
         return PagedList(runs, encode_page_token(offset + max_results) if more else None)
 
 
 # ====================================================================== helpers
-# Private helpers take the caller's session; they never open one.
+# Private helpers take the caller's session or transaction; they never open one.
 
 
 def _experiment_exists(name: str, taken: Any) -> AlreadyExists:
@@ -794,13 +805,17 @@ def _run_not_found(run_id: str) -> NotFound:
     return NotFound(f"Run {run_id!r} does not exist. Check the run id (search_runs() lists runs).")
 
 
+def _experiment_not_found(pk: int) -> NotFound:
+    return NotFound(
+        f"Experiment {str(pk)!r} does not exist. Check the id, or look it up by name with "
+        "get_experiment_by_name()."
+    )
+
+
 def _experiment_row(session: Session, pk: int) -> Any:
     row = session.execute(sa.select(_EXPERIMENTS).where(_EXPERIMENTS.c.experiment_id == pk)).first()
     if row is None:
-        raise NotFound(
-            f"Experiment {str(pk)!r} does not exist. Check the id, or look it up by name with "
-            "get_experiment_by_name()."
-        )
+        raise _experiment_not_found(pk)
     return row
 
 
@@ -842,30 +857,31 @@ def _set_run_lifecycle(session: Session, run_id: str, stage: LifecycleStage) -> 
         raise _run_not_found(run_id)
 
 
-def _check_prefect_ids_free(session: Session, flow_run_id: str | None, task_run_id: str | None) -> None:
+def _check_prefect_ids_free(tx: Transaction, flow_run_id: str | None, task_run_id: str | None) -> None:
     for column, value, label in (
-        (_RUNS.c.prefect_flow_run_id, flow_run_id, "flow_run_id"),
-        (_RUNS.c.prefect_task_run_id, task_run_id, "task_run_id"),
+        ("prefect_flow_run_id", flow_run_id, "flow_run_id"),
+        ("prefect_task_run_id", task_run_id, "task_run_id"),
     ):
         if value is None:
             continue
-        existing = session.execute(sa.select(_RUNS.c.run_uuid).where(column == value)).first()
+        existing = tx.one(f"SELECT run_uuid FROM runs WHERE {column} = ?", (value,))
         if existing is not None:
             raise AlreadyExists(
                 f"A run for Prefect {label.replace('_id', '').replace('_', ' ')} {value!r} already "
-                f"exists (run {existing.run_uuid!r}); fetch it with "
+                f"exists (run {existing[0]!r}); fetch it with "
                 f"get_run_by_prefect_id({label}={value!r})."
             )
 
 
-def _prefect_id_taken(exc: IntegrityError, flow_run_id: str | None, task_run_id: str | None) -> AlreadyExists:
-    constraint = getattr(getattr(getattr(exc, "orig", None), "diag", None), "constraint_name", None) or str(exc.orig)
+def _prefect_id_taken(exc: Exception, flow_run_id: str | None, task_run_id: str | None) -> AlreadyExists:
+    orig = getattr(exc, "orig", exc)  # SQLAlchemy's wrapper or the driver's own error
+    constraint = getattr(getattr(orig, "diag", None), "constraint_name", None) or str(orig)
     if task_run_id is not None and (flow_run_id is None or "task_run" in constraint):
         label, value = "task_run_id", task_run_id
     elif flow_run_id is not None:
         label, value = "flow_run_id", flow_run_id
     else:  # pragma: no cover - nothing else is unique
-        return AlreadyExists(f"The run collides with an existing one: {exc.orig}")
+        return AlreadyExists(f"The run collides with an existing one: {orig}")
     return AlreadyExists(
         f"A run for Prefect {label.replace('_id', '').replace('_', ' ')} {value!r} already exists "
         f"(created concurrently); fetch it with get_run_by_prefect_id({label}={value!r})."
@@ -909,7 +925,7 @@ def _metric_rows(run_id: str, metrics: Sequence[Any]) -> list[tuple[str, str, fl
 
 
 def _latest_points(rows: Sequence[tuple[str, str, float, bool, int, int]]) -> list[dict[str, Any]]:
-    """The greatest point of each key of a batch, sorted by key (see ``_upsert_latest``)."""
+    """The greatest point of each key of a batch, sorted by key (see the "latest" upsert)."""
     best: dict[str, tuple[int, int, int, float, tuple[str, str, float, bool, int, int]]] = {}
     for row in rows:
         # MLflow's rule: greatest (step, timestamp, value) wins; a real value beats NaN on a tie.
@@ -920,20 +936,14 @@ def _latest_points(rows: Sequence[tuple[str, str, float, bool, int, int]]) -> li
     return [dict(zip(_METRIC_COLUMNS, best[key][4], strict=True)) for key in sorted(best)]
 
 
-def _insert_metrics(session: Session, dialect: str, rows: list[tuple[str, str, float, bool, int, int]]) -> None:
-    # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
-    # processing for a Core insert of dicts costs about as much as SQLite's own work.
-    mark = "?" if dialect == "sqlite" else "%s"
-    sql = f"INSERT INTO metrics ({', '.join(_METRIC_COLUMNS)}) VALUES ({', '.join([mark] * len(_METRIC_COLUMNS))})"
-    session.connection().exec_driver_sql(sql, rows)
+# The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
+# processing for a Core insert of dicts costs about as much as SQLite's own work.
+_METRIC_INSERT = f"INSERT INTO metrics ({', '.join(_METRIC_COLUMNS)}) VALUES ({', '.join('?' * len(_METRIC_COLUMNS))})"
 
 
-def _check_run_active_fast(session: Session, dialect: str, run_id: str, action: str) -> None:
-    """``_active_run_row`` for the logging hot path: one pre-written SELECT."""
-    mark = "?" if dialect == "sqlite" else "%s"
-    row = session.connection().exec_driver_sql(
-        f"SELECT lifecycle_stage FROM runs WHERE run_uuid = {mark}", (run_id,)
-    ).first()
+def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:
+    """``_active_run_row`` for the logging hot path."""
+    row = tx.one("SELECT lifecycle_stage FROM runs WHERE run_uuid = ?", (run_id,))
     if row is None:
         raise _run_not_found(run_id)
     if row[0] != LifecycleStage.ACTIVE.value:
@@ -943,18 +953,23 @@ def _check_run_active_fast(session: Session, dialect: str, run_id: str, action: 
 _COMPILED: dict[tuple[str, str, str], tuple[str, tuple[str, ...] | None]] = {}
 
 
-def _execute_compiled(session: Session, name: str, rows: list[dict[str, Any]]) -> None:
-    """Execute a cached statement of ``_BUILDERS`` as driver SQL (no per-call compile/cache-key)."""
-    connection = session.connection()
-    dialect = connection.dialect
-    entry = _COMPILED.get((dialect.name, dialect.driver, name))
+def _execute_compiled(tx: Transaction, name: str, rows: list[dict[str, Any]]) -> None:
+    """Execute a statement of ``_BUILDERS``, compiled once per dialect, as driver SQL."""
+    dialect = "postgresql" if tx.postgres else "sqlite"
+    entry = _COMPILED.get((dialect, "", name))
     if entry is None:
-        compiled = _statement(dialect.name, name).compile(dialect=dialect)
+        compiled = _statement(dialect, name).compile(dialect=_DIALECTS[dialect])
         order = tuple(compiled.positiontup) if compiled.positional else None  # type: ignore[arg-type]
-        entry = _COMPILED[(dialect.name, dialect.driver, name)] = (compiled.string, order)
+        entry = _COMPILED[(dialect, "", name)] = (compiled.string, order)
     sql, order = entry
     params: Any = [tuple(row[k] for k in order) for row in rows] if order is not None else rows
-    connection.exec_driver_sql(sql, params)
+    if len(params) == 1:
+        tx.execute_native(sql, params[0])
+    else:
+        tx.execute_native(sql, params, many=True)
+
+
+_DIALECTS = {"sqlite": sqlite_dialect.dialect(), "postgresql": pg_dialect.psycopg.dialect()}
 
 
 def _insert_for(dialect: str, table: sa.Table) -> Any:
@@ -1014,28 +1029,24 @@ def _upsert_tags(session: Session, dialect: str, table: str, rows: list[dict[str
     session.execute(_statement(dialect, table), rows)
 
 
-def _upsert_latest(session: Session, dialect: str, rows: list[dict[str, Any]]) -> None:
-    """Move each (run, key) of ``rows`` to its point if that point is greater.
+def _write_params(tx: Transaction, run_id: str, values: dict[str, str]) -> None:
+    """Insert new params; equal values are no-ops, changed values are a Conflict.
 
-    One row per key (the batch maximum), sorted by key so concurrent PostgreSQL writers
-    lock rows in the same order and cannot deadlock.
+    ``INSERT ... ON CONFLICT DO NOTHING`` first: when every row went in (the usual case:
+    new keys) there is nothing to compare. Otherwise some keys existed, and the stored
+    values are read and compared; a changed one raises, which rolls the whole batch back.
+    Rows are sorted by key so concurrent PostgreSQL writers take locks in the same order.
     """
-    _execute_compiled(session, "latest", rows)
-
-
-def _write_params(session: Session, dialect: str, run_id: str, values: dict[str, str]) -> None:
-    """Insert new params; equal values are no-ops, changed values are a Conflict."""
-    p = _PARAMS.c
     keys = sorted(values)
-
-    def existing() -> dict[str, str]:
-        found: dict[str, str] = {}
-        for chunk in _chunks(keys):
-            found.update(session.execute(sa.select(p.key, p.value).where(p.run_uuid == run_id, p.key.in_(chunk))).all())
-        return found
-
-    def check(found: dict[str, str]) -> None:
-        for key, old in sorted(found.items()):
+    conflict = "ON CONFLICT (run_uuid, key) DO NOTHING"
+    inserted = tx.executemany(
+        f"INSERT INTO params (run_uuid, key, value) VALUES (?, ?, ?) {conflict}", [(run_id, k, values[k]) for k in keys]
+    )
+    if inserted == len(keys):
+        return
+    for chunk in _chunks(keys):
+        marks = ", ".join("?" * len(chunk))
+        for key, old in sorted(tx.all(f"SELECT key, value FROM params WHERE run_uuid = ? AND key IN ({marks})", (run_id, *chunk))):
             if values[key] != old:
                 raise Conflict(
                     f"Param {key!r} of run {run_id!r} already has the value {_clip(old)}; it cannot "
@@ -1043,55 +1054,40 @@ def _write_params(session: Session, dialect: str, run_id: str, values: dict[str,
                     "under another key or in a new run. Nothing of this batch was written."
                 )
 
-    before = existing()
-    check(before)
-    new_rows = [{"run_uuid": run_id, "key": k, "value": values[k]} for k in keys if k not in before]
-    if not new_rows:
-        return
-    session.execute(_statement(dialect, "params"), new_rows)
-    if dialect == "postgresql":
-        # A concurrent transaction may have inserted one of these keys since we looked
-        # (SQLite writers are serialised by BEGIN IMMEDIATE): compare what is there now.
-        check(existing())
-
 
 def _clip(value: str, limit: int = 200) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
 
 
-def _load_runs(session: Session, rows: Sequence[Any]) -> list[Run]:
-    """Build Run entities for ``rows``, loading their latest metrics, params and tags."""
+def _session_transaction(session: Session) -> Transaction:
+    """The session's own transaction, as a driver-level :class:`Transaction`."""
+    connection = session.connection()
+    return Transaction(connection.connection.cursor(), connection.dialect.name == "postgresql")
+
+
+def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
+    """Build Run entities for ``rows`` (of ``_RUN_COLUMNS``), loading their latest
+    metrics, params and tags."""
     if not rows:
         return []
-    ids = [r.run_uuid for r in rows]
+    ids = [r[0] for r in rows]
     metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
     params: dict[str, dict[str, str]] = {i: {} for i in ids}
     tags: dict[str, dict[str, str]] = {i: {} for i in ids}
     nan = math.nan
-    connection = session.connection()
-    mark = "?" if connection.dialect.name == "sqlite" else "%s"
     for chunk in _chunks(ids):
         # Driver-level queries returning plain tuples: building SQLAlchemy rows for a page of
         # 1,000 runs costs as much as the lookups themselves.
-        where = f"WHERE run_uuid IN ({', '.join([mark] * len(chunk))})"
+        where = f"WHERE run_uuid IN ({', '.join('?' * len(chunk))})"
         args = tuple(chunk)
-        for run_uuid, key, value, is_nan in connection.exec_driver_sql(
-            f"SELECT run_uuid, key, value, is_nan FROM latest_metrics {where}", args
-        ).fetchall():
+        for run_uuid, key, value, is_nan in tx.all(f"SELECT run_uuid, key, value, is_nan FROM latest_metrics {where}", args):
             metrics[run_uuid][key] = nan if is_nan else value
-        for run_uuid, key, value in connection.exec_driver_sql(
-            f"SELECT run_uuid, key, value FROM params {where}", args
-        ).fetchall():
+        for run_uuid, key, value in tx.all(f"SELECT run_uuid, key, value FROM params {where}", args):
             params[run_uuid][key] = value
-        for run_uuid, key, value in connection.exec_driver_sql(
-            f"SELECT run_uuid, key, value FROM tags {where}", args
-        ).fetchall():
+        for run_uuid, key, value in tx.all(f"SELECT run_uuid, key, value FROM tags {where}", args):
             tags[run_uuid][key] = value
     return [
-        Run(
-            info=_run_info(r),
-            data=RunData(metrics=metrics[r.run_uuid], params=params[r.run_uuid], tags=tags[r.run_uuid]),
-        )
+        Run(info=_run_info(r), data=RunData(metrics=metrics[r[0]], params=params[r[0]], tags=tags[r[0]]))
         for r in rows
     ]
 
