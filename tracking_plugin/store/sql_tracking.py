@@ -33,6 +33,7 @@ of runs with ``IN`` queries.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 import time
@@ -43,6 +44,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.selectable import Join
 from sqlalchemy.orm import Session
 
 from tracking_plugin.entities import (
@@ -1115,11 +1118,25 @@ def _runs_query(
             prefix_indexed=table is not _LATEST, correlated=drivers is not None and id(cmp) not in drivers,
         )
 
-    stmt = sa.select(*_RUN_COLUMNS).where(
-        _RUNS.c.experiment_id.in_(experiment_pks), _RUNS.c.lifecycle_stage.in_(stages)
-    )
+    def fold(node: Any) -> Any:
+        if isinstance(node, Comparison):
+            return leaf(node)
+        if isinstance(node, And) and drivers:
+            joined = _joined_driver(node, drivers, dialect)
+            if joined is not None:
+                condition, done = joined
+                return sa.and_(condition, *(fold(op) for op in node.operands if id(op) not in done))
+        parts = [fold(operand) for operand in node.operands]
+        return sa.and_(*parts) if isinstance(node, And) else sa.or_(*parts)
+
+    experiment = _RUNS.c.experiment_id
+    if drivers:
+        # The runs come from the drivers' IN lists, looked up by primary key; without
+        # statistics SQLite would rather walk the experiment index over every run.
+        experiment = experiment + 0
+    stmt = sa.select(*_RUN_COLUMNS).where(experiment.in_(experiment_pks), _RUNS.c.lifecycle_stage.in_(stages))
     if expr is not None:
-        stmt = stmt.where(compile_filter(expr, leaf))
+        stmt = stmt.where(fold(expr))
     clauses: list[Any] = []
     for number, order in enumerate(orders):
         if order.entity_type == "attribute":
@@ -1144,6 +1161,53 @@ def _runs_query(
         clauses.append(_RUNS.c.start_time.desc())
     clauses.append(_RUNS.c.run_uuid.asc())
     return stmt.order_by(*clauses)
+
+
+class _OrderedJoin(Join):
+    """An inner join that SQLite must run in the written order (``CROSS JOIN ... ON``)."""
+
+    inherit_cache = True
+
+
+@compiles(_OrderedJoin)
+def _compile_ordered_join(
+    join: _OrderedJoin, compiler: Any, asfrom: bool = False, from_linter: Any = None, **kw: Any
+) -> str:
+    if from_linter is not None:  # as SQLAlchemy's visit_join: the two sides are joined
+        from_linter.edges.update(itertools.product(join.left._from_objects, join.right._from_objects))
+    keyword = " CROSS JOIN " if compiler.dialect.name == "sqlite" else " JOIN "
+    return (
+        join.left._compiler_dispatch(compiler, asfrom=True, from_linter=from_linter, **kw)
+        + keyword
+        + join.right._compiler_dispatch(compiler, asfrom=True, from_linter=from_linter, **kw)
+        + " ON "
+        + join.onclause._compiler_dispatch(compiler, from_linter=from_linter, **kw)
+    )
+
+
+def _joined_driver(node: And, drivers: set[int], dialect: str) -> tuple[Any, set[int]] | None:
+    """``run_uuid IN (SELECT ... FROM driver CROSS JOIN probe1 ON ... CROSS JOIN ...)``.
+
+    The AND's driver comparison is scanned through its key/value index and every other
+    key/value comparison of the AND is joined to it on (run, key), in that order: a join
+    probe reads the (key, value, run) index or the primary key, where a correlated EXISTS
+    per candidate costs SQLite about three times as much. ``IS NULL`` (a NOT EXISTS)
+    stays a probe. None when the AND has no such pair. Returns the condition and the ids
+    of the operands it covers.
+    """
+    kv = [op for op in node.operands if isinstance(op, Comparison) and op.entity_type != "attribute"]
+    driver = next((op for op in kv if id(op) in drivers), None)
+    probes = [op for op in kv if op is not driver and id(op) not in drivers and op.op != "IS NULL"]
+    if driver is None or not probes:
+        return None
+    source = _KV_TABLES[driver.entity_type].alias("f0")
+    joined: Any = source
+    for number, probe in enumerate(probes, start=1):
+        table = _KV_TABLES[probe.entity_type].alias(f"f{number}")
+        on = sa.and_(table.c.run_uuid == source.c.run_uuid, key_value_rows(table, probe, dialect=dialect))
+        joined = _OrderedJoin(joined, table, on)
+    subquery = sa.select(source.c.run_uuid).select_from(joined).where(key_value_rows(source, driver, dialect=dialect))
+    return _RUNS.c.run_uuid.in_(subquery), {id(driver), *(id(p) for p in probes)}
 
 
 def _drivers(
