@@ -424,6 +424,28 @@ def test_log_batch_limits(store: SqlStore) -> None:
     assert store.get_run(run_id).data.metrics["m6"] == 19_998.0
 
 
+def test_bulk_batches_keep_refusals_and_foreign_keys(store: SqlStore) -> None:
+    """Large metric batches skip SQLite's per-row foreign-key lookups (the run is checked
+    first); refusals still change nothing and the database still enforces its keys after."""
+    run_id = new_run(store)
+    store.log_batch(run_id, params=[Param("lr", "0.01")])
+    bulk = [Metric("m", float(i), T0, i) for i in range(5_000)]
+    before = snapshot(store)
+    with pytest.raises(NotFound):
+        store.log_batch("f" * 32, metrics=bulk)
+    with pytest.raises(Conflict):
+        store.log_batch(run_id, metrics=bulk, params=[Param("lr", "0.02")])
+    assert snapshot(store) == before
+    store.log_batch(run_id, metrics=bulk)
+    assert len(store.get_metric_history(run_id, "m")) == 5_000
+    orphan = "INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES (?, 'm', 0, ?, 0, 0)"
+    for _ in range(3):  # the pooled connection(s) the bulk batches used
+        with pytest.raises(store.db.IntegrityError):
+            with store.db.transaction() as tx:
+                tx.execute(orphan, ("0" * 32, False))
+    assert len(snapshot(store)["metrics"]) == 5_000
+
+
 def test_nan_and_infinities_round_trip(store: SqlStore) -> None:
     run_id = new_run(store)
     store.log_batch(

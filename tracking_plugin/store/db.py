@@ -203,17 +203,25 @@ class Database:
             raise
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Transaction]:
+    def transaction(self, *, write: bool = True, check_foreign_keys: bool = True) -> Iterator[Transaction]:
         """One transaction on a pooled driver connection: commit on success, roll back on
         any error. Same locking and error translation as :meth:`session` (SQLite writes
-        start with ``BEGIN IMMEDIATE``)."""
+        start with ``BEGIN IMMEDIATE``).
+
+        ``check_foreign_keys=False`` turns SQLite's per-row foreign-key lookups off for this
+        transaction only: for bulk inserts whose parent row the transaction has already
+        checked under its write lock (a fifth of the cost of a large metric batch).
+        """
         try:
             fairy = self.engine.raw_connection()
         except OperationalError as exc:
             raise self._unavailable(exc) from exc
         postgres = self.dialect == "postgresql"
+        relax = not check_foreign_keys and not postgres
         try:
             cursor = fairy.cursor()
+            if relax:
+                cursor.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: before BEGIN
             if not postgres:
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -242,6 +250,11 @@ class Database:
                 fairy.invalidate(exc)  # a broken connection must not go back to the pool
             raise self._unavailable(exc) from exc
         finally:
+            if relax:
+                try:
+                    fairy.cursor().execute("PRAGMA foreign_keys=ON")
+                except Exception as exc:  # never pool a connection without its checks
+                    fairy.invalidate(exc)
             fairy.close()
 
     def _unavailable(self, exc: Exception) -> BackendUnavailable:

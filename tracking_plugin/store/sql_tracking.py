@@ -117,6 +117,8 @@ MAX_EXPERIMENT_RESULTS = 50_000
 MAX_HISTORY_RESULTS = 1_000_000
 # Rows per statement when a list goes into bound parameters (SQLite allows 32,766).
 _CHUNK = 5_000
+# From this many metric points a batch skips SQLite's per-row foreign-key check (see log_batch).
+_BULK_METRICS = 1_000
 
 _EXPERIMENTS = ExperimentRow.__table__
 _EXPERIMENT_TAGS = ExperimentTagRow.__table__
@@ -691,7 +693,10 @@ class SqlTrackingStore:
             tag_values[key] = value  # the last value of a repeated tag wins, as in MLflow
 
         write = bool(metric_rows or param_values or tag_values)
-        with self.db.transaction(write=write) as tx:
+        # The run is checked first, under the write lock, and runs are never hard-deleted:
+        # SQLite's per-row foreign-key lookup would only repeat that check.
+        bulk = len(metric_rows) >= _BULK_METRICS
+        with self.db.transaction(write=write, check_foreign_keys=not bulk) as tx:
             _check_run_active(tx, run_id, "log to")
             if param_values:
                 _write_params(tx, run_id, param_values)
@@ -929,14 +934,23 @@ def _metric_rows(run_id: str, metrics: Sequence[Any]) -> list[tuple[str, str, fl
 
 def _latest_points(rows: Sequence[tuple[str, str, float, bool, int, int]]) -> list[dict[str, Any]]:
     """The greatest point of each key of a batch, sorted by key (see the "latest" upsert)."""
-    best: dict[str, tuple[int, int, int, float, tuple[str, str, float, bool, int, int]]] = {}
+    # MLflow's rule: greatest (step, timestamp, value) wins; a real value beats NaN on a tie.
+    # Steps usually grow within a batch, so most rows are decided by the step alone.
+    best: dict[str, tuple[str, str, float, bool, int, int]] = {}
+    get = best.get
     for row in rows:
-        # MLflow's rule: greatest (step, timestamp, value) wins; a real value beats NaN on a tie.
-        rank = (row[5], row[4], 0 if row[3] else 1, row[2], row)
-        current = best.get(row[1])
-        if current is None or rank[:4] > current[:4]:
-            best[row[1]] = rank
-    return [dict(zip(_METRIC_COLUMNS, best[key][4], strict=True)) for key in sorted(best)]
+        current = get(row[1])
+        if (
+            current is None
+            or row[5] > current[5]
+            or (row[5] == current[5] and _rank(row) > _rank(current))
+        ):
+            best[row[1]] = row
+    return [dict(zip(_METRIC_COLUMNS, best[key], strict=True)) for key in sorted(best)]
+
+
+def _rank(row: tuple[str, str, float, bool, int, int]) -> tuple[int, int, int, float]:
+    return (row[5], row[4], 0 if row[3] else 1, row[2])
 
 
 # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
