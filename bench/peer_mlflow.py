@@ -108,7 +108,7 @@ def search(workdir: Path) -> dict:
     db.close()
     client = MlflowClient(uri)
     times, count = [], 0
-    for _ in range(7):
+    for _ in range(15):
         t = time.perf_counter()
         result = client.search_runs([exp.experiment_id], _data.SEARCH_FILTER, max_results=1000)
         times.append(time.perf_counter() - t)

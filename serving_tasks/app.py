@@ -74,6 +74,8 @@ logger = logging.getLogger("serving_tasks")
 # Bodies larger than this are parsed in a helper thread so one big request does not stall
 # the event loop (and every small request queued behind it).
 _INLINE_PARSE_LIMIT = 256 * 1024
+# Batches whose predict should take less than this run on the event loop (see _batcher).
+_INLINE_PREDICT_MS = 20.0
 _JSON = "application/json"
 
 
@@ -309,6 +311,7 @@ def create_app(
         executor=executor,
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
+        inline_below_ms=_INLINE_PREDICT_MS,
     )
 
     @contextlib.asynccontextmanager

@@ -46,7 +46,46 @@ def test_each_caller_gets_its_own_result_and_concurrent_calls_share_a_predict() 
     assert [r.value for r in results] == [("m", n * 2) for n in range(20)]
     assert len(recorder.batches) < 20  # they were coalesced
     assert sum(len(b) for b in recorder.batches) == 20
-    assert recorder.threads == {"predict_0"}  # never on the event loop
+    assert recorder.threads == {"predict_0"}  # never on the event loop (inline is off by default)
+
+
+class ThreadLog(Recorder):
+    """A Recorder that logs the thread of every batch, in order."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.order: list[str] = []
+
+    def __call__(self, target: Any, payloads: Sequence[Any]) -> list[Any]:
+        self.order.append(threading.current_thread().name)
+        return super().__call__(target, payloads)
+
+
+def test_short_predicts_one_at_a_time_run_on_the_event_loop() -> None:
+    fast, slow = ThreadLog(), ThreadLog(delay=0.08)
+
+    async def main() -> list[Any]:
+        loop_thread = threading.current_thread().name
+        with ThreadPoolExecutor(1, thread_name_prefix="predict") as pool:
+            quick = MicroBatcher(fast, executor=pool, max_wait_ms=5, inline_below_ms=50)
+            lazy = MicroBatcher(slow, executor=pool, max_wait_ms=5, inline_below_ms=50)
+            results = [await quick.submit("k", None, n, rows=1) for n in range(4)]
+            # One request much larger than the last predict's is not trusted to be short.
+            big = await quick.submit("k", None, 99, rows=10_000)
+            results += [await lazy.submit("k", None, n, rows=1) for n in range(3)]
+            # A burst is batched in the worker thread, so the loop parses during predicts.
+            burst = await asyncio.gather(*(quick.submit("k", None, n, rows=1) for n in range(10)))
+        return [loop_thread, [r.value for r in results + burst], big.value]
+
+    loop_thread, values, big = _run(main())
+    assert values == [(None, n * 2) for n in range(4)] + [(None, n * 2) for n in range(3)] + [
+        (None, n * 2) for n in range(10)
+    ]
+    assert big == (None, 198)
+    # The first predict is unmeasured: thread; then the short ones run on the loop.
+    assert fast.order[:5] == ["predict_0", loop_thread, loop_thread, loop_thread, "predict_0"]  # 5th: big
+    assert set(fast.order[5:]) == {"predict_0"}  # the burst's batches
+    assert slow.order == ["predict_0"] * 3  # 80 ms predicts never block the loop
 
 
 def test_an_idle_batcher_dispatches_at_once_without_waiting() -> None:
