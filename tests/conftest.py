@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support import events_of, free_port, poll  # noqa: F401 - re-exported to fixtures
 
 PG_BIN_CANDIDATES = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
 
@@ -32,12 +31,6 @@ PG_BIN_CANDIDATES = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_API_SERVICES_TELEMETRY_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pg_bin() -> Path:
@@ -187,36 +180,6 @@ def readme_section():  # type: ignore[no-untyped-def]
         return readme[start : end if end != -1 else len(readme)]
 
     return section
-
-
-def poll(predicate, timeout: float = 60.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Call ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout} s")
-        time.sleep(0.25)
-
-
-def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list:  # type: ignore[type-arg]
-    """The ``name`` events related to a flow run, read back from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
-
-    def read() -> list | None:  # type: ignore[type-arg]
-        event_filter = EventFilter(
-            event=EventNameFilter(name=[name]),
-            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-        )
-        with get_client(sync_client=True) as client:
-            # The server accepts at most 50 per page (the client's default of 100 is refused).
-            events = client.read_events(filter=event_filter, limit=50).events
-        return events if len(events) >= expect else None
-
-    return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
 
 
 @pytest.fixture(scope="session")

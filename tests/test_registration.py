@@ -8,13 +8,13 @@ can stop it in the middle of a copy.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support import free_port
 
 from tracking_plugin.artifacts import get_artifact_repository, join_artifact_uri
 from tracking_plugin.entities import ModelVersionStatus, Stage
@@ -59,12 +59,6 @@ def store(db_uri: str) -> Iterator[SqlStore]:
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     return make_model_dir(tmp_path / "model")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def files_under(uri: str) -> dict[str, bytes]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -17,17 +16,12 @@ from pathlib import Path
 
 import boto3
 import pytest
+from support import free_port
 from pydantic import SecretStr
 
 from tracking_plugin.artifacts import LocalArtifactRepository, S3ArtifactRepository, get_artifact_repository
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument, NotFound
 from tracking_plugin.settings import MlopsSettings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def s3(endpoint: str):  # type: ignore[no-untyped-def]

@@ -8,24 +8,12 @@ Only the pipeline tests use these; the data/validation/drift unit tests need non
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
-def _suite_helpers() -> Any:
-    # tests/conftest.py by path: a plain "import conftest" could find this very module.
-    spec = importlib.util.spec_from_file_location("_mlops_suite_conftest", Path(__file__).parents[1] / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_SUITE = _suite_helpers()
-free_port, poll, events_of = _SUITE.free_port, _SUITE.poll, _SUITE.events_of
+from support import events_of, free_port, poll  # noqa: F401 - the `helpers` fixture exposes them
 
 #: Small, quick batches and models: the pipeline's behaviour, not its accuracy, is tested.
 N_ROWS = 1500

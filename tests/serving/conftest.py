@@ -8,7 +8,6 @@ them in a real registry (SQLite file + local artifact root).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -21,19 +20,9 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from support import free_port
 
 
-def _suite_helpers() -> Any:
-    # tests/conftest.py by path: with several conftest.py files outside packages, a plain
-    # "import conftest" here would find this very module.
-    spec = importlib.util.spec_from_file_location("_mlops_suite_conftest", Path(__file__).parents[1] / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-free_port = _suite_helpers().free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Server startup imports scikit-learn and skops; on a busy 2-core machine that takes a while.
 STARTUP_TIMEOUT = float(os.environ.get("MLOPS_TEST_SERVER_STARTUP_TIMEOUT", "240"))

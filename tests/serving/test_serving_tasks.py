@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import numpy as np
 import pytest
+from support import free_port
 
 from serving_tasks.deploy import ServerProcess, start_server, state_dir, stop_server
 from serving_tasks.tasks import deploy_model, smoke_test
@@ -26,12 +27,6 @@ from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
 # Server startup imports scikit-learn, skops and uvicorn; on a busy 2-core machine that
 # can take a while.
 STARTUP_TIMEOUT = float(os.environ.get("MLOPS_TEST_SERVER_STARTUP_TIMEOUT", "240"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pid_gone(pid: int) -> bool:

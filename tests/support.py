@@ -1,0 +1,44 @@
+"""Plain helpers shared by the test folders (``pythonpath = ["tests"]`` makes this module
+importable as ``support`` from any test or conftest)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def poll(predicate, timeout: float = 60.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Call ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout} s")
+        time.sleep(0.25)
+
+
+def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list:  # type: ignore[type-arg]
+    """The ``name`` events related to a flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    def read() -> list | None:  # type: ignore[type-arg]
+        event_filter = EventFilter(
+            event=EventNameFilter(name=[name]),
+            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        )
+        with get_client(sync_client=True) as client:
+            # The server accepts at most 50 per page (the client's default of 100 is refused).
+            events = client.read_events(filter=event_filter, limit=50).events
+        return events if len(events) >= expect else None
+
+    return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
