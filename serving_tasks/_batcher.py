@@ -1,7 +1,8 @@
 """Micro-batching: coalesce concurrent requests into one ``predict`` call.
 
 The event loop parses requests; :meth:`MicroBatcher.submit` queues them. One predict runs
-at a time, in a worker thread, so the event loop keeps accepting requests meanwhile; the
+at a time, in a worker thread (but see the last paragraph), so the event loop keeps
+accepting requests meanwhile; the
 requests that arrive during a predict form the next batch. Hence:
 
 - an idle server never waits: a lone request is dispatched at once (on the next turn of

@@ -17,8 +17,10 @@ when the model itself raises. None of them stops the server.
 
 The request body is read as bytes and parsed here (orjson), not by pydantic: on this hot
 path a pydantic model costs more than the rest of the request. ``predict`` runs in one
-worker thread behind the micro-batcher, so the event loop never blocks on the model; each
-response says in ``X-Batch-Size`` how many requests shared its ``predict`` call.
+worker thread behind the micro-batcher, so the event loop does not wait on the model
+(except a lone request whose last predict took under 20 ms, which runs on the loop to
+save two thread hand-offs; see ``_batcher``); each response says in ``X-Batch-Size`` how
+many requests shared its ``predict`` call.
 
 Example::
 
