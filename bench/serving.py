@@ -72,6 +72,7 @@ def _paired_c1(url: str, body: str, workdir: Path, model, row) -> dict:
         measured = _wrk(url, body, 1, workdir, duration="5s")
         after = _predict_ms(model, row)
         rounds.append({**measured, "predict_ms": (before + after) / 2, "gap_ms": measured["p50_ms"] - (before + after) / 2})
+    served = [r["server_predict_p50_ms"] for r in rounds if r["server_predict_p50_ms"] is not None]
     return {
         "rps": _data.median([r["rps"] for r in rounds]),
         "p50_ms": _data.median([r["p50_ms"] for r in rounds]),
@@ -79,15 +80,44 @@ def _paired_c1(url: str, body: str, workdir: Path, model, row) -> dict:
         "predict_ms": _data.median([r["predict_ms"] for r in rounds]),
         "gap_ms": _data.median([r["gap_ms"] for r in rounds]),
         "non_2xx": sum(r["non_2xx"] for r in rounds),
+        # p50 latency minus the median predict time the server measured for the same requests.
+        "server_gap_ms": _data.median([r["p50_ms"] - r["server_predict_p50_ms"] for r in rounds]) if served else None,
+        "server_predict_ms": _data.median(served) if served else None,
         "rounds": rounds,
     }
+
+
+# With one connection, wrk's Lua also collects the server's own predict time of every
+# response (Server-Timing: predict;dur=<ms>; MLflow sends none) and prints its median.
+_SERVER_TIMING_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+durations = {}
+function response(status, headers, body)
+  local timing = headers["Server-Timing"] or headers["server-timing"]
+  if timing then
+    local ms = string.match(timing, "dur=([%d%.]+)")
+    if ms then table.insert(durations, tonumber(ms)) end
+  end
+end
+function done(summary, latency, requests)
+  local all = {}
+  for _, thread in ipairs(threads) do
+    for _, ms in ipairs(thread:get("durations")) do table.insert(all, ms) end
+  end
+  if #all > 0 then
+    table.sort(all)
+    io.write(string.format("server_predict_p50_ms: %f\\n", all[math.floor(#all / 2) + 1]))
+  end
+end
+"""
 
 
 def _wrk(url: str, body: str, connections: int, workdir: Path, duration: str = DURATION) -> dict:
     script = workdir / "post.lua"
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body)}\n"
+        f"wrk.body = {json.dumps(body)}\n" + (_SERVER_TIMING_LUA if connections == 1 else "")
     )
     threads = min(connections, 2)
     out = subprocess.run(
@@ -104,7 +134,11 @@ def _wrk(url: str, body: str, connections: int, workdir: Path, duration: str = D
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"), "non_2xx": int(errors.group(1)) if errors else 0}
+    server = re.search(r"server_predict_p50_ms: ([\d.]+)", out)
+    return {
+        "rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"), "non_2xx": int(errors.group(1)) if errors else 0,
+        "server_predict_p50_ms": float(server.group(1)) if server else None,
+    }
 
 
 def _serve(cmd: list[str], url: str, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -50,10 +50,12 @@ R = TypeVar("R")  # one request's result
 
 @dataclass(frozen=True, slots=True)
 class BatchResult(Generic[R]):
-    """What a caller gets back: its own result and how many requests shared the predict."""
+    """What a caller gets back: its own result, how many requests shared the predict, and
+    how long that predict call took (ms, the batch function's wall time)."""
 
     value: R
     batch_requests: int
+    predict_ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -103,6 +105,7 @@ class MicroBatcher(Generic[P, R]):
         self.max_wait = max_wait_ms / 1000.0
         self.inline_below = inline_below_ms / 1000.0
         self._last: tuple[float, int] | None = None  # (seconds, rows) of the last predict
+        self._took = 0.0  # seconds the last _execute took (retries included)
         self._queue: collections.deque[_Pending[P]] = collections.deque()
         self._draining = False
         self._arrived: asyncio.Event | None = None
@@ -212,7 +215,7 @@ class MicroBatcher(Generic[P, R]):
                     if item.future.done():  # the caller went away
                         continue
                     if ok:
-                        item.future.set_result(BatchResult(value, len(live)))
+                        item.future.set_result(BatchResult(value, len(live), self._took * 1000))
                     else:
                         item.future.set_exception(value)
         finally:
@@ -231,16 +234,18 @@ class MicroBatcher(Generic[P, R]):
     def _execute(self, target: Any, payloads: list[P], rows: int = 0) -> list[tuple[bool, Any]]:
         """Run the batch (worker thread, or the loop when short); if it fails, run each
         payload alone."""
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
             results = self._run(target, payloads)
-            self._last = (time.perf_counter() - started, rows)
+            self._took = time.perf_counter() - started
+            self._last = (self._took, rows)
             if len(results) != len(payloads):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(payloads)} requests")
             return [(True, r) for r in results]
         except Exception as exc:
             self._last = None  # failures say nothing about the next predict's time
             if len(payloads) == 1:
+                self._took = time.perf_counter() - started
                 return [(False, exc)]
         outcomes: list[tuple[bool, Any]] = []
         for payload in payloads:
@@ -248,4 +253,5 @@ class MicroBatcher(Generic[P, R]):
                 outcomes.append((True, self._run(target, [payload])[0]))
             except Exception as exc:
                 outcomes.append((False, exc))
+        self._took = time.perf_counter() - started
         return outcomes

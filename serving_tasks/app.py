@@ -20,7 +20,8 @@ path a pydantic model costs more than the rest of the request. ``predict`` runs 
 worker thread behind the micro-batcher, so the event loop does not wait on the model
 (except a lone request whose last predict took under 20 ms, which runs on the loop to
 save two thread hand-offs; see ``_batcher``); each response says in ``X-Batch-Size`` how
-many requests shared its ``predict`` call.
+many requests shared its ``predict`` call and in ``Server-Timing: predict;dur=<ms>`` how
+long that call took.
 
 Example::
 
@@ -207,7 +208,16 @@ class _Scorer:
             return _internal_error(header("x-request-id"), exc, "The model failed on this input")
         except Exception as exc:
             return _internal_error(header("x-request-id"), exc, "Unexpected error while scoring")
-        return _Reply(200, b'{"predictions":' + result.value + b"}", (("X-Batch-Size", str(result.batch_requests)),))
+        return _Reply(
+            200,
+            b'{"predictions":' + result.value + b"}",
+            (
+                ("X-Batch-Size", str(result.batch_requests)),
+                # W3C Server-Timing: how much of the latency was the model (browsers' and
+                # proxies' timing views show it; the benchmark subtracts it).
+                ("Server-Timing", f"predict;dur={result.predict_ms:.3f}"),
+            ),
+        )
 
     async def _read_body(self, declared: str | None, chunks: AsyncIterator[bytes]) -> bytes:
         """The whole body, refusing (413) past the limit without reading the rest."""

@@ -88,6 +88,16 @@ def test_short_predicts_one_at_a_time_run_on_the_event_loop() -> None:
     assert slow.order == ["predict_0"] * 3  # 80 ms predicts never block the loop
 
 
+def test_each_result_carries_its_predict_time() -> None:
+    async def main() -> list[Any]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(Recorder(delay=0.05), executor=pool, max_wait_ms=5)
+            return await asyncio.gather(*(batcher.submit("k", None, n, rows=1) for n in range(3)))
+
+    results = _run(main())
+    assert all(50 <= r.predict_ms < 5_000 for r in results), [r.predict_ms for r in results]
+
+
 def test_an_idle_batcher_dispatches_at_once_without_waiting() -> None:
     recorder = Recorder()
 

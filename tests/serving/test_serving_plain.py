@@ -46,6 +46,10 @@ def test_no_token_needed_when_auth_is_off(server: Any, churn_data: Any, plain_mo
     response = httpx.post(server.url + "/invocations", json={"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == load_model(plain_model_dir).predict(rows).tolist()
+    # W3C Server-Timing names the model's share of the latency.
+    timing = response.headers["Server-Timing"]
+    name, _, duration = timing.partition(";dur=")
+    assert name == "predict" and 0 < float(duration) < 60_000, timing
 
 
 def test_batching_off_predicts_each_request_alone(server: Any, churn_data: Any) -> None:
