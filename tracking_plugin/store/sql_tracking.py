@@ -623,7 +623,7 @@ class SqlTrackingStore:
             if row is None:
                 raise _run_not_found(run_id)
             if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
-                raise Conflict(f"Cannot update run {run_id!r}: it is deleted. Restore it first with restore_run().")
+                raise _run_deleted(run_id, "update")
             if values:
                 assignments = ", ".join(f"{column} = ?" for column in values)  # column names are ours
                 tx.execute(f"UPDATE runs SET {assignments} WHERE run_uuid = ?", (*values.values(), run_id))
@@ -813,6 +813,10 @@ def _run_not_found(run_id: str) -> NotFound:
     return NotFound(f"Run {run_id!r} does not exist. Check the run id (search_runs() lists runs).")
 
 
+def _run_deleted(run_id: str, action: str) -> Conflict:
+    return Conflict(f"Cannot {action} run {run_id!r}: it is deleted. Restore it first with restore_run().")
+
+
 def _experiment_not_found(pk: int) -> NotFound:
     return NotFound(
         f"Experiment {str(pk)!r} does not exist. Check the id, or look it up by name with "
@@ -853,9 +857,7 @@ def _active_run_row(session: Session, run_id: str, action: str, columns: Sequenc
     if row is None:
         raise _run_not_found(run_id)
     if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
-        raise Conflict(
-            f"Cannot {action} run {run_id!r}: it is deleted. Restore it first with restore_run()."
-        )
+        raise _run_deleted(run_id, action)
     return row
 
 
@@ -964,7 +966,7 @@ def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:
     if row is None:
         raise _run_not_found(run_id)
     if row[0] != LifecycleStage.ACTIVE.value:
-        raise Conflict(f"Cannot {action} run {run_id!r}: it is deleted. Restore it first with restore_run().")
+        raise _run_deleted(run_id, action)
 
 
 _COMPILED: dict[tuple[str, str, str], tuple[str, tuple[str, ...] | None]] = {}
