@@ -3,6 +3,7 @@ importable as ``support`` from any test or conftest)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -42,3 +43,29 @@ def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 
         return events if len(events) >= expect else None
 
     return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
+
+
+def reset_tracking(*, dispose_stores: bool = True) -> None:
+    """Forget the process-wide tracking state between tests: active runs, buffered points,
+    the fluent API's URI/experiment/clients, ``@track``'s caches and (``dispose_stores``)
+    the cached stores with their database engines."""
+    import tracking_plugin.prefect as tp
+    from tracking_plugin import _buffer, _context, fluent
+    from tracking_plugin import client as client_module
+
+    while _context.active_run_stack():
+        _context.pop_active_run()
+    with contextlib.suppress(Exception):
+        _buffer.get_buffer().flush(timeout=30)
+    fluent.set_tracking_uri(None)
+    fluent._active_experiment = None
+    fluent._clients.clear()
+    tp._CLIENTS.clear()
+    tp._EXPERIMENT_IDS.clear()
+    tp._EXPERIMENT_NAMES.clear()
+    tp._BLOCK_SETTINGS.clear()
+    if dispose_stores:
+        for store in list(client_module._STORES.values()):
+            with contextlib.suppress(Exception):
+                store.db.dispose()  # type: ignore[attr-defined]
+        client_module._STORES.clear()

@@ -7,13 +7,12 @@ Only the pipeline tests use these; the data/validation/drift unit tests need non
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from support import events_of, free_port, poll  # noqa: F401 - the `helpers` fixture exposes them
+from support import events_of, free_port, poll, reset_tracking  # noqa: F401 - the `helpers` fixture exposes them
 
 #: Small, quick batches and models: the pipeline's behaviour, not its accuracy, is tested.
 N_ROWS = 1500
@@ -26,27 +25,6 @@ def source(day: int = 0, *, drift: float = 0.0, corrupt: bool = False, seed: int
         f"generator://churn?seed={seed}&day={day}&n_rows={n_rows}&drift={drift:g}"
         f"&corrupt={'true' if corrupt else 'false'}"
     )
-
-
-def _reset_tracking() -> None:
-    # Process-wide caches keyed by backend: each test gets a new one.
-    from tracking_plugin import _buffer, _context, client as client_module, fluent
-    import tracking_plugin.prefect as tp
-
-    while _context.active_run_stack():
-        _context.pop_active_run()
-    with contextlib.suppress(Exception):
-        _buffer.get_buffer().flush(timeout=30)
-    fluent.set_tracking_uri(None)
-    fluent._active_experiment = None
-    fluent._clients.clear()
-    tp._CLIENTS.clear()
-    tp._EXPERIMENT_IDS.clear()
-    tp._BLOCK_SETTINGS.clear()
-    for store in list(client_module._STORES.values()):
-        with contextlib.suppress(Exception):
-            store.db.dispose()  # type: ignore[attr-defined]
-    client_module._STORES.clear()
 
 
 @dataclass(frozen=True)
@@ -81,12 +59,12 @@ def backend(prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PREFECT_MLOPS_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.setenv("PREFECT_MLOPS_SERVING_STATE_DIR", str(tmp_path / "serving"))
     monkeypatch.chdir(tmp_path)
-    _reset_tracking()
+    reset_tracking()
     yield Backend(
         root=tmp_path, tracking_uri=tracking_uri, artifact_root=tmp_path / "artifacts",
         serving_state=tmp_path / "serving",
     )
-    _reset_tracking()
+    reset_tracking()
 
 
 def count_events(flow_run_id: str, name: str) -> int:

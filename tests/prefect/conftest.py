@@ -7,38 +7,15 @@ and a fresh tracking backend per test, configured through the environment as a u
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support import reset_tracking
 
-from tracking_plugin import _buffer, _context, client as client_module, fluent
+from tracking_plugin import fluent
 from tracking_plugin.client import TrackingClient
 from tracking_plugin.entities import Run
-
-
-def _reset() -> None:
-    while _context.active_run_stack():
-        _context.pop_active_run()
-    with contextlib.suppress(Exception):
-        _buffer.get_buffer().flush(timeout=30)
-    fluent.set_tracking_uri(None)
-    fluent._active_experiment = None
-    fluent._clients.clear()
-    import tracking_plugin.prefect as tp
-
-    tp._CLIENTS.clear()
-    tp._EXPERIMENT_IDS.clear()
-    tp._EXPERIMENT_NAMES.clear()
-    tp._BLOCK_SETTINGS.clear()
-
-
-def _dispose() -> None:
-    for store in list(client_module._STORES.values()):
-        with contextlib.suppress(Exception):
-            store.db.dispose()  # type: ignore[attr-defined]
-    client_module._STORES.clear()
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str) -> TrackingClient:
@@ -47,7 +24,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str) -> Trac
     monkeypatch.setenv("PREFECT_MLOPS_TRACKING_URI", uri)
     monkeypatch.setenv("PREFECT_MLOPS_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.chdir(tmp_path)
-    _reset()
+    reset_tracking(dispose_stores=False)
     return TrackingClient()
 
 
@@ -55,16 +32,14 @@ def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str) -> Trac
 def tracking(prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackingClient]:
     """A fresh SQLite backend (``PREFECT_MLOPS_*`` set) and a client on it."""
     yield configure(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'mlops.db'}")
-    _reset()
-    _dispose()
+    reset_tracking()
 
 
 @pytest.fixture
 def tracking_any_db(prefect_harness: None, db_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackingClient]:
     """The same over SQLite and PostgreSQL."""
     yield configure(monkeypatch, tmp_path, db_uri)
-    _reset()
-    _dispose()
+    reset_tracking()
 
 
 def _runs_in(client: TrackingClient, experiment: str) -> list[Run]:

@@ -144,7 +144,7 @@ _RUN_COLUMNS = (
 )
 # The same columns as driver SQL, for the Transaction hot paths.
 _RUN_SELECT = "SELECT " + ", ".join(c.name for c in _RUN_COLUMNS) + " FROM runs"
-_LIFECYCLE_INDEX = 8
+_LIFECYCLE_INDEX = [c.name for c in _RUN_COLUMNS].index("lifecycle_stage")
 
 _RUN_INSERT = (
     "INSERT INTO runs (" + ", ".join(c.name for c in _RUN_COLUMNS) + ") VALUES ("
