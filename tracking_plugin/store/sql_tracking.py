@@ -33,6 +33,7 @@ of runs with ``IN`` queries.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import random
@@ -782,17 +783,19 @@ class SqlTrackingStore:
         orders = _parse_orders(order_by, RUN_FILTER)
         if not experiment_pks:
             return PagedList([], None)
-        dialect = self.db.dialect
-        with self.db.session(write=False) as session:
-            if dialect == "postgresql":
+        with self.db.transaction(write=False) as tx:
+            if tx.postgres:
                 # psycopg prepares statements it has seen 5 times; PostgreSQL may then switch
                 # to a generic plan that ignores the filter values (a 5 ms search took 1 s).
-                session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
-            drivers = _drivers(session, dialect, expr, orders, offset + max_results + 1)
-            stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=drivers)
-            rows = session.execute(stmt.limit(max_results + 1).offset(offset)).all()
+                tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            drivers = _drivers(tx, filter_string, expr, orders, offset + max_results + 1)
+            order_key = (order_by,) if isinstance(order_by, str) else tuple(order_by or ())
+            rows = _run(tx, _search_sql(
+                self.db.dialect, filter_string, order_key, tuple(experiment_pks), stages, drivers,
+                max_results + 1, offset,
+            ))
             more = len(rows) > max_results
-            runs = _load_runs(_session_transaction(session), rows[:max_results])
+            runs = _load_runs(tx, rows[:max_results])
         return PagedList(runs, encode_page_token(offset + max_results) if more else None)
 
 
@@ -1078,10 +1081,69 @@ def _clip(value: str, limit: int = 200) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
 
 
-def _session_transaction(session: Session) -> Transaction:
-    """The session's own transaction, as a driver-level :class:`Transaction`."""
-    connection = session.connection()
-    return Transaction(connection.connection.cursor(), connection.dialect.name == "postgresql")
+_Compiled = tuple[str, tuple[Any, ...]]  # SQL in the driver's style, its parameters
+
+
+def _compile(stmt: Any, dialect: str) -> _Compiled:
+    """``stmt`` compiled for the driver: positional parameters for SQLite, named
+    (``%(name)s``, given as items) for psycopg. Search statements bind only plain
+    strings and numbers, so no bind processing is needed."""
+    compiled = stmt.compile(dialect=_DIALECTS[dialect], compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    if compiled.positional:
+        return compiled.string, tuple(params[k] for k in compiled.positiontup)  # type: ignore[union-attr]
+    return compiled.string, tuple(params.items())
+
+
+def _run(tx: Transaction, statement: _Compiled) -> list[tuple[Any, ...]]:
+    """Rows of a compiled statement, as plain tuples (a page of 1,000 runs as SQLAlchemy
+    Rows costs as much as the page's SQL on SQLite)."""
+    sql, params = statement
+    return tx.execute_native(sql, dict(params) if tx.postgres else params).fetchall()  # type: ignore[no-any-return]
+
+
+def _comparisons(expr: Any) -> list[Comparison]:
+    """The comparisons of a filter tree, in the order they were written."""
+    if expr is None:
+        return []
+    if isinstance(expr, Comparison):
+        return [expr]
+    return [leaf for operand in expr.operands for leaf in _comparisons(operand)]
+
+
+# Building and compiling a search statement costs ~2 ms; a repeated search (a dashboard
+# polling, the next page) reuses it. Keys are the statement's inputs, so entries never go
+# stale; filters and orders are re-parsed here, which is cheap and keeps the key hashable.
+@functools.lru_cache(maxsize=256)
+def _search_sql(
+    dialect: str, filter_string: str, order_by: tuple[str, ...], experiment_pks: tuple[int, ...],
+    stages: tuple[str, ...], drivers: tuple[int, ...] | None, limit: int, offset: int,
+) -> _Compiled:
+    expr = parse_filter(filter_string, RUN_FILTER)
+    orders = _parse_orders(list(order_by), RUN_FILTER)
+    leaves = _comparisons(expr)
+    ids = None if drivers is None else {id(leaves[i]) for i in drivers}
+    stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=ids)
+    return _compile(stmt.limit(limit).offset(offset), dialect)
+
+
+@functools.lru_cache(maxsize=256)
+def _count_sql(filter_string: str, threshold: int) -> tuple[tuple[int, ...], _Compiled | None]:
+    """One SQLite statement counting, up to ``threshold``, the key/value rows matching each
+    selective comparison of the filter; returns their positions and the statement."""
+    leaves = _comparisons(parse_filter(filter_string, RUN_FILTER))
+    positions = tuple(
+        i for i, cmp in enumerate(leaves)
+        if cmp.entity_type != "attribute" and cmp.op not in ("!=", "NOT IN", "IS NULL")
+    )
+    if not positions:
+        return positions, None
+    counts = []
+    for i in positions:
+        table = _KV_TABLES[leaves[i].entity_type]
+        matching = sa.select(sa.literal(1)).select_from(table).where(key_value_rows(table, leaves[i], dialect="sqlite"))
+        counts.append(sa.select(sa.func.count()).select_from(matching.limit(threshold).subquery()).scalar_subquery())
+    return positions, _compile(sa.select(*counts), "sqlite")
 
 
 def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
@@ -1227,50 +1289,42 @@ def _joined_driver(node: And, drivers: set[int], dialect: str) -> tuple[Any, set
 
 
 def _drivers(
-    session: Session, dialect: str, expr: Any, orders: Sequence[OrderBy], needed: int
-) -> set[int] | None:
-    """Choose, on SQLite, which comparisons drive the search; None means all of them.
+    tx: Transaction, filter_string: str, expr: Any, orders: Sequence[OrderBy], needed: int
+) -> tuple[int, ...] | None:
+    """Choose, on SQLite, which comparisons drive the search (their positions in
+    :func:`_comparisons` order); None means all of them.
 
     SQLite keeps no statistics on values, and left alone it builds every ``IN`` list in
     full (one table lookup per matching row). So we count matching key/value rows with
-    index-only queries, capped at a threshold, and pick one of two plans:
+    index-only queries (one statement), capped at a threshold, and pick one of two plans:
 
     - few matches: start from the rarest comparison of each AND (``IN``) and probe the
-      other comparisons per candidate run through their primary keys (``EXISTS``);
+      other comparisons per candidate run (joined, or ``EXISTS``);
     - many matches (``matches**2 >= needed * runs``) and a page ordered by run
       attributes: walk runs in order and probe every comparison (all ``EXISTS``); the
       page fills after about ``needed * runs / matches`` runs.
 
     PostgreSQL has statistics and plans semi-joins itself: it gets plain ``IN``.
     """
-    if dialect != "sqlite" or expr is None:
+    if tx.postgres or expr is None:
         return None
     # An upper bound on the runs searched (all runs ever created), read in O(log n).
-    runs = session.execute(sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(_RUNS)).scalar() or 0
+    runs = tx.one("SELECT max(rowid) FROM runs")[0] or 0  # type: ignore[index]
     threshold = math.isqrt(needed * runs) + 1
+    positions, statement = _count_sql(filter_string, threshold)
+    leaves = _comparisons(expr)
     estimates: dict[int, int] = {}
+    if statement is not None:
+        estimates = {id(leaves[i]): count for i, count in zip(positions, _run(tx, statement)[0])}
 
     def estimate(node: Any) -> int:
         if isinstance(node, Comparison):
-            if node.entity_type == "attribute" or node.op in ("!=", "NOT IN", "IS NULL"):
-                count = threshold  # unknown or unselective: assume many
-            else:
-                table = _KV_TABLES[node.entity_type]
-                matching = (
-                    sa.select(sa.literal(1))
-                    .select_from(table)
-                    .where(key_value_rows(table, node, dialect=dialect))
-                    .limit(threshold)
-                )
-                count = session.execute(sa.select(sa.func.count()).select_from(matching.subquery())).scalar_one()
+            count = estimates.get(id(node), threshold)  # attributes and negations: assume many
         else:
             counts = [estimate(operand) for operand in node.operands]
             count = min(counts) if isinstance(node, And) else min(threshold, sum(counts))
         estimates[id(node)] = count
         return count
-
-    if estimate(expr) >= threshold and all(o.entity_type == "attribute" for o in orders):
-        return set()
 
     def choose(node: Any) -> set[int]:
         if isinstance(node, Comparison):
@@ -1279,7 +1333,11 @@ def _drivers(
             return choose(min(node.operands, key=lambda operand: estimates[id(operand)]))
         return set().union(*(choose(operand) for operand in node.operands))
 
-    return choose(expr)
+    if estimate(expr) >= threshold and all(o.entity_type == "attribute" for o in orders):
+        chosen: set[int] = set()
+    else:
+        chosen = choose(expr)
+    return tuple(i for i, leaf in enumerate(leaves) if id(leaf) in chosen)
 
 
 def _parse_orders(order_by: Sequence[str] | None, spec: Any, default: Sequence[str] = ()) -> list[OrderBy]:
