@@ -8,6 +8,7 @@ never leave the store.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Generic, Iterator, Sequence, TypeVar
@@ -236,3 +237,24 @@ class StoredGateDecision:
     details: dict[str, Any]  # inputs and per-rule outcomes, JSON-serializable
     created_time: int
     prefect_flow_run_id: str | None = None
+
+
+def _positional_builder(cls: type) -> Any:
+    """A constructor ``build(*values)`` for the frozen, slotted dataclass ``cls`` taking
+    every field positionally, for stores turning thousands of rows into entities.
+
+    The generated ``__init__`` of a frozen dataclass sets each field through
+    ``object.__setattr__``; setting the slots directly is about three times faster. The
+    builder is generated from ``cls``'s fields (as ``dataclasses`` generates ``__init__``),
+    so it follows field changes; ``cls`` must have no ``__post_init__``.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
+        raise TypeError(f"{cls.__name__} needs slots and no __post_init__ for a positional builder")
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    namespace.update({f"_set_{n}": getattr(cls, n).__set__ for n in names})
+    lines = [f"def build({', '.join(names)}):", "    obj = _new(_cls)"]
+    lines += [f"    _set_{n}(obj, {n})" for n in names]
+    lines.append("    return obj")
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from field names only
+    return namespace["build"]

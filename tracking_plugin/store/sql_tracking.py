@@ -61,6 +61,7 @@ from tracking_plugin.entities import (
     RunStatus,
     RunTag,
     ViewType,
+    _positional_builder,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from tracking_plugin.search import (
@@ -267,21 +268,16 @@ _STATUSES = {s.value: s for s in RunStatus}
 _STAGES = {s.value: s for s in LifecycleStage}
 
 
+_build_run_info = _positional_builder(RunInfo)
+_build_run_data = _positional_builder(RunData)
+_build_run = _positional_builder(Run)
+
+
 def _run_info(row: Sequence[Any]) -> RunInfo:
     """RunInfo from a row of ``_RUN_COLUMNS`` (a SQLAlchemy Row or a driver tuple)."""
-    return RunInfo(
-        run_id=row[0],
-        experiment_id=str(row[1]),
-        run_name=row[2],
-        status=_STATUSES[row[3]],
-        start_time=row[4],
-        end_time=row[5],
-        user_id=row[6],
-        artifact_uri=row[7],
-        lifecycle_stage=_STAGES[row[8]],
-        parent_run_id=row[9],
-        prefect_flow_run_id=row[10],
-        prefect_task_run_id=row[11],
+    return _build_run_info(
+        row[0], str(row[1]), row[2], _STATUSES[row[3]], row[4], row[5], row[6], row[7], _STAGES[row[8]],
+        row[9], row[10], row[11],
     )
 
 
@@ -790,12 +786,16 @@ class SqlTrackingStore:
                 tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             drivers = _drivers(tx, filter_string, expr, orders, offset + max_results + 1)
             order_key = (order_by,) if isinstance(order_by, str) else tuple(order_by or ())
-            rows = _run(tx, _search_sql(
+            statement, ids_only = _search_sql(
                 self.db.dialect, filter_string, order_key, tuple(experiment_pks), stages, drivers,
                 max_results + 1, offset,
-            ))
+            )
+            rows = _run(tx, statement)
             more = len(rows) > max_results
-            runs = _load_runs(tx, rows[:max_results])
+            rows = rows[:max_results]
+            if ids_only:
+                rows = _run_rows(tx, [row[0] for row in rows])
+            runs = _load_runs(tx, rows)
         return PagedList(runs, encode_page_token(offset + max_results) if more else None)
 
 
@@ -991,7 +991,20 @@ def _execute_compiled(tx: Transaction, name: str, rows: list[dict[str, Any]]) ->
         tx.execute_native(sql, params, many=True)
 
 
-_DIALECTS = {"sqlite": sqlite_dialect.dialect(), "postgresql": pg_dialect.psycopg.dialect()}
+class _SQLiteCompiler(sqlite_dialect.base.SQLiteCompiler):
+    """SQLite's compiler plus table hints: ``select.with_hint(table, "INDEXED BY ix",
+    "sqlite")`` renders ``table INDEXED BY ix`` (SQLAlchemy's own drops table hints)."""
+
+    def get_from_hint_text(self, table: Any, text: str) -> str:
+        return text
+
+
+class _SQLiteDialect(sqlite_dialect.pysqlite.SQLiteDialect_pysqlite):
+    statement_compiler = _SQLiteCompiler
+
+
+# Dialects for statements compiled here and run on the driver's cursor.
+_DIALECTS = {"sqlite": _SQLiteDialect(), "postgresql": pg_dialect.psycopg.dialect()}
 
 
 def _insert_for(dialect: str, table: sa.Table) -> Any:
@@ -1118,13 +1131,26 @@ def _comparisons(expr: Any) -> list[Comparison]:
 def _search_sql(
     dialect: str, filter_string: str, order_by: tuple[str, ...], experiment_pks: tuple[int, ...],
     stages: tuple[str, ...], drivers: tuple[int, ...] | None, limit: int, offset: int,
-) -> _Compiled:
+) -> tuple[_Compiled, bool]:
+    """The page's statement and whether it selects run ids only (SQLite, when drivers
+    supply the candidate runs: they are checked and ordered from ``ix_runs_search``, and
+    only the page's rows are read, by :func:`_run_rows`)."""
     expr = parse_filter(filter_string, RUN_FILTER)
     orders = _parse_orders(list(order_by), RUN_FILTER)
     leaves = _comparisons(expr)
     ids = None if drivers is None else {id(leaves[i]) for i in drivers}
-    stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=ids)
-    return _compile(stmt.limit(limit).offset(offset), dialect)
+    ids_only = dialect == "sqlite" and bool(ids)
+    stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=ids, ids_only=ids_only)
+    return _compile(stmt.limit(limit).offset(offset), dialect), ids_only
+
+
+def _run_rows(tx: Transaction, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Rows of ``_RUN_COLUMNS`` for ``ids``, in that order (all of them exist)."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for chunk in _chunks(ids):
+        for row in tx.all(f"{_RUN_SELECT} WHERE run_uuid IN ({', '.join('?' * len(chunk))})", tuple(chunk)):
+            found[row[0]] = row
+    return [found[i] for i in ids]
 
 
 @functools.lru_cache(maxsize=256)
@@ -1167,10 +1193,7 @@ def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
             params[run_uuid][key] = value
         for run_uuid, key, value in tx.all(f"SELECT run_uuid, key, value FROM tags {where}", args):
             tags[run_uuid][key] = value
-    return [
-        Run(info=_run_info(r), data=RunData(metrics=metrics[r[0]], params=params[r[0]], tags=tags[r[0]]))
-        for r in rows
-    ]
+    return [_build_run(_run_info(r), _build_run_data(metrics[r[0]], params[r[0]], tags[r[0]])) for r in rows]
 
 
 _KV_TABLES = {"metric": _LATEST, "param": _PARAMS, "tag": _TAGS}
@@ -1178,9 +1201,14 @@ _KV_TABLES = {"metric": _LATEST, "param": _PARAMS, "tag": _TAGS}
 
 def _runs_query(
     expr: Any, orders: Sequence[OrderBy], experiment_pks: Sequence[int], stages: Sequence[str], dialect: str,
-    *, drivers: set[int] | None,
+    *, drivers: set[int] | None, ids_only: bool = False,
 ) -> Any:
     """SELECT runs matching ``expr`` in ``orders`` (then start_time DESC, run_uuid).
+
+    ``ids_only`` selects just ``run_uuid`` through SQLite's ``ix_runs_search``, which
+    holds what the filter and the default order read: candidate runs coming from the
+    drivers are then checked without reading their rows (SQLite would otherwise prefer
+    the primary key and read every candidate's row).
 
     Key/value comparisons whose ``id()`` is in ``drivers`` (all of them when ``drivers``
     is None) compile to ``run_uuid IN (SELECT ...)``, the others to correlated EXISTS
@@ -1212,7 +1240,11 @@ def _runs_query(
         # The runs come from the drivers' IN lists, looked up by primary key; without
         # statistics SQLite would rather walk the experiment index over every run.
         experiment = experiment + 0
-    stmt = sa.select(*_RUN_COLUMNS).where(experiment.in_(experiment_pks), _RUNS.c.lifecycle_stage.in_(stages))
+    if ids_only:
+        stmt = sa.select(_RUNS.c.run_uuid).with_hint(_RUNS, "INDEXED BY ix_runs_search", "sqlite")
+    else:
+        stmt = sa.select(*_RUN_COLUMNS)
+    stmt = stmt.where(experiment.in_(experiment_pks), _RUNS.c.lifecycle_stage.in_(stages))
     if expr is not None:
         stmt = stmt.where(fold(expr))
     clauses: list[Any] = []
