@@ -35,6 +35,34 @@ def search_rows(n_runs: int, seed: int = 0) -> list[tuple[str, float, str]]:
 SEARCH_FILTER = "metrics.acc > 0.9 and params.model = 'rf'"
 
 
+def serve_rounds(search_once, info: dict) -> dict:  # type: ignore[no-untyped-def]
+    """Time ``search_once`` in rounds the parent asks for, so both sides' rounds alternate.
+
+    Protocol on stdin/stdout: print ``ready``; for each line ``go N`` run N timed calls and
+    print their times as a JSON list; on ``end`` return ``info`` with the median of all
+    times as ``search_ms`` (printed by the caller as the last line).
+    """
+    import json
+    import sys
+    import time
+
+    search_once()  # warm-up: imports, first connection
+    print("ready", flush=True)
+    times: list[float] = []
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "end":
+            break
+        batch = []
+        for _ in range(int(command[1])):
+            t = time.perf_counter()
+            search_once()
+            batch.append(time.perf_counter() - t)
+        times.extend(batch)
+        print(json.dumps(batch), flush=True)
+    return {**info, "search_ms": median(times) * 1000, "search_times_ms": [round(t * 1000, 2) for t in times]}
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
