@@ -4,8 +4,9 @@ Every public method opens exactly one transaction through ``self.db`` and shares
 with the others only through private helpers that take it. The hot paths (``log_batch``
 and so every ``log_*`` call, run create/update, ``get_run`` and loading a search page) run
 plain SQL on the driver's connection through :class:`~tracking_plugin.store.db.Transaction`,
-which costs a tenth of a SQLAlchemy session per call; the rest uses Core statements in a
-session. Writes are ``INSERT``/upserts of plain tuples or dicts (one ``executemany`` per
+which costs a tenth of a SQLAlchemy session per call, as does all of search (its
+statements are built with SQLAlchemy Core, compiled once per distinct input and run on the
+driver's cursor); the rest uses Core statements in a session. Writes are ``INSERT``/upserts of plain tuples or dicts (one ``executemany`` per
 table), never ORM objects.
 
 Rules (MLflow's unless said otherwise):
@@ -27,7 +28,9 @@ Rules (MLflow's unless said otherwise):
 Search compiles filters (see :mod:`tracking_plugin.search`) to ``run_uuid IN (SELECT
 run_uuid FROM latest_metrics|params|tags WHERE key = :k AND value <op> :v)`` sub-selects
 that the key/value indexes answer, then loads metrics, params and tags for the one page
-of runs with ``IN`` queries.
+of runs with ``IN`` queries. On SQLite, which keeps no statistics on values, ``_drivers``
+counts matches first to pick the plan, and candidate runs are checked and ordered from
+``ix_runs_search`` before the page's rows are read.
 """
 
 from __future__ import annotations
@@ -1237,8 +1240,9 @@ def _runs_query(
 
     experiment = _RUNS.c.experiment_id
     if drivers:
-        # The runs come from the drivers' IN lists, looked up by primary key; without
-        # statistics SQLite would rather walk the experiment index over every run.
+        # The runs come from the drivers' IN lists, looked up by run id (primary key or
+        # ix_runs_search); without statistics SQLite would rather walk the experiment
+        # index over every run.
         experiment = experiment + 0
     if ids_only:
         stmt = sa.select(_RUNS.c.run_uuid).with_hint(_RUNS, "INDEXED BY ix_runs_search", "sqlite")
