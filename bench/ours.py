@@ -121,7 +121,7 @@ def search(workdir: Path) -> dict:
         [(rid, a, now) for rid, a, _ in rows],
     )
     db.commit()
-    db.close()
+    _data.settle(db)
     client = TrackingClient(uri)
     hits = len(client.search_runs([exp.experiment_id], _data.SEARCH_FILTER, max_results=1000))
 

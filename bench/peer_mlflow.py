@@ -106,7 +106,7 @@ def search(workdir: Path) -> dict:
         [(a, now, rid) for rid, a, _ in rows],
     )
     db.commit()
-    db.close()
+    _data.settle(db)
     client = MlflowClient(uri)
     hits = len(client.search_runs([exp.experiment_id], _data.SEARCH_FILTER, max_results=1000))
 
