@@ -45,16 +45,24 @@ def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 
     return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
 
 
-def reset_tracking(*, dispose_stores: bool = True) -> None:
-    """Forget the process-wide tracking state between tests: active runs, buffered points,
-    the fluent API's URI/experiment/clients, ``@track``'s caches and (``dispose_stores``)
-    the cached stores with their database engines."""
+def reset_tracking(*, dispose_stores: bool = True, end_runs: bool = False) -> None:
+    """Forget the process-wide tracking state between tests: active runs (``end_runs``:
+    ended as KILLED first), the last ended run, buffered points, the fluent API's
+    URI/experiment/clients, ``@track``'s caches and (``dispose_stores``) the cached stores
+    with their database engines."""
     import tracking_plugin.prefect as tp
     from tracking_plugin import _buffer, _context, fluent
     from tracking_plugin import client as client_module
 
     while _context.active_run_stack():
+        if end_runs:
+            depth = len(_context.active_run_stack())
+            with contextlib.suppress(Exception):
+                _context.end_active_run("KILLED")
+            if len(_context.active_run_stack()) < depth:
+                continue  # ended and popped
         _context.pop_active_run()
+    _context._LAST_ACTIVE[0] = None
     with contextlib.suppress(Exception):
         _buffer.get_buffer().flush(timeout=30)
     fluent.set_tracking_uri(None)

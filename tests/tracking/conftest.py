@@ -7,14 +7,14 @@ folder; ``full_env`` also runs over both artifact roots (local and S3 on moto).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tracking_plugin import _buffer, _context, client as client_module, fluent
+from support import reset_tracking
+from tracking_plugin import fluent
 
 
 @dataclass(frozen=True)
@@ -22,28 +22,6 @@ class Env:
     tracking_uri: str
     artifact_root: str
     cwd: Path
-
-
-def _reset_fluent_state() -> None:
-    while _context.active_run_stack():
-        with contextlib.suppress(Exception):
-            _context.end_active_run("KILLED")
-        _context.pop_active_run()
-    with contextlib.suppress(Exception):
-        _buffer.get_buffer().flush(timeout=30)
-    fluent.set_tracking_uri(None)
-    fluent._active_experiment = None
-    fluent._clients.clear()
-    _context._LAST_ACTIVE[0] = None
-
-
-def _dispose_stores() -> None:
-    # Each test gets a fresh database; close its pooled connections so PostgreSQL's
-    # connection limit is never reached over a long session.
-    for store in list(client_module._STORES.values()):
-        with contextlib.suppress(Exception):
-            store.db.dispose()  # type: ignore[attr-defined]
-    client_module._STORES.clear()
 
 
 def _configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_uri: str, artifact_root: str) -> Env:
@@ -55,7 +33,7 @@ def _configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_uri: str, art
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PREFECT_MLOPS_TRACKING_URI", db_uri)
     monkeypatch.setenv("PREFECT_MLOPS_ARTIFACT_ROOT", artifact_root)
-    _reset_fluent_state()
+    reset_tracking(end_runs=True, dispose_stores=False)
     return Env(db_uri, artifact_root, cwd)
 
 
@@ -64,8 +42,7 @@ def tracking_env(db_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     """SQLite or PostgreSQL, artifacts in a local folder, configured through the environment."""
     env = _configure(monkeypatch, tmp_path, db_uri, str(tmp_path / "artifacts"))
     yield env
-    _reset_fluent_state()
-    _dispose_stores()
+    reset_tracking(end_runs=True)
 
 
 @pytest.fixture
@@ -73,8 +50,7 @@ def full_env(db_uri: str, artifact_root: str, tmp_path: Path, monkeypatch: pytes
     """Every database x every artifact root (local folder, S3 over HTTP on moto)."""
     env = _configure(monkeypatch, tmp_path, db_uri, artifact_root)
     yield env
-    _reset_fluent_state()
-    _dispose_stores()
+    reset_tracking(end_runs=True)
 
 
 @pytest.fixture
@@ -82,8 +58,7 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]
     """SQLite only: for behaviour that does not depend on the database."""
     env = _configure(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'mlops.db'}", str(tmp_path / "artifacts"))
     yield env
-    _reset_fluent_state()
-    _dispose_stores()
+    reset_tracking(end_runs=True)
 
 
 @pytest.fixture
@@ -92,7 +67,6 @@ def no_config_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.chdir(tmp_path)
     for name in fluent._ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
-    _reset_fluent_state()
+    reset_tracking(end_runs=True, dispose_stores=False)
     yield tmp_path
-    _reset_fluent_state()
-    _dispose_stores()
+    reset_tracking(end_runs=True)
