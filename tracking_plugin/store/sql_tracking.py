@@ -1238,17 +1238,13 @@ def _runs_query(
         parts = [fold(operand) for operand in node.operands]
         return sa.and_(*parts) if isinstance(node, And) else sa.or_(*parts)
 
-    experiment = _RUNS.c.experiment_id
-    if drivers:
-        # The runs come from the drivers' IN lists, looked up by run id (primary key or
-        # ix_runs_search); without statistics SQLite would rather walk the experiment
-        # index over every run.
-        experiment = experiment + 0
     if ids_only:
+        # The runs come from the drivers' IN lists, looked up in ix_runs_search; without
+        # statistics SQLite would rather walk the experiment index over every run.
         stmt = sa.select(_RUNS.c.run_uuid).with_hint(_RUNS, "INDEXED BY ix_runs_search", "sqlite")
     else:
         stmt = sa.select(*_RUN_COLUMNS)
-    stmt = stmt.where(experiment.in_(experiment_pks), _RUNS.c.lifecycle_stage.in_(stages))
+    stmt = stmt.where(_RUNS.c.experiment_id.in_(experiment_pks), _RUNS.c.lifecycle_stage.in_(stages))
     if expr is not None:
         stmt = stmt.where(fold(expr))
     clauses: list[Any] = []
