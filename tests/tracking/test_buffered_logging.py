@@ -235,15 +235,18 @@ def test_forked_child_writes_only_its_own_points(sqlite_env, monkeypatch: pytest
 class RecordingStore:
     """A TrackingStore stand-in that records what the writer hands it (slowly, on demand)."""
 
-    def __init__(self, delay: float = 0.0, slow_calls: int = 1_000_000) -> None:
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         self.delay = delay
-        self.slow_calls = slow_calls
+        self.gate = gate  # the first write waits until the test sets it
+        self.writing = threading.Event()
         self.calls: list[tuple[str, list[Metric]]] = []
         self.lock = threading.Lock()
 
     def log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:  # type: ignore[no-untyped-def]
-        if len(self.calls) < self.slow_calls:
-            time.sleep(self.delay)
+        self.writing.set()
+        if self.gate is not None and not self.calls:
+            self.gate.wait(60)
+        time.sleep(self.delay)
         with self.lock:
             self.calls.append((run_id, list(metrics)))
 
@@ -264,14 +267,24 @@ def test_writer_groups_per_run_and_respects_batch_size() -> None:
 
 
 def test_callers_never_wait_for_a_slow_write() -> None:
-    store = RecordingStore(delay=0.5, slow_calls=1)
+    # The first write blocks until released: a caller that waited for it would never finish
+    # (no wall-clock bound, so a stalled machine cannot fail the test).
+    release = threading.Event()
+    store = RecordingStore(gate=release)
     buffer = _buffer.MetricBuffer(batch_size=10, interval=0.01)
     buffer.enqueue(store, "r", Metric("m", 0.0, 1, 0))  # type: ignore[arg-type]
-    time.sleep(0.1)  # the writer is now inside a 0.5 s write
-    started = time.perf_counter()
-    for step in range(1, 5_001):
-        buffer.enqueue(store, "r", Metric("m", float(step), 1, step))  # type: ignore[arg-type]
-    assert time.perf_counter() - started < 0.4
+    assert store.writing.wait(30)  # the writer is now inside the blocked write
+    enqueued = threading.Event()
+
+    def caller() -> None:
+        for step in range(1, 5_001):
+            buffer.enqueue(store, "r", Metric("m", float(step), 1, step))  # type: ignore[arg-type]
+        enqueued.set()
+
+    threading.Thread(target=caller, daemon=True).start()
+    assert enqueued.wait(60), "enqueue waited for the write in progress"
+    assert store.calls == []  # that write has not finished
+    release.set()
     buffer.flush(timeout=60)
     assert len(store.points("r")) == 5_001
 
