@@ -67,8 +67,8 @@ def test_concurrent_first_use_by_several_processes(db_uri: str) -> None:
 
 
 def test_upgrade_from_0001_keeps_every_row(db_uri: str) -> None:
-    """0002 rebuilds SQLite's key/value tables (WITHOUT ROWID): rows logged under 0001
-    read back the same through the store afterwards."""
+    """0002 rebuilds SQLite's key/value tables (WITHOUT ROWID) and 0003 its search index:
+    rows logged under 0001 read back the same through the store and search afterwards."""
     from tracking_plugin.entities import RunTag
     from tracking_plugin.store.sql import SqlStore
 
@@ -96,12 +96,14 @@ def test_upgrade_from_0001_keeps_every_row(db_uri: str) -> None:
         with db.engine.connect() as conn:
             ddl = dict(conn.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all())
         assert all("WITHOUT ROWID" in ddl[t] for t in ("params", "tags", "latest_metrics"))
+        indexes = {i["name"] for i in sa.inspect(db.engine).get_indexes("runs")}
+        assert "ix_runs_search_rows" in indexes and "ix_runs_search" not in indexes
     store = SqlStore(db)
     run = store.get_run(run_id)
     assert run.data.params == {"lr": "0.1"} and run.data.tags == {"team": "ml"}
     assert run.data.metrics["acc"] == 0.5 and run.data.metrics["loss"] != run.data.metrics["loss"]  # NaN
     found = store.search_runs([run.info.experiment_id], "params.lr = '0.1' and metrics.acc > 0.4")
-    assert [r.info.run_id for r in found] == [run_id]
+    assert [r.info for r in found] == [run.info]  # read from the search index on SQLite
     store.log_batch(run_id, tags=[RunTag("team", "ops")])
     assert store.get_run(run_id).data.tags == {"team": "ops"}
     db.dispose()

@@ -635,6 +635,25 @@ def test_search_returns_full_runs(seeded: Seeded) -> None:
     assert run.data.metrics["acc"] == 0.8 and math.isnan(run.data.metrics["loss"])
 
 
+def test_key_value_searches_return_every_run_field(store: SqlStore) -> None:
+    """Runs found through key/value filters (read from SQLite's search index) carry every
+    field get_run returns: parent, Prefect ids, end time, status, in either order."""
+    exp_id = store.create_experiment("fields", "s3://bucket/fields")
+    parent = store.create_run(exp_id, user_id="ada", start_time=T0, run_name="parent")
+    child = store.create_run(
+        exp_id, user_id="bob", start_time=T0 + 1, run_name="child", parent_run_id=parent.info.run_id,
+        prefect_flow_run_id="flow-run-1", prefect_task_run_id="task-run-1",
+    )
+    for run, acc in ((parent, 0.5), (child, 0.7)):
+        store.log_batch(run.info.run_id, metrics=[Metric("acc", acc, T0, 0)], params=[Param("model", "rf")])
+    store.update_run_info(child.info.run_id, status=RunStatus.FAILED, end_time=T0 + 9)
+    expected = [store.get_run(child.info.run_id), store.get_run(parent.info.run_id)]
+    for text in ("params.model = 'rf'", "metrics.acc > 0.1 and params.model = 'rf'", "tags.mlflow.user LIKE '%'"):
+        assert list(store.search_runs([exp_id], text)) == expected, text
+        assert list(store.search_runs([exp_id], text, order_by=["metrics.acc"])) == expected[::-1], text
+    assert expected[0].info.prefect_task_run_id == "task-run-1" and expected[0].info.end_time == T0 + 9
+
+
 def test_order_by(seeded: Seeded) -> None:
     # Default: newest first.
     assert seeded.ordered([]) == ["epsilon", "delta", "gamma", "beta", "alpha"]

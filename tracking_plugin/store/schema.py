@@ -106,8 +106,12 @@ _WITHOUT_ROWID = {"sqlite_with_rowid": False}
 class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        # SQLite: a search checks and orders candidate runs from this index alone.
-        Index("ix_runs_search", "run_uuid", "start_time", "experiment_id", "lifecycle_stage").ddl_if(dialect="sqlite"),
+        # SQLite: a search checks, orders and reads candidate runs from this index alone
+        # (the lookup key and what filters and the default order read come first).
+        Index(
+            "ix_runs_search_rows", "run_uuid", "start_time", "experiment_id", "lifecycle_stage", "name", "status",
+            "end_time", "user_id", "artifact_uri", "parent_run_id", "prefect_flow_run_id", "prefect_task_run_id",
+        ).ddl_if(dialect="sqlite"),
     )
 
     run_uuid: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -29,8 +29,8 @@ Search compiles filters (see :mod:`tracking_plugin.search`) to ``run_uuid IN (SE
 run_uuid FROM latest_metrics|params|tags WHERE key = :k AND value <op> :v)`` sub-selects
 that the key/value indexes answer, then loads metrics, params and tags for the one page
 of runs with ``IN`` queries. On SQLite, which keeps no statistics on values, ``_drivers``
-counts matches first to pick the plan, and candidate runs are checked and ordered from
-``ix_runs_search`` before the page's rows are read.
+counts matches first to pick the plan, and candidate runs are checked, ordered and read
+from ``ix_runs_search_rows`` (which holds every run column) without touching ``runs``.
 """
 
 from __future__ import annotations
@@ -789,16 +789,13 @@ class SqlTrackingStore:
                 tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             drivers = _drivers(tx, filter_string, expr, orders, offset + max_results + 1)
             order_key = (order_by,) if isinstance(order_by, str) else tuple(order_by or ())
-            statement, ids_only = _search_sql(
+            statement = _search_sql(
                 self.db.dialect, filter_string, order_key, tuple(experiment_pks), stages, drivers,
                 max_results + 1, offset,
             )
             rows = _run(tx, statement)
             more = len(rows) > max_results
-            rows = rows[:max_results]
-            if ids_only:
-                rows = _run_rows(tx, [row[0] for row in rows])
-            runs = _load_runs(tx, rows)
+            runs = _load_runs(tx, rows[:max_results])
         return PagedList(runs, encode_page_token(offset + max_results) if more else None)
 
 
@@ -1134,26 +1131,16 @@ def _comparisons(expr: Any) -> list[Comparison]:
 def _search_sql(
     dialect: str, filter_string: str, order_by: tuple[str, ...], experiment_pks: tuple[int, ...],
     stages: tuple[str, ...], drivers: tuple[int, ...] | None, limit: int, offset: int,
-) -> tuple[_Compiled, bool]:
-    """The page's statement and whether it selects run ids only (SQLite, when drivers
-    supply the candidate runs: they are checked and ordered from ``ix_runs_search``, and
-    only the page's rows are read, by :func:`_run_rows`)."""
+) -> _Compiled:
+    """The page's statement, selecting ``_RUN_COLUMNS`` (from ``ix_runs_search_rows`` on
+    SQLite when drivers supply the candidate runs)."""
     expr = parse_filter(filter_string, RUN_FILTER)
     orders = _parse_orders(list(order_by), RUN_FILTER)
     leaves = _comparisons(expr)
     ids = None if drivers is None else {id(leaves[i]) for i in drivers}
-    ids_only = dialect == "sqlite" and bool(ids)
-    stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=ids, ids_only=ids_only)
-    return _compile(stmt.limit(limit).offset(offset), dialect), ids_only
-
-
-def _run_rows(tx: Transaction, ids: Sequence[str]) -> list[tuple[Any, ...]]:
-    """Rows of ``_RUN_COLUMNS`` for ``ids``, in that order (all of them exist)."""
-    found: dict[str, tuple[Any, ...]] = {}
-    for chunk in _chunks(ids):
-        for row in tx.all(f"{_RUN_SELECT} WHERE run_uuid IN ({', '.join('?' * len(chunk))})", tuple(chunk)):
-            found[row[0]] = row
-    return [found[i] for i in ids]
+    covering = dialect == "sqlite" and bool(ids)
+    stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=ids, covering=covering)
+    return _compile(stmt.limit(limit).offset(offset), dialect)
 
 
 @functools.lru_cache(maxsize=256)
@@ -1204,14 +1191,15 @@ _KV_TABLES = {"metric": _LATEST, "param": _PARAMS, "tag": _TAGS}
 
 def _runs_query(
     expr: Any, orders: Sequence[OrderBy], experiment_pks: Sequence[int], stages: Sequence[str], dialect: str,
-    *, drivers: set[int] | None, ids_only: bool = False,
+    *, drivers: set[int] | None, covering: bool = False,
 ) -> Any:
     """SELECT runs matching ``expr`` in ``orders`` (then start_time DESC, run_uuid).
 
-    ``ids_only`` selects just ``run_uuid`` through SQLite's ``ix_runs_search``, which
-    holds what the filter and the default order read: candidate runs coming from the
-    drivers are then checked without reading their rows (SQLite would otherwise prefer
-    the primary key and read every candidate's row).
+    ``covering`` reads the runs through SQLite's ``ix_runs_search_rows`` (run_uuid,
+    start_time, experiment_id, lifecycle_stage, then every other run column): candidate
+    runs coming from the drivers are looked up, checked, ordered and returned from that
+    index alone, one B-tree lookup each (through the primary key, SQLite would look up the
+    run's rowid and then its row).
 
     Key/value comparisons whose ``id()`` is in ``drivers`` (all of them when ``drivers``
     is None) compile to ``run_uuid IN (SELECT ...)``, the others to correlated EXISTS
@@ -1238,12 +1226,11 @@ def _runs_query(
         parts = [fold(operand) for operand in node.operands]
         return sa.and_(*parts) if isinstance(node, And) else sa.or_(*parts)
 
-    if ids_only:
-        # The runs come from the drivers' IN lists, looked up in ix_runs_search; without
-        # statistics SQLite would rather walk the experiment index over every run.
-        stmt = sa.select(_RUNS.c.run_uuid).with_hint(_RUNS, "INDEXED BY ix_runs_search", "sqlite")
-    else:
-        stmt = sa.select(*_RUN_COLUMNS)
+    stmt = sa.select(*_RUN_COLUMNS)
+    if covering:
+        # The runs come from the drivers' IN lists; without statistics SQLite would rather
+        # walk the experiment index over every run.
+        stmt = stmt.with_hint(_RUNS, "INDEXED BY ix_runs_search_rows", "sqlite")
     stmt = stmt.where(_RUNS.c.experiment_id.in_(experiment_pks), _RUNS.c.lifecycle_stage.in_(stages))
     if expr is not None:
         stmt = stmt.where(fold(expr))
