@@ -248,11 +248,10 @@ def train_model(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:
     import tracking_plugin.sklearn as sk_autolog
 
     x_train, x_test, y_train, y_test = split_batch(frame, test_size=config.test_size, seed=config.seed)
-    sk_autolog.autolog(log_models=False, silent=True)  # the model is logged with an input example below
-    try:
+    # The model is logged with an input example below; a caller's own autolog settings
+    # are put back afterwards.
+    with sk_autolog.autologging(log_models=False, silent=True):
         model = build_pipeline(config).fit(x_train, y_train)
-    finally:
-        sk_autolog.autolog(disable=True)
     get_run_logger().info("Trained %s on %d rows", config.model_type, len(x_train))
     return TrainedModel(model=model, config=config, x_test=x_test, y_test=y_test, train_rows=len(x_train))
 

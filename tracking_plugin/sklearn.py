@@ -26,11 +26,14 @@ flow run's run; otherwise a new run is started for the fit and ended after it, a
 does. Fits nested inside another fit (a Pipeline's steps, a search's candidates) are not
 logged separately. Logging problems are warnings: autologging never breaks a ``fit``.
 
-``autolog(disable=True)`` restores the original methods.
+``autolog(disable=True)`` restores the original methods. ``with autologging(...):`` turns
+autologging on for a block and then puts back what was there before (off, or the
+caller's own ``autolog(...)`` settings).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -38,13 +41,13 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tracking_plugin import _context, _lineage
 from tracking_plugin.entities import Metric, Param, RunStatus, RunTag
 from tracking_plugin.errors import Conflict
 
-__all__ = ["autolog"]
+__all__ = ["autolog", "autologging"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +131,35 @@ def autolog(
             serialization_format=serialization_format,
         )
         _patch_all()
+
+
+@contextlib.contextmanager
+def autologging(**options: Any) -> Iterator[None]:
+    """Autolog with ``options`` (those of :func:`autolog`) inside the block, then restore
+    the settings from before it: off if it was off, else the caller's own ``autolog(...)``.
+
+    For library code (a training task) that wants autologging without turning off a
+    user's. The settings are process-wide, as ``autolog``'s: blocks that overlap in
+    several threads restore in the order they exit.
+
+    >>> from tracking_plugin.sklearn import autologging
+    >>> with autologging(log_models=False):                   # doctest: +SKIP
+    ...     model.fit(X, y)
+    """
+    if options.get("disable"):
+        raise TypeError("autologging() turns autologging on for a block; use autolog(disable=True) to turn it off")
+    with _LOCK:
+        previous = _CONFIG[0]
+        autolog(**options)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            if previous is None:
+                autolog(disable=True)
+            else:
+                _CONFIG[0] = previous
+                _patch_all()
 
 
 # ---------------------------------------------------------------- patching

@@ -163,3 +163,34 @@ def test_a_failing_fit_ends_its_run_failed_and_raises(tracking, autolog_on) -> N
     run = only_run(tracking)
     assert run.info.status is RunStatus.FAILED
     assert fluent.active_run() is None
+
+
+def test_autologging_block_puts_back_what_was_there_before(tracking, binary) -> None:
+    X, y = binary
+    # Off before: on inside the block (with its options), off again after, even on an error.
+    with pytest.raises(RuntimeError, match="inside"):
+        with sk_autolog.autologging(log_models=False, extra_tags={"by": "block"}):
+            assert LogisticRegression.__dict__["fit"] is not ORIGINAL_LR_FIT
+            LogisticRegression(max_iter=300).fit(X, y)
+            raise RuntimeError("inside")
+    assert LogisticRegression.__dict__["fit"] is ORIGINAL_LR_FIT
+    [inside] = tracking.search_runs([tracking.get_experiment_by_name("Default").experiment_id])
+    assert inside.data.tags["by"] == "block"
+    assert not tracking.list_artifacts(inside.info.run_id)  # log_models=False
+
+    # A user's own autolog: the block's options apply inside, the user's come back after.
+    sk_autolog.autolog(extra_tags={"by": "user"})
+    try:
+        with sk_autolog.autologging(log_models=False, extra_tags={"by": "block"}):
+            pass
+        LogisticRegression(max_iter=300).fit(X, y)
+    finally:
+        sk_autolog.autolog(disable=True)
+    runs = tracking.search_runs([tracking.get_experiment_by_name("Default").experiment_id])
+    after = next(r for r in runs if r.info.run_id != inside.info.run_id)
+    assert after.data.tags["by"] == "user"
+    assert "model" in {a.path for a in tracking.list_artifacts(after.info.run_id)}
+
+    with pytest.raises(TypeError, match="autolog\\(disable=True\\)"):
+        with sk_autolog.autologging(disable=True):
+            pass
