@@ -6,8 +6,9 @@ caller's context (Prefect's task runner does this) logs to the caller's run with
 able to change the caller's stack.
 
 When the stack is empty, the fluent API asks the registered *run resolvers*, in order, for
-a run id. The Prefect integration registers one that maps the current flow or task run to
-its tracking run, so ``log_metric`` inside a tracked flow needs no ``start_run``::
+a run id (or a ``(run id, client)`` pair, when the run lives in another backend than the
+fluent API's). The Prefect integration registers one that maps the current flow or task
+run to its tracking run, so ``log_metric`` inside a tracked flow needs no ``start_run``::
 
     from tracking_plugin._context import register_run_resolver
 
@@ -41,7 +42,7 @@ __all__ = [
     "using_active_run",
 ]
 
-RunResolver = Callable[[], "str | None"]
+RunResolver = Callable[[], "str | tuple[str, TrackingClient] | None"]
 
 _ACTIVE_RUNS: contextvars.ContextVar[tuple["ActiveRun", ...]] = contextvars.ContextVar(
     "prefect_mlops_active_runs", default=()
@@ -181,9 +182,11 @@ def using_active_run(run: Run | ActiveRun, client: TrackingClient | None = None)
 def register_run_resolver(resolver: RunResolver) -> None:
     """Ask ``resolver()`` for a run id whenever the active-run stack is empty.
 
-    Resolvers are asked in registration order; the first non-empty answer wins. A resolver
-    must be cheap (it runs on every fluent call outside ``start_run``) and return None
-    when it does not apply. Registering the same function twice has no effect.
+    Resolvers are asked in registration order; the first non-empty answer wins. An answer
+    is a run id (in the fluent API's backend) or a ``(run id, client)`` pair (the run lives
+    in ``client``'s backend). A resolver must be cheap (it runs on every fluent call
+    outside ``start_run``) and return None when it does not apply. Registering the same
+    function twice has no effect.
     """
     global _RESOLVERS
     with _RESOLVERS_LOCK:
@@ -206,10 +209,18 @@ def resolve_run_id() -> str | None:
 
 
 def _from_resolvers() -> str | None:
+    resolved = _resolve()
+    return resolved[0] if resolved is not None else None
+
+
+def _resolve() -> tuple[str, TrackingClient | None] | None:
+    """The first resolver's answer as ``(run id, client or None for the fluent API's)``."""
     for resolver in _RESOLVERS:
-        run_id = resolver()
-        if run_id:
-            return run_id
+        answer = resolver()
+        if isinstance(answer, tuple):
+            return answer
+        if answer:
+            return answer, None
     return None
 
 

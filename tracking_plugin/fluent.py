@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from tracking_plugin import _buffer
 from tracking_plugin._context import (
     ActiveRun,
-    _from_resolvers,
+    _resolve,
     _ACTIVE_RUNS,
     active_run_stack,
     end_active_run,
@@ -313,7 +313,16 @@ def start_run(
             f"Run with UUID {stack[0].run_id} is already active. To start a new run, first end "
             "the current run with end_run(). To start a nested run, call start_run with nested=True."
         )
-    client = _default_client()
+    # A new run nested in another (or in a tracked Prefect run) goes to its parent's backend.
+    resolved = None if stack or run_id is not None or parent_run_id is not None else _resolve()
+    if run_id is not None:
+        client = _default_client()
+    elif stack:
+        client = stack[-1].client
+    elif resolved is not None and resolved[1] is not None:
+        client = resolved[1]
+    else:
+        client = _default_client()
     user_tags = {k: v if isinstance(v, str) else str(v) for k, v in (tags or {}).items()}
     if description is not None:
         if TAG_NOTE in user_tags:
@@ -338,8 +347,8 @@ def start_run(
                 raise Conflict(f"Cannot start a run under parent run {parent_run_id}: it is deleted.")
         elif stack:
             parent_run_id = stack[-1].run_id
-        else:
-            parent_run_id = _from_resolvers()
+        elif resolved is not None:
+            parent_run_id = resolved[0]
         if experiment_id is None:
             experiment_id = _active_experiment_id(client)
         run_tags = {**_context_tags(), **user_tags}
@@ -387,10 +396,10 @@ def active_run() -> ActiveRun | None:
     stack = _ACTIVE_RUNS.get()
     if stack:
         return stack[-1]
-    run_id = _from_resolvers()
-    if run_id is None:
+    resolved = _resolve()
+    if resolved is None:
         return None
-    client = _default_client()
+    run_id, client = resolved[0], resolved[1] or _default_client()
     return ActiveRun(client.get_run(run_id), client)
 
 
@@ -414,9 +423,9 @@ def _target(run_id: str | None = None) -> tuple[TrackingClient, str]:
     if stack:
         top = stack[-1]
         return top.client, top.run_id
-    resolved = _from_resolvers()
+    resolved = _resolve()
     if resolved is not None:
-        return _default_client(), resolved
+        return resolved[1] or _default_client(), resolved[0]
     started = start_run()
     return started.client, started.run_id
 

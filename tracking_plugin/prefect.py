@@ -38,8 +38,14 @@ the final status comes from the function's own outcome (no Prefect hooks are att
 retries and crashes are not reflected; prefer ``@track`` on top.
 
 The backend comes from ``tracking_uri=``, else the saved block ``block=`` (or
-``PREFECT_MLOPS_BLOCK``), else the ``PREFECT_MLOPS_*`` environment. An unreachable backend
-fails the flow at its start with :class:`~tracking_plugin.errors.BackendUnavailable`.
+``PREFECT_MLOPS_BLOCK``), else the ``PREFECT_MLOPS_*`` environment. Tracked tasks and
+subflows that name none of these, and fluent calls in untracked tasks, use their flow's
+backend: through the active run in the flow's process and its threads, and through the
+Prefect tag ``mlops-backend-block:<name>`` that a flow tracked with a block puts on the
+task runs it creates, in other processes (Dask workers), which load that block. (A
+``tracking_uri=`` given in code is not put in a tag, where it could carry a password: such
+workers use their environment.) An unreachable backend fails the flow at its start with
+:class:`~tracking_plugin.errors.BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -99,6 +105,9 @@ TAG_FLOW_RUN_URL = "prefect.flow_run_url"
 TAG_PREFECT_STATE = "prefect.state"
 TAG_STATE_MESSAGE = "mlops.state_message"
 TAG_ERROR = "mlops.error"
+
+# Prefect tag prefix naming the backend block of the tracked flow that created a task run.
+PREFECT_TAG_BACKEND_BLOCK = "mlops-backend-block:"
 
 _SPEC_ATTR = "__mlops_track__"
 _CACHE_LIMIT = 10_000
@@ -206,6 +215,35 @@ def _client_for(spec: _TrackSpec | None) -> TrackingClient:
                     _CLIENTS.clear()
                 client = _CLIENTS[key] = TrackingClient.from_settings(_settings_for(spec, block))
     return client
+
+
+def _names_backend(spec: _TrackSpec | None) -> bool:
+    return spec is not None and bool(spec.block or spec.tracking_uri or spec.artifact_root)
+
+
+def _backend_block(spec: _TrackSpec) -> str | None:
+    """The block a flow's backend comes from (None: a URI or the environment)."""
+    if spec.tracking_uri:
+        return None
+    return spec.block or os.environ.get("PREFECT_MLOPS_BLOCK") or None
+
+
+def _tagged_block(prefect_run: Any) -> str | None:
+    """The backend block named by a Prefect flow or task run's tags, if any."""
+    for tag in getattr(prefect_run, "tags", None) or ():
+        if isinstance(tag, str) and tag.startswith(PREFECT_TAG_BACKEND_BLOCK):
+            return tag[len(PREFECT_TAG_BACKEND_BLOCK):] or None
+    return None
+
+
+def _client_for_run(spec: _TrackSpec | None, prefect_run: Any) -> TrackingClient:
+    """``_client_for(spec)``, unless ``spec`` names no backend and ``prefect_run`` (a flow or
+    task run) was created by a flow tracked with a block: then that block's backend."""
+    if not _names_backend(spec):
+        block = _tagged_block(prefect_run)
+        if block:
+            return _client_for(dataclasses.replace(spec, block=block) if spec else _TrackSpec(kind="task", block=block))
+    return _client_for(spec)
 
 
 def _experiment_id(client: TrackingClient, name: str) -> str:
@@ -426,6 +464,7 @@ class _Session:
     client: TrackingClient
     run: Run
     activation: Any  # the entered using_active_run(...) context manager
+    backend_tag: Any  # a flow's entered prefect.tags(...) naming its backend block, or None
     pending_params: dict[str, str]  # a task's params, written with its metrics at the end
     finalize_here: bool  # no Prefect hooks will set the final status
     flow_run_id: str | None = None
@@ -533,11 +572,15 @@ def _begin(
     spec: _TrackSpec, wrapper: Callable[..., Any], signature: inspect.Signature, args: Any, kwargs: Any
 ) -> _Session:
     mode, flow_ctx, task_ctx = _mode(wrapper)
-    client = _client_for(spec)
+    active = _context.current_run()  # e.g. the flow's run, in a task thread
+    if active is not None and not _names_backend(spec):
+        client = active.client  # a child run lives in its parent's backend
+    else:
+        prefect_run = task_ctx.task_run if mode == "task" else flow_ctx.flow_run if mode == "flow" else None
+        client = _client_for_run(spec, prefect_run)
     params = _bound_params(spec, signature, args, kwargs)
     tags = {**_lineage.lineage_tags(spec.source_file), **_prefect_tags(flow_ctx, task_ctx), **dict(spec.tags)}
     tags["mlflow.source.type"] = "JOB" if mode != "plain" else "LOCAL"
-    active = _context.current_run()  # e.g. the flow's run, in a task thread
     parent_run_id = active.run_id if active is not None else None
     flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx is not None and flow_ctx.flow_run else None
 
@@ -568,7 +611,7 @@ def _begin(
         if flow_run_id is None and task_run.flow_run_id is not None:
             flow_run_id = str(task_run.flow_run_id)
         if parent_run_id is None and flow_run_id is not None:
-            parent_run_id = _run_id_for_flow_run(flow_run_id, flow_ctx)
+            parent_run_id = _run_id_for_flow_run(flow_run_id, flow_ctx, client)
         if spec.experiment:
             experiment_id = _experiment_id(client, spec.experiment)
         elif active is not None:
@@ -616,12 +659,22 @@ def _begin(
     # threads) log to this run; leaving restores the caller's stack exactly.
     activation = _context.using_active_run(run, client)
     activation.__enter__()
+    backend_tag = None
+    block = _backend_block(spec) if mode == "flow" else None
+    if block:
+        # Task runs this flow creates carry its backend to processes without this context
+        # (Dask workers); see _client_for_run.
+        from prefect import tags as prefect_tags
+
+        backend_tag = prefect_tags(PREFECT_TAG_BACKEND_BLOCK + block)
+        backend_tag.__enter__()
     return _Session(
         spec=spec,
         mode=mode,
         client=client,
         run=run,
         activation=activation,
+        backend_tag=backend_tag,
         pending_params=pending,
         finalize_here=finalize_here,
         flow_run_id=flow_run_id,
@@ -703,6 +756,8 @@ def _end(session: _Session, result: Any, error: BaseException | None) -> None:
                 client.log_batch(run_id, metrics=metrics, tags=end_tags)
         client.flush()
     finally:
+        if session.backend_tag is not None:
+            session.backend_tag.__exit__(None, None, None)
         session.activation.__exit__(None, None, None)
     if session.finalize_here:
         if error is None:
@@ -918,7 +973,7 @@ class _FlowHook:
 
     def _close(self, flow: Any, flow_run: Any, state: Any) -> None:
         flow_run_id = str(flow_run.id)
-        client = _OPEN.pop(f"flow:{flow_run_id}", None) or _client_for(self.spec)
+        client = _OPEN.pop(f"flow:{flow_run_id}", None) or _client_for_run(self.spec, flow_run)
         run_id = _RUN_IDS.get(f"flow:{flow_run_id}")
         if run_id is None:
             run = client.get_run_by_prefect_id(flow_run_id=flow_run_id)
@@ -956,7 +1011,7 @@ class _TaskHook:
     def _close(self, task_run: Any, state: Any) -> None:
         task_run_id = str(task_run.id)
         run_id = _RUN_IDS.get(f"task:{task_run_id}")
-        client = _OPEN.pop(f"task:{task_run_id}", None) or _client_for(self.spec)
+        client = _OPEN.pop(f"task:{task_run_id}", None) or _client_for_run(self.spec, task_run)
         if run_id is None:
             run = client.get_run_by_prefect_id(task_run_id=task_run_id)
             if run is None:
@@ -990,7 +1045,8 @@ def _tracked_ancestor_run_id(client: TrackingClient, parent_task_run_id: str) ->
     return run.info.run_id if run is not None else None
 
 
-def _run_id_for_flow_run(flow_run_id: str, flow_ctx: Any) -> str | None:
+def _run_id_for_flow_run(flow_run_id: str, flow_ctx: Any, client: TrackingClient) -> str | None:
+    """The tracking run of a flow run, looked up in ``client``'s backend (cached)."""
     key = f"flow:{flow_run_id}"
     if key in _RUN_IDS:
         return _RUN_IDS[key]
@@ -999,7 +1055,7 @@ def _run_id_for_flow_run(flow_run_id: str, flow_ctx: Any) -> str | None:
     if flow is not None and spec is None:
         _remember(key, None)  # an untracked flow: nothing to attach to
         return None
-    run = _client_for(spec).get_run_by_prefect_id(flow_run_id=flow_run_id)
+    run = client.get_run_by_prefect_id(flow_run_id=flow_run_id)
     run_id = run.info.run_id if run is not None else None
     _remember(key, run_id)
     return run_id
@@ -1009,28 +1065,42 @@ def current_tracking_run_id() -> str | None:
     """The tracking run of the current Prefect flow run (or tracked task run), or None.
 
     Works in the flow, in its tasks' threads and in Dask worker processes: it reads the
-    Prefect run context (not a process global) and looks the run up by its Prefect id.
-    This is the resolver the fluent API asks when no run is active.
+    Prefect run context (not a process global) and looks the run up by its Prefect id, in
+    the flow's backend (see the module's notes on backends).
     """
+    resolved = _current_tracking_run()
+    return resolved[0] if resolved is not None else None
+
+
+def _current_tracking_run() -> tuple[str, TrackingClient] | None:
+    """(run id, client of its backend) for the current Prefect run; the resolver the fluent
+    API asks when no run is active."""
     task_ctx = TaskRunContext.get()
     flow_ctx = FlowRunContext.get()
     if task_ctx is None and flow_ctx is None:
         return None
+    flow = getattr(flow_ctx, "flow", None) if flow_ctx is not None else None
+    spec = getattr(getattr(flow, "fn", None), _SPEC_ATTR, None)
     if task_ctx is not None:
-        own = _RUN_IDS.get(f"task:{task_ctx.task_run.id}")
+        task_run = task_ctx.task_run
+        key = f"task:{task_run.id}"
+        own = _RUN_IDS.get(key)
         if own:
-            return own
-        flow_run_id = task_ctx.task_run.flow_run_id
+            return own, _OPEN.get(key) or _client_for_run(None, task_run)
+        flow_run_id = task_run.flow_run_id
+        client = _client_for_run(spec, task_run)
     else:
         assert flow_ctx is not None
         flow_run_id = flow_ctx.flow_run.id if flow_ctx.flow_run is not None else None
+        client = _client_for_run(spec, flow_ctx.flow_run)
     if flow_run_id is None:
         return None
     try:
-        return _run_id_for_flow_run(str(flow_run_id), flow_ctx)
+        run_id = _run_id_for_flow_run(str(flow_run_id), flow_ctx, client)
     except MlopsError as exc:
         logger.warning("prefect-mlops: could not find the tracking run of flow run %s: %s", flow_run_id, exc)
         return None
+    return (run_id, client) if run_id is not None else None
 
 
-_context.register_run_resolver(current_tracking_run_id)
+_context.register_run_resolver(_current_tracking_run)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from importlib import metadata
 
 import pytest
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
+from tracking_plugin import fluent
 from tracking_plugin.blocks import MlopsBackend
 from tracking_plugin.client import TrackingClient
 from tracking_plugin.entities import RunStatus
@@ -83,6 +86,76 @@ def test_track_takes_its_backend_from_a_saved_block(tracking, tmp_path, monkeypa
 
     env_configured()
     assert [r.info.status for r in runs_in(block_client, "via-env-block")] == [RunStatus.FINISHED]
+
+
+@track
+@task(cache_policy=NO_CACHE)
+def tracked_step(x: int) -> dict[str, float]:
+    fluent.log_metric("logged_in_tracked_step", float(x))
+    fluent.set_tag("step_pid", str(os.getpid()))
+    return {"returned_by_tracked_step": float(x)}
+
+
+@task(cache_policy=NO_CACHE)
+def untracked_step(x: int) -> int:
+    fluent.log_metric("logged_in_untracked_step", float(x))  # goes to the flow's run
+    with fluent.start_run(run_name="nested-in-untracked-step", nested=True):
+        fluent.log_param("where", "untracked step")
+    return x
+
+
+def block_flow_with_steps(name: str):  # type: ignore[no-untyped-def]
+    @track(experiment="steps-via-block", block=name)
+    @flow
+    def with_steps() -> None:
+        tracked_step.submit(3).result()
+        untracked_step.submit(4).result()
+
+    return with_steps
+
+
+def assert_steps_in_block_backend(block_client: TrackingClient, env_client: TrackingClient, runs_in) -> list[str]:  # type: ignore[no-untyped-def]
+    runs = runs_in(block_client, "steps-via-block")
+    [parent] = [r for r in runs if r.info.prefect_flow_run_id]
+    children = {r.info.run_name: r for r in runs if r is not parent}
+    assert parent.info.status is RunStatus.FINISHED
+    assert parent.data.metrics == {"logged_in_untracked_step": 4.0}
+    step = next(r for n, r in children.items() if n.startswith("tracked_step"))
+    assert step.info.parent_run_id == parent.info.run_id and step.info.status is RunStatus.FINISHED
+    assert step.data.metrics == {"logged_in_tracked_step": 3.0, "returned_by_tracked_step": 3.0}
+    assert len(runs) == 2
+    # A fluent start_run goes to the active experiment, as MLflow's, in its parent's backend.
+    [nested] = runs_in(block_client, "Default")
+    assert nested.info.run_name == "nested-in-untracked-step" and nested.info.status is RunStatus.FINISHED
+    assert nested.info.parent_run_id == parent.info.run_id and nested.data.params == {"where": "untracked step"}
+    assert list(env_client.search_experiments()) == []  # nothing in the environment's backend
+    return [step.data.tags["step_pid"]]
+
+
+def test_tasks_and_nested_runs_of_a_block_flow_use_the_blocks_backend(tracking, tmp_path, runs_in) -> None:
+    block_db = tmp_path / "steps.db"
+    name = unique("steps")
+    MlopsBackend(tracking_uri=f"sqlite:///{block_db}", artifact_root=str(tmp_path / "steps-artifacts")).save(name)
+
+    block_flow_with_steps(name)()
+
+    assert_steps_in_block_backend(TrackingClient(f"sqlite:///{block_db}"), tracking, runs_in)
+
+
+@pytest.mark.slow
+def test_dask_workers_of_a_block_flow_use_the_blocks_backend(tracking, tmp_path, runs_in) -> None:
+    """Worker processes have no flow context: the block comes with the task runs' Prefect tag."""
+    from prefect_dask import DaskTaskRunner
+
+    block_db = tmp_path / "steps.db"
+    name = unique("steps")
+    MlopsBackend(tracking_uri=f"sqlite:///{block_db}", artifact_root=str(tmp_path / "steps-artifacts")).save(name)
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 1, "processes": True, "threads_per_worker": 1})
+
+    block_flow_with_steps(name).with_options(task_runner=runner)()
+
+    pids = assert_steps_in_block_backend(TrackingClient(f"sqlite:///{block_db}"), tracking, runs_in)
+    assert str(os.getpid()) not in pids  # the steps really ran in a worker process
 
 
 def test_unknown_block_name_fails_the_flow_with_a_clear_message(tracking) -> None:
