@@ -37,12 +37,12 @@ def db_upgrade(
     ] = None,
 ) -> None:
     """Create or migrate the tracking and registry tables (safe to run repeatedly)."""
-    from tracking_plugin.settings import get_settings
+    from tracking_plugin.settings import resolve_settings
     from tracking_plugin.store.db import Database
 
     from tracking_plugin.errors import MlopsError
 
-    uri = tracking_uri or get_settings().tracking_uri
+    uri = tracking_uri or resolve_settings().tracking_uri
     try:
         db = Database(uri)
         db.upgrade()

@@ -173,11 +173,11 @@ def _quarantine(frame: pd.DataFrame, report: ValidationReport, digest: str) -> s
     import time
 
     from tracking_plugin.artifacts import get_artifact_repository, join_artifact_uri
-    from tracking_plugin.settings import get_settings
+    from tracking_plugin.settings import resolve_settings
     from tracking_plugin.tables import write_table
 
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    root = get_settings().artifact_root
+    root = resolve_settings().artifact_root
     if "://" not in root:  # a local folder: say where it is from anywhere
         root = str(Path(root).expanduser().resolve())
     uri = join_artifact_uri(root, "quarantine", f"{stamp}-{digest[:12]}")

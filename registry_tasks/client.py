@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from tracking_plugin.entities import ModelVersion, Stage, TransitionRecord
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.registry import register_model
-from tracking_plugin.settings import get_settings
+from tracking_plugin.settings import MlopsSettings, get_settings, resolve_settings
 from tracking_plugin.store.sql import SqlStore
 
 from registry_tasks.gates import EvaluationGate, GateDecision, RuleOutcome
@@ -36,12 +36,23 @@ _NO_GATE_REASON = "promoted without an evaluation gate (require_passed_gate=Fals
 class RegistryClient:
     """Registry operations on the configured backend (settings or explicit URIs).
 
-    ``tracking_uri`` and ``artifact_root`` default to ``PREFECT_MLOPS_TRACKING_URI`` and
-    ``PREFECT_MLOPS_ARTIFACT_ROOT``; registered files go to ``<artifact_root>/registry``.
+    The backend defaults to the configured one (the block ``PREFECT_MLOPS_BLOCK`` names,
+    else ``PREFECT_MLOPS_TRACKING_URI`` and ``PREFECT_MLOPS_ARTIFACT_ROOT``); ``settings``
+    gives a whole one (e.g. ``MlopsBackend.load(name).to_settings()``, or a tracking
+    client's ``.settings``). Registered files go to ``<artifact_root>/registry``.
     """
 
-    def __init__(self, tracking_uri: str | None = None, *, artifact_root: str | None = None) -> None:
-        settings = get_settings()
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        *,
+        artifact_root: str | None = None,
+        settings: MlopsSettings | None = None,
+    ) -> None:
+        if settings is None:
+            # An explicit URI is the backend; only the default follows PREFECT_MLOPS_BLOCK.
+            settings = resolve_settings() if tracking_uri is None else get_settings()
+        self.settings = settings
         self.tracking_uri = tracking_uri or settings.tracking_uri
         self.artifact_root = artifact_root or settings.artifact_root
         self.store = SqlStore.from_uri(self.tracking_uri, busy_timeout=settings.sqlite_busy_timeout)
@@ -64,7 +75,7 @@ class RegistryClient:
         """
         return register_model(
             model_uri, name, tags=tags, description=description,
-            store=self.store, artifact_root=self.artifact_root,
+            store=self.store, artifact_root=self.artifact_root, settings=self.settings,
         )
 
     def get_version(self, name: str, version: int) -> ModelVersion:

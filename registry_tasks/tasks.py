@@ -46,6 +46,18 @@ MODEL_PROMOTED = "mlops.model.promoted"
 MODEL_ROLLED_BACK = "mlops.model.rolled_back"
 
 
+def _registry_client() -> RegistryClient:
+    """The registry of the backend the current flow records to: its tracking run's (so a
+    flow tracked with ``@track(block=...)`` registers in that block's backend), else the
+    configured one."""
+    from tracking_plugin import fluent
+
+    active = fluent.active_run()
+    if active is not None:
+        return RegistryClient(settings=active.client.settings)
+    return RegistryClient()
+
+
 def _flow_run_id() -> str | None:
     from prefect.runtime import flow_run
 
@@ -120,7 +132,7 @@ def register_model(
     Emits ``mlops.model.registered`` and adds a ``registration-<name>-<version>`` artifact.
     """
     logger = get_run_logger()
-    version = RegistryClient().register(model_uri, name, tags=tags, description=description)
+    version = _registry_client().register(model_uri, name, tags=tags, description=description)
     logger.info("Registered %s version %s from %s (%s)", name, version.version, model_uri, version.status.value)
     resource, related = _model_resources(name, version.version)
     emit(MODEL_REGISTERED, resource, related, payload={"source": model_uri, "run_id": version.run_id})
@@ -162,7 +174,7 @@ def evaluate_gate(
     result, not an error: the task completes and ``promote`` will refuse the version.
     """
     logger = get_run_logger()
-    decision = RegistryClient().evaluate(
+    decision = _registry_client().evaluate(
         name, version, gate, candidate_metrics=candidate_metrics,
         champion_metrics=champion_metrics, eval_rows=eval_rows, alias=alias,
         prefect_flow_run_id=_flow_run_id(),
@@ -199,7 +211,7 @@ def promote(
     move and the gate's rule table.
     """
     logger = get_run_logger()
-    client = RegistryClient()
+    client = _registry_client()
     previous = client.get_by_alias(name, alias) if alias else None
     flow_run_id = _flow_run_id()
     try:
@@ -259,7 +271,7 @@ def rollback(
     Conflict when no earlier READY version held the alias (nothing moves).
     """
     logger = get_run_logger()
-    client = RegistryClient()
+    client = _registry_client()
     current = client.get_by_alias(name, alias)
     try:
         restored = client.rollback(name, alias, reason=reason, actor=actor, prefect_flow_run_id=_flow_run_id())

@@ -51,7 +51,7 @@ def reset_tracking(*, dispose_stores: bool = True, end_runs: bool = False) -> No
     URI/experiment/clients, ``@track``'s caches and (``dispose_stores``) the cached stores
     with their database engines."""
     import tracking_plugin.prefect as tp
-    from tracking_plugin import _buffer, _context, fluent
+    from tracking_plugin import _buffer, _context, blocks, fluent
     from tracking_plugin import client as client_module
 
     while _context.active_run_stack():
@@ -71,7 +71,7 @@ def reset_tracking(*, dispose_stores: bool = True, end_runs: bool = False) -> No
     tp._CLIENTS.clear()
     tp._EXPERIMENT_IDS.clear()
     tp._EXPERIMENT_NAMES.clear()
-    tp._BLOCK_SETTINGS.clear()
+    blocks._LOADED.clear()
     if dispose_stores:
         for store in list(client_module._STORES.values()):
             with contextlib.suppress(Exception):

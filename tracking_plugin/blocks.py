@@ -24,6 +24,7 @@ point (``prefect block register -m tracking_plugin.blocks`` does it explicitly).
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from prefect.blocks.core import Block
@@ -124,3 +125,28 @@ class MlopsBackend(Block):
         from tracking_plugin.client import TrackingClient
 
         return TrackingClient.from_settings(self.to_settings())
+
+
+_LOADED: dict[str, MlopsBackend] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def settings_of_block(name: str) -> MlopsSettings:
+    """The settings of the saved ``MlopsBackend`` block ``name`` (loaded from the Prefect API
+    once per process: a block edited on the server applies to new processes; logging
+    options still come from the environment of the moment)."""
+    block = _LOADED.get(name)
+    if block is None:
+        from tracking_plugin.errors import InvalidArgument
+
+        try:
+            loaded = MlopsBackend.load(name, _sync=True)  # type: ignore[call-arg]
+        except ValueError as exc:
+            raise InvalidArgument(
+                f"No MlopsBackend block named {name!r} on the Prefect server ({exc}). Save one "
+                "with MlopsBackend(...).save(name), or name another block (@track(block=...) or "
+                "PREFECT_MLOPS_BLOCK)."
+            ) from exc
+        with _LOADED_LOCK:
+            block = _LOADED[name] = loaded  # type: ignore[assignment]
+    return block.to_settings()

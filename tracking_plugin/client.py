@@ -43,7 +43,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import InvalidArgument
-from tracking_plugin.settings import MlopsSettings, get_settings
+from tracking_plugin.settings import MlopsSettings, get_settings, resolve_settings
 from tracking_plugin.validation import validate_key, validate_metric
 
 if TYPE_CHECKING:
@@ -196,7 +196,8 @@ class TrackingClient:
     """Entity-level API over one tracking database and artifact root (MLflow's ``MlflowClient``).
 
     Args:
-        tracking_uri: SQLAlchemy URL (default: ``PREFECT_MLOPS_TRACKING_URI``, else
+        tracking_uri: SQLAlchemy URL (default: the configured backend: the block named by
+            ``PREFECT_MLOPS_BLOCK`` if set, else ``PREFECT_MLOPS_TRACKING_URI``, else
             ``sqlite:///mlops.db`` in the working directory).
         artifact_root: where new experiments put their artifacts (default:
             ``PREFECT_MLOPS_ARTIFACT_ROOT``, else ``./mlops-artifacts``). Local roots are
@@ -221,7 +222,9 @@ class TrackingClient:
         artifact_root: str | None = None,
         settings: MlopsSettings | None = None,
     ) -> None:
-        settings = settings if settings is not None else get_settings()
+        if settings is None:
+            # An explicit URI is the backend; only the default follows PREFECT_MLOPS_BLOCK.
+            settings = resolve_settings() if tracking_uri is None else get_settings()
         updates: dict[str, Any] = {}
         if tracking_uri is not None:
             updates["tracking_uri"] = os.fspath(tracking_uri)

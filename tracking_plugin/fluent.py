@@ -56,7 +56,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from tracking_plugin.settings import MlopsSettings, get_settings
+from tracking_plugin.settings import MlopsSettings, resolve_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -139,20 +139,7 @@ def _default_client() -> TrackingClient:
 
 def _settings() -> MlopsSettings:
     """Settings from the environment, or from the saved block ``PREFECT_MLOPS_BLOCK`` names."""
-    settings = get_settings()
-    if not settings.block:
-        return settings
-    # Only when a block is configured: loading it imports Prefect and asks its API.
-    from tracking_plugin.blocks import MlopsBackend
-
-    try:
-        block = MlopsBackend.load(settings.block, _sync=True)  # type: ignore[call-arg]
-    except ValueError as exc:
-        raise InvalidArgument(
-            f"No MlopsBackend block named {settings.block!r} on the Prefect server ({exc}). Save "
-            "one with MlopsBackend(...).save(name), or unset PREFECT_MLOPS_BLOCK."
-        ) from exc
-    return block.to_settings()
+    return resolve_settings()
 
 
 def set_tracking_uri(uri: str | os.PathLike[str] | None) -> None:

@@ -136,7 +136,6 @@ class _TrackSpec:
 
 
 _CLIENTS: dict[tuple[Any, ...], TrackingClient] = {}  # backends named by spec or block
-_BLOCK_SETTINGS: dict[str, MlopsSettings] = {}
 _EXPERIMENT_IDS: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> id
 _EXPERIMENT_NAMES: dict[tuple[str, str], str] = {}  # (tracking URI, id) -> name
 # Prefect id ("flow:<id>" / "task:<id>") -> tracking run id (None: known untracked). A
@@ -157,19 +156,9 @@ def _remember(key: str, run_id: str | None) -> None:
 
 
 def _block_settings(name: str) -> MlopsSettings:
-    settings = _BLOCK_SETTINGS.get(name)
-    if settings is None:
-        from tracking_plugin.blocks import MlopsBackend
+    from tracking_plugin.blocks import settings_of_block
 
-        try:
-            block = MlopsBackend.load(name, _sync=True)  # type: ignore[call-arg]
-        except ValueError as exc:
-            raise InvalidArgument(
-                f"No MlopsBackend block named {name!r} on the Prefect server ({exc}). Save one "
-                "with MlopsBackend(...).save(name), or pass tracking_uri= instead."
-            ) from exc
-        settings = _BLOCK_SETTINGS[name] = block.to_settings()  # type: ignore[union-attr]
-    return settings
+    return settings_of_block(name)
 
 
 def _settings_for(spec: _TrackSpec | None, block: str | None) -> MlopsSettings:

@@ -53,21 +53,23 @@ def register_model(
     description: str | None = None,
     store: Store | None = None,
     artifact_root: str | None = None,
+    settings: MlopsSettings | None = None,
 ) -> ModelVersion:
     """Register the model at ``model_uri`` as the next version of ``name`` (created if new).
 
-    ``store`` and ``artifact_root`` default to the configured backend
-    (``PREFECT_MLOPS_TRACKING_URI`` / ``PREFECT_MLOPS_ARTIFACT_ROOT``).
+    ``store``, ``artifact_root`` and ``settings`` (S3 endpoint and credentials) default to
+    the configured backend (the block ``PREFECT_MLOPS_BLOCK`` names, else
+    ``PREFECT_MLOPS_TRACKING_URI`` / ``PREFECT_MLOPS_ARTIFACT_ROOT``).
 
     >>> version = register_model(f"runs:/{run_id}/model", "churn")  # doctest: +SKIP
     >>> version.version, version.status.value                        # doctest: +SKIP
     (1, 'READY')
     """
     from tracking_plugin.artifacts import get_artifact_repository
-    from tracking_plugin.settings import get_settings
+    from tracking_plugin.settings import resolve_settings
 
     validate_model_name(name)
-    settings = get_settings()
+    settings = settings if settings is not None else resolve_settings()
     if store is None:
         store = _default_store(settings)
     root = artifact_root if artifact_root is not None else settings.artifact_root

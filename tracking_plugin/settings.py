@@ -8,7 +8,9 @@ With no configuration the backend is ``sqlite:///mlops.db`` and artifacts go to
     PREFECT_MLOPS_S3_ENDPOINT_URL=http://minio:9000   # S3-compatible stores only
 
 S3 credentials come from boto3's usual chain (environment, profile, instance role) unless
-set here or in a saved ``MlopsBackend`` block.
+set here or in a saved ``MlopsBackend`` block. ``PREFECT_MLOPS_BLOCK=<name>`` takes the
+backend from that block instead: :func:`resolve_settings` is what every default client
+(fluent API, ``TrackingClient()``, ``RegistryClient()``, ``@track``) reads.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MlopsSettings", "get_settings"]
+__all__ = ["MlopsSettings", "get_settings", "resolve_settings"]
 
 
 class MlopsSettings(BaseSettings):
@@ -57,3 +59,15 @@ class MlopsSettings(BaseSettings):
 def get_settings() -> MlopsSettings:
     """Read settings from the environment now (not cached: tests and workers change env)."""
     return MlopsSettings()
+
+
+def resolve_settings() -> MlopsSettings:
+    """The configured backend: the environment's settings, or, when ``PREFECT_MLOPS_BLOCK``
+    names a saved ``MlopsBackend`` block, that block's (loaded from the Prefect API once
+    per process; an unknown name raises ``InvalidArgument``)."""
+    settings = get_settings()
+    if not settings.block:
+        return settings
+    from tracking_plugin.blocks import settings_of_block  # imports Prefect: only when needed
+
+    return settings_of_block(settings.block)

@@ -335,3 +335,56 @@ def test_register_task_retries_when_the_artifact_store_is_unreachable(
     assert sorted(v.version for v in versions) == [1, 2, 3]
     assert {v.status for v in versions} == {ModelVersionStatus.FAILED_REGISTRATION}
     assert registry.get_by_alias("churn") is None
+
+
+def _flow_logging_and_registering(block: str | None) -> Any:
+    from prefect import flow
+    from sklearn.linear_model import LogisticRegression
+
+    import tracking_plugin as mlops
+    from tracking_plugin.models import log_model
+    from tracking_plugin.prefect import track
+
+    @track(experiment="release-via-block", block=block)
+    @flow(name="release-via-block")
+    def logged_and_registered(X: pd.DataFrame, y: pd.Series) -> int:
+        mlops.log_metric("accuracy", 0.9)
+        log_model(LogisticRegression().fit(X, y), "model", input_example=X.head(2))
+        run_id = mlops.active_run().run_id  # type: ignore[union-attr]
+        version = register_model(f"runs:/{run_id}/model", "churn")
+        evaluate_gate("churn", version.version, GATE)
+        promote("churn", version.version, reason="block backend")
+        return version.version
+
+    return logged_and_registered
+
+
+@pytest.mark.parametrize("configured", ["in code", "in the environment"])
+def test_registry_tasks_use_the_backend_of_a_block_configured_flow(
+    registry: RegistryClient, training_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, configured: str
+) -> None:
+    """A flow tracked with @track(block=...) or on a worker with PREFECT_MLOPS_BLOCK: its
+    registry tasks register and promote in that backend, not in PREFECT_MLOPS_TRACKING_URI's."""
+    import uuid
+
+    from tracking_plugin.blocks import MlopsBackend
+    from tracking_plugin.client import TrackingClient
+
+    name = f"team-{uuid.uuid4().hex[:8]}"
+    team_db = tmp_path / "team.db"
+    MlopsBackend(tracking_uri=f"sqlite:///{team_db}", artifact_root=str(tmp_path / "team-artifacts")).save(name)
+    if configured == "in the environment":
+        monkeypatch.setenv("PREFECT_MLOPS_BLOCK", name)
+
+    version = _flow_logging_and_registering(name if configured == "in code" else None)(*training_data)
+
+    team = RegistryClient(f"sqlite:///{team_db}", artifact_root=str(tmp_path / "team-artifacts"))
+    assert team.get_by_alias("churn").version == version == 1
+    assert str(tmp_path / "team-artifacts") in team.get_version("churn", 1).storage_location
+    assert TrackingClient(f"sqlite:///{team_db}").get_experiment_by_name("release-via-block") is not None
+    with pytest.raises(Exception, match="churn"):
+        registry.get_version("churn", 1)  # nothing in the environment's own backend
+    if configured == "in the environment":
+        # Default clients follow PREFECT_MLOPS_BLOCK as the fluent API and @track do.
+        assert RegistryClient().get_by_alias("churn").version == 1
+        assert TrackingClient().tracking_uri == f"sqlite:///{team_db}"

@@ -91,9 +91,9 @@ def get_artifact_repository(uri: str, settings: MlopsSettings | None = None) -> 
         from tracking_plugin.artifacts.s3 import S3ArtifactRepository
 
         if settings is None:
-            from tracking_plugin.settings import get_settings
+            from tracking_plugin.settings import resolve_settings
 
-            settings = get_settings()
+            settings = resolve_settings()
         return S3ArtifactRepository(uri, settings=settings)
     raise InvalidArgument(
         f"Unsupported artifact URI scheme {scheme + '://'!r} in {uri!r}: use "
