@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from tracking_plugin.entities import ModelVersion, Stage, TransitionRecord
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.registry import register_model
-from tracking_plugin.settings import MlopsSettings, get_settings, resolve_settings
+from tracking_plugin.settings import MlopsSettings, client_settings
 from tracking_plugin.store.sql import SqlStore
 
 from registry_tasks.gates import EvaluationGate, GateDecision, RuleOutcome
@@ -49,12 +49,9 @@ class RegistryClient:
         artifact_root: str | None = None,
         settings: MlopsSettings | None = None,
     ) -> None:
-        if settings is None:
-            # An explicit URI is the backend; only the default follows PREFECT_MLOPS_BLOCK.
-            settings = resolve_settings() if tracking_uri is None else get_settings()
-        self.settings = settings
-        self.tracking_uri = tracking_uri or settings.tracking_uri
-        self.artifact_root = artifact_root or settings.artifact_root
+        self.settings = settings = client_settings(tracking_uri or None, artifact_root or None, settings)
+        self.tracking_uri = settings.tracking_uri
+        self.artifact_root = settings.artifact_root
         self.store = SqlStore.from_uri(self.tracking_uri, busy_timeout=settings.sqlite_busy_timeout)
         self.store.db.ensure_schema()
 

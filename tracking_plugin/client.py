@@ -43,7 +43,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import InvalidArgument
-from tracking_plugin.settings import MlopsSettings, get_settings, resolve_settings
+from tracking_plugin.settings import MlopsSettings, client_settings
 from tracking_plugin.validation import validate_key, validate_metric
 
 if TYPE_CHECKING:
@@ -222,17 +222,7 @@ class TrackingClient:
         artifact_root: str | None = None,
         settings: MlopsSettings | None = None,
     ) -> None:
-        if settings is None:
-            # An explicit URI is the backend; only the default follows PREFECT_MLOPS_BLOCK.
-            settings = resolve_settings() if tracking_uri is None else get_settings()
-        updates: dict[str, Any] = {}
-        if tracking_uri is not None:
-            updates["tracking_uri"] = os.fspath(tracking_uri)
-        if artifact_root is not None:
-            updates["artifact_root"] = os.fspath(artifact_root)
-        if updates:
-            settings = settings.model_copy(update=updates)
-        self.settings = settings
+        self.settings = settings = client_settings(tracking_uri, artifact_root, settings)
         self._tracking_uri = resolve_tracking_uri(settings.tracking_uri)
         self._store: Store | None = None
         self._store_generation = -1

@@ -15,10 +15,12 @@ backend from that block instead: :func:`resolve_settings` is what every default 
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MlopsSettings", "get_settings", "resolve_settings"]
+__all__ = ["MlopsSettings", "client_settings", "get_settings", "resolve_settings"]
 
 
 class MlopsSettings(BaseSettings):
@@ -71,3 +73,22 @@ def resolve_settings() -> MlopsSettings:
     from tracking_plugin.blocks import settings_of_block  # imports Prefect: only when needed
 
     return settings_of_block(settings.block)
+
+
+def client_settings(
+    tracking_uri: str | os.PathLike[str] | None = None,
+    artifact_root: str | os.PathLike[str] | None = None,
+    settings: MlopsSettings | None = None,
+) -> MlopsSettings:
+    """What a client constructed with these arguments uses: ``settings`` (default: the
+    configured backend, or the environment when ``tracking_uri`` is given: an explicit URI
+    is the backend, only the default follows ``PREFECT_MLOPS_BLOCK``), with the given URI
+    and artifact root in place of its own."""
+    if settings is None:
+        settings = resolve_settings() if tracking_uri is None else get_settings()
+    updates = {}
+    if tracking_uri is not None:
+        updates["tracking_uri"] = os.fspath(tracking_uri)
+    if artifact_root is not None:
+        updates["artifact_root"] = os.fspath(artifact_root)
+    return settings.model_copy(update=updates) if updates else settings
