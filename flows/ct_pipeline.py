@@ -173,15 +173,16 @@ def _quarantine(frame: pd.DataFrame, report: ValidationReport, digest: str) -> s
     import time
 
     from tracking_plugin.artifacts import get_artifact_repository, join_artifact_uri
-    from tracking_plugin.settings import resolve_settings
+    from tracking_plugin.fluent import current_client
     from tracking_plugin.tables import write_table
 
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    root = resolve_settings().artifact_root
+    settings = current_client().settings  # the flow's backend
+    root = settings.artifact_root
     if "://" not in root:  # a local folder: say where it is from anywhere
         root = str(Path(root).expanduser().resolve())
     uri = join_artifact_uri(root, "quarantine", f"{stamp}-{digest[:12]}")
-    repo = get_artifact_repository(uri)
+    repo = get_artifact_repository(uri, settings)
     # Wrong dtypes are part of what got the batch rejected: keep them if Parquet can,
     # else fall back to CSV, which holds any mix of values as text.
     try:

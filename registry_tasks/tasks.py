@@ -47,15 +47,11 @@ MODEL_ROLLED_BACK = "mlops.model.rolled_back"
 
 
 def _registry_client() -> RegistryClient:
-    """The registry of the backend the current flow records to: its tracking run's (so a
-    flow tracked with ``@track(block=...)`` registers in that block's backend), else the
-    configured one."""
-    from tracking_plugin import fluent
+    """The registry of the backend in use: the flow's tracking run's (so a flow tracked with
+    ``@track(block=...)`` registers in that block's backend), else the configured one."""
+    from tracking_plugin.fluent import current_client
 
-    active = fluent.active_run()
-    if active is not None:
-        return RegistryClient(settings=active.client.settings)
-    return RegistryClient()
+    return RegistryClient(settings=current_client().settings)
 
 
 def _flow_run_id() -> str | None:

@@ -44,7 +44,7 @@ from typing import Any, Iterator
 import httpx
 
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
-from tracking_plugin.settings import get_settings
+from tracking_plugin.settings import MlopsSettings, get_settings
 
 __all__ = [
     "ServerProcess",
@@ -210,9 +210,17 @@ def _config_digest(options: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- environment
 
 
-def _server_env(extra: dict[str, str] | None) -> dict[str, str]:
+def _server_env(extra: dict[str, str] | None, settings: MlopsSettings | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    settings = get_settings()
+    if settings is not None:
+        # Exactly this backend (e.g. a flow's block): the server must not resolve another.
+        env["PREFECT_MLOPS_BLOCK"] = ""
+        for name in ("s3_region", "aws_access_key_id", "aws_secret_access_key"):
+            value = getattr(settings, name)
+            if value is not None:
+                env[f"PREFECT_MLOPS_{name.upper()}"] = value if isinstance(value, str) else value.get_secret_value()
+    else:
+        settings = get_settings()
     # The server must see the same backend as the caller, even when the caller's settings
     # came from defaults resolved against its working directory.
     env["PREFECT_MLOPS_TRACKING_URI"] = _absolute_sqlite(settings.tracking_uri)
@@ -262,8 +270,12 @@ def start_server(
     poll_interval: float | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
+    settings: MlopsSettings | None = None,
 ) -> ServerProcess:
     """Start a server for ``model_uri`` on ``host:port``, or reuse the one already there.
+
+    The server reads the backend in ``settings`` (default: this process's environment),
+    given to it as ``PREFECT_MLOPS_*`` variables, plus any ``env``.
 
     Returns once ``GET /health`` answers 200. The same URI and options on the same port
     reuse the running server (``reused=True``, same pid); anything different replaces it.
@@ -286,7 +298,7 @@ def start_server(
     ):
         if value is not None:
             args += [flag, str(value)]
-    server_env = _server_env(env)
+    server_env = _server_env(env, settings)
     # Same arguments and same backend (and extra env) = the same deployment.
     config = _config_digest(
         {

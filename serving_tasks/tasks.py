@@ -63,12 +63,16 @@ def deploy_model(
     server swaps to it by itself, and if it refuses the new version (it fails to load or
     to score its input example) it keeps serving the old one and this task fails.
     Raises Conflict when a foreign process holds the port, BackendUnavailable (with the
-    end of the server's log) when the server does not come up.
+    end of the server's log) when the server does not come up. The server reads the
+    backend the flow records to (e.g. its ``@track(block=...)``).
     """
+    from tracking_plugin.fluent import current_client
+
     logger = get_run_logger()
     server = start_server(
         model_uri, port=port, host=host, workers=workers, token_env=token_env, max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms, poll_interval=poll_interval, timeout=timeout,
+        settings=current_client().settings,  # the flow's backend (e.g. its @track block)
     )
     logger.info(
         "%s scoring server for %s at %s (pid %s, log %s)",

@@ -712,6 +712,7 @@ class TrackingClient:
             "description": description,
             "store": self.store,
             "artifact_root": self._absolute_location(self.artifact_root),
+            "settings": self.settings,
         }
         if run_id is not None:
             if "run_id" in inspect.signature(register_model).parameters:

@@ -151,6 +151,23 @@ def set_tracking_uri(uri: str | os.PathLike[str] | None) -> None:
     _tracking_uri_override = None if uri is None else os.fspath(uri)
 
 
+def current_client() -> TrackingClient:
+    """The client of the backend in use here: the active run's (inside a tracked Prefect
+    flow, its tasks and its Dask workers, the flow's backend), else the default client
+    (``set_tracking_uri()``, else ``PREFECT_MLOPS_BLOCK``, else ``PREFECT_MLOPS_*``).
+
+    Model URIs (``runs:/``, ``models:/``), ``register_model`` and the registry and serving
+    tasks resolve against it.
+    """
+    stack = _ACTIVE_RUNS.get()
+    if stack:
+        return stack[-1].client
+    resolved = _resolve()
+    if resolved is not None and resolved[1] is not None:
+        return resolved[1]
+    return _default_client()
+
+
 def get_tracking_uri() -> str:
     """The tracking URI in use: set in code, else ``PREFECT_MLOPS_TRACKING_URI``, else
     ``sqlite:///mlops.db``."""

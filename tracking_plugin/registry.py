@@ -58,18 +58,20 @@ def register_model(
     """Register the model at ``model_uri`` as the next version of ``name`` (created if new).
 
     ``store``, ``artifact_root`` and ``settings`` (S3 endpoint and credentials) default to
-    the configured backend (the block ``PREFECT_MLOPS_BLOCK`` names, else
-    ``PREFECT_MLOPS_TRACKING_URI`` / ``PREFECT_MLOPS_ARTIFACT_ROOT``).
+    the backend in use (:func:`tracking_plugin.fluent.current_client`: a tracked flow's,
+    else ``set_tracking_uri()``, else ``PREFECT_MLOPS_BLOCK`` or ``PREFECT_MLOPS_*``).
 
     >>> version = register_model(f"runs:/{run_id}/model", "churn")  # doctest: +SKIP
     >>> version.version, version.status.value                        # doctest: +SKIP
     (1, 'READY')
     """
     from tracking_plugin.artifacts import get_artifact_repository
-    from tracking_plugin.settings import resolve_settings
 
     validate_model_name(name)
-    settings = settings if settings is not None else resolve_settings()
+    if settings is None:
+        from tracking_plugin.fluent import current_client
+
+        settings = current_client().settings
     if store is None:
         store = _default_store(settings)
     root = artifact_root if artifact_root is not None else settings.artifact_root

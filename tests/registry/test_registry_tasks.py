@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -337,24 +338,27 @@ def test_register_task_retries_when_the_artifact_store_is_unreachable(
     assert registry.get_by_alias("churn") is None
 
 
-def _flow_logging_and_registering(block: str | None) -> Any:
+def _flow_logging_and_registering(block: str | None, port: int) -> Any:
     from prefect import flow
     from sklearn.linear_model import LogisticRegression
 
     import tracking_plugin as mlops
-    from tracking_plugin.models import log_model
+    from serving_tasks.tasks import deploy_model
+    from tracking_plugin.models import load_model, log_model
     from tracking_plugin.prefect import track
 
     @track(experiment="release-via-block", block=block)
     @flow(name="release-via-block")
-    def logged_and_registered(X: pd.DataFrame, y: pd.Series) -> int:
+    def logged_and_registered(X: pd.DataFrame, y: pd.Series) -> dict[str, Any]:
         mlops.log_metric("accuracy", 0.9)
         log_model(LogisticRegression().fit(X, y), "model", input_example=X.head(2))
         run_id = mlops.active_run().run_id  # type: ignore[union-attr]
         version = register_model(f"runs:/{run_id}/model", "churn")
         evaluate_gate("churn", version.version, GATE)
         promote("churn", version.version, reason="block backend")
-        return version.version
+        predicted = load_model("models:/churn@champion").predict(X.head(3))  # resolved in the block's backend
+        server = deploy_model("models:/churn@champion", port, expect_version=version.version, timeout=120)
+        return {"version": version.version, "predicted": list(np.asarray(predicted).ravel()), "endpoint": server.endpoint}
 
     return logged_and_registered
 
@@ -376,7 +380,19 @@ def test_registry_tasks_use_the_backend_of_a_block_configured_flow(
     if configured == "in the environment":
         monkeypatch.setenv("PREFECT_MLOPS_BLOCK", name)
 
-    version = _flow_logging_and_registering(name if configured == "in code" else None)(*training_data)
+    from serving_tasks.deploy import stop_server
+    from support import free_port
+
+    port = free_port()
+    try:
+        result = _flow_logging_and_registering(name if configured == "in code" else None, port)(*training_data)
+        # The server the flow deployed serves the block's model (the environment has none).
+        answer = httpx.post(f"{result['endpoint']}/invocations", json={"dataframe_split": training_data[0].head(3).to_dict(orient="split")}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == result["predicted"]
+    finally:
+        stop_server(port)
+    version = result["version"]
 
     team = RegistryClient(f"sqlite:///{team_db}", artifact_root=str(tmp_path / "team-artifacts"))
     assert team.get_by_alias("churn").version == version == 1

@@ -73,7 +73,8 @@ class ArtifactRepository(Protocol):
 def get_artifact_repository(uri: str, settings: MlopsSettings | None = None) -> ArtifactRepository:
     """Return the repository for ``uri``: a plain path or ``file://`` URI, or ``s3://``.
 
-    S3 clients are configured from ``settings`` (default: read from the environment now).
+    S3 clients are configured from ``settings`` (default: those of the backend in use,
+    :func:`tracking_plugin.fluent.current_client`).
 
     >>> import tempfile
     >>> get_artifact_repository(tempfile.mkdtemp()).list_artifacts()
@@ -91,9 +92,10 @@ def get_artifact_repository(uri: str, settings: MlopsSettings | None = None) -> 
         from tracking_plugin.artifacts.s3 import S3ArtifactRepository
 
         if settings is None:
-            from tracking_plugin.settings import resolve_settings
+            # The S3 endpoint and credentials of the backend in use (e.g. a flow's block).
+            from tracking_plugin.fluent import current_client
 
-            settings = resolve_settings()
+            settings = current_client().settings
         return S3ArtifactRepository(uri, settings=settings)
     raise InvalidArgument(
         f"Unsupported artifact URI scheme {scheme + '://'!r} in {uri!r}: use "

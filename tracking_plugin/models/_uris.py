@@ -122,18 +122,16 @@ def resolve_model_uri(model_uri: str) -> str:
     """Turn a model URI into the artifact location of the model directory.
 
     Paths and artifact-store URIs come back unchanged; ``runs:/`` and ``models:/`` are
-    looked up with a :class:`~tracking_plugin.client.TrackingClient` on the tracking URI in
-    use (``set_tracking_uri`` or ``PREFECT_MLOPS_TRACKING_URI``).
+    looked up in the backend in use (:func:`tracking_plugin.fluent.current_client`: a
+    tracked flow's, else ``set_tracking_uri``, else the configured one).
     """
     parsed = parse_model_uri(model_uri)
     if parsed.kind in (ModelUriKind.LOCAL, ModelUriKind.ARTIFACT):
         return model_uri
     from tracking_plugin.artifacts import join_artifact_uri
-    from tracking_plugin.client import TrackingClient
-    from tracking_plugin.fluent import get_tracking_uri
+    from tracking_plugin.fluent import current_client
 
-    # The database the fluent API uses: set_tracking_uri() in code, else the settings.
-    client = TrackingClient(get_tracking_uri())
+    client = current_client()
     if parsed.kind is ModelUriKind.RUNS:
         run = client.get_run(parsed.run_id)
         return join_artifact_uri(run.info.artifact_uri, parsed.path or None)
