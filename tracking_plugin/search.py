@@ -699,6 +699,11 @@ def key_value_rows(
     if op in ("IS NULL", "IS NOT NULL"):
         return key_match
     value_col = table.c.value
+    if "is_nan" in table.c:
+        # Metric values are floats: bind them as floats. (SQLAlchemy types a literal by its
+        # Python type, and an IN list by its first item: on PostgreSQL `IN (-1, 0.1)` was
+        # bound as integers, 0.1 becoming 0 and 1e308 overflowing.)
+        value = tuple(float(v) for v in value) if isinstance(value, tuple) else float(value)  # type: ignore[arg-type]
     test = compare(value_col, op, value, dialect=dialect)
     if "is_nan" in table.c:
         # NaN is stored as value 0 with is_nan set. Test is_nan only where the stored 0

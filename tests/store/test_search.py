@@ -546,6 +546,12 @@ CASES = [
     ("metrics.loss < 0.5", {"alpha", "delta", "epsilon"}),
     ("metrics.acc IN (0.8, 0.95)", {"alpha", "beta"}),
     ("metrics.acc NOT IN (0.8)", {"alpha", "gamma", "delta"}),
+    # integers first in a list of floats: every value is bound as a float (PostgreSQL once
+    # typed the list by its first item, turning 0.1 into 0 and overflowing on 1e308)
+    ("metrics.acc IN (-1, 0.1)", set()),
+    ("metrics.acc IN (1, 0.95)", {"alpha"}),
+    ("metrics.acc IN (-1, 1e308)", set()),
+    ("metrics.acc > 3000000000", {"delta"}),
     ("metrics.acc IS NULL", {"epsilon"}),
     ("metrics.loss IS NOT NULL", {"alpha", "beta", "delta", "epsilon"}),
     # params
