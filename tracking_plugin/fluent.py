@@ -169,8 +169,8 @@ def current_client() -> TrackingClient:
 
 
 def get_tracking_uri() -> str:
-    """The tracking URI in use: set in code, else ``PREFECT_MLOPS_TRACKING_URI``, else
-    ``sqlite:///mlops.db``."""
+    """The tracking URI in use: set in code, else the block ``PREFECT_MLOPS_BLOCK`` names,
+    else ``PREFECT_MLOPS_TRACKING_URI``, else ``sqlite:///mlops.db``."""
     if _tracking_uri_override is not None:
         return _tracking_uri_override
     return _default_client().settings.tracking_uri
