@@ -133,13 +133,8 @@ def _default_client() -> TrackingClient:
             if client is None:
                 if len(_clients) > 64:
                     _clients.clear()
-                client = _clients[key] = TrackingClient(_tracking_uri_override, settings=_settings())
+                client = _clients[key] = TrackingClient(_tracking_uri_override, settings=resolve_settings())
     return client
-
-
-def _settings() -> MlopsSettings:
-    """Settings from the environment, or from the saved block ``PREFECT_MLOPS_BLOCK`` names."""
-    return resolve_settings()
 
 
 def set_tracking_uri(uri: str | os.PathLike[str] | None) -> None:

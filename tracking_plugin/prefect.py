@@ -155,14 +155,13 @@ def _remember(key: str, run_id: str | None) -> None:
     _RUN_IDS[key] = run_id
 
 
-def _block_settings(name: str) -> MlopsSettings:
-    from tracking_plugin.blocks import settings_of_block
-
-    return settings_of_block(name)
-
-
 def _settings_for(spec: _TrackSpec | None, block: str | None) -> MlopsSettings:
-    settings = _block_settings(block) if block else get_settings()
+    if block:
+        from tracking_plugin.blocks import settings_of_block
+
+        settings = settings_of_block(block)
+    else:
+        settings = get_settings()
     updates = {}
     if spec is not None and spec.tracking_uri:
         updates["tracking_uri"] = spec.tracking_uri

@@ -456,15 +456,13 @@ def load_model(model_uri: str | os.PathLike[str], *, allow_pickle: bool = False,
         local = _local_path(location)
     else:
         from tracking_plugin.artifacts import get_artifact_repository
-        from tracking_plugin.fluent import current_client
 
         if dst_path is not None and not Path(dst_path).is_dir():
             raise InvalidArgument(f"dst_path {os.fspath(dst_path)!r} must be an existing directory.")
         base = os.fspath(dst_path) if dst_path is not None else tempfile.mkdtemp(prefix="mlops-model-")
         # As MLflow: the model lands in <dst_path>/<last path component of the location>.
         name = urlsplit(location).path.rstrip("/").rpartition("/")[2] or "model"
-        repo = get_artifact_repository(location, current_client().settings)  # its S3 settings
-        local = Path(repo.download_artifacts("", os.path.join(base, name)))
+        local = Path(get_artifact_repository(location).download_artifacts("", os.path.join(base, name)))
     return load_local(local, model_uri=uri, allow_pickle=allow_pickle)
 
 
