@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import re
+import shutil
+import sqlite3
 import threading
+import time
+from contextlib import closing
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -22,6 +28,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from tracking_plugin.store.db import Database
 from tracking_plugin.store.sql import SqlStore
 
 T0 = 1_700_000_000_000
@@ -443,7 +450,59 @@ def test_bulk_batches_keep_refusals_and_foreign_keys(store: SqlStore) -> None:
         with pytest.raises(store.db.IntegrityError):
             with store.db.transaction() as tx:
                 tx.execute(orphan, ("0" * 32, False))
+            if store.db.dialect == "sqlite":  # and SQLite checkpoints at commit again
+                assert tx.one("PRAGMA wal_autocheckpoint") == (1000,)
     assert len(snapshot(store)["metrics"]) == 5_000
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_bulk_batches_leave_the_garbage_collector_as_they_found_it(store: SqlStore, collector_on: bool) -> None:
+    """A large batch keeps Python's collector off while it builds its rows; afterwards it
+    is on again, also after a refusal, unless the caller had turned it off."""
+    run_id = new_run(store)
+    bulk = [Metric("m", float(i), T0, i) for i in range(5_000)]
+    was = gc.isenabled()
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        store.log_batch(run_id, metrics=bulk)
+        assert gc.isenabled() is collector_on
+        with pytest.raises(InvalidArgument, match="'oops'"):
+            store.log_batch(run_id, metrics=[*bulk, Metric("m", "oops", T0, 0)])  # type: ignore[arg-type]
+        assert gc.isenabled() is collector_on
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert len(store.get_metric_history(run_id, "m")) == 5_000
+
+
+def test_bulk_batches_are_checkpointed_into_the_database_file(tmp_path: Path) -> None:
+    """SQLite (WAL checkpoints are its own): a large batch commits without its checkpoint,
+    which a background thread runs instead. The points still reach the database file
+    itself, and back-to-back batches do not make the WAL grow: each waits for the
+    previous checkpoint."""
+    db_file = tmp_path / "bulk.db"
+    db = Database(f"sqlite:///{db_file}")
+    db.upgrade()
+    store = SqlStore(db)
+    run_id = new_run(store)
+    batch = 20_000
+    batches = [[Metric(f"m{i % 4}", float(i), T0, b * batch + i) for i in range(batch)] for b in range(12)]
+    for metrics in batches:  # back to back
+        store.log_batch(run_id, metrics=metrics)
+    wal = db_file.with_name(db_file.name + "-wal")
+    # One batch is ~3.5 MB of WAL; without the checkpoints the WAL would hold all twelve.
+    assert wal.stat().st_size < 3 * 4 * 1024 * 1024, wal.stat().st_size
+    copy = tmp_path / "file-only.db"  # the database file alone, without its WAL
+    deadline = time.monotonic() + 30
+    while True:
+        shutil.copyfile(db_file, copy)
+        with closing(sqlite3.connect(copy)) as conn:
+            count = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        if count == 12 * batch or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert count == 12 * batch
+    assert sum(len(store.get_metric_history(run_id, f"m{k}")) for k in range(4)) == 12 * batch
+    db.dispose()
 
 
 def test_nan_and_infinities_round_trip(store: SqlStore) -> None:
