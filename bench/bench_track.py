@@ -1,6 +1,6 @@
 """Overhead of ``@track``: the same flow of 100 trivial tasks, untracked and tracked.
 
-    python bench/bench_track.py [--rounds 5] [--tasks 100]
+    python bench/bench_track.py [--rounds 9] [--tasks 100]
 
 Runs in one process against a local Prefect test server (``prefect_test_harness``), with
 Prefect's flow heartbeat off (as in the test suite) so the flow's own fixed cost does not
@@ -69,7 +69,7 @@ def _flows(n_tasks: int):  # type: ignore[no-untyped-def]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--tasks", type=int, default=100)
     # The test server persists each flow's task-run events after the flow returns; a flow
     # started while it is still busy takes 2-6x longer whatever is measured. 6 s drains it.

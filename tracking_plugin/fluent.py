@@ -28,7 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from tracking_plugin import _buffer
+from tracking_plugin import _background, _buffer
 from tracking_plugin._context import (
     ActiveRun,
     _resolve,
@@ -510,8 +510,12 @@ def delete_tag(key: str) -> None:
 
 
 def flush(timeout: float | None = None) -> None:
-    """Wait until every buffered metric is written; raise the first background error."""
+    """Wait until everything this process still writes in the background is written:
+    buffered metrics (``synchronous=False``), then the Prefect artifacts of tracked flow
+    runs that have ended. Raises the first error of a buffered write, or ``TimeoutError``
+    after ``timeout`` seconds (each)."""
     _buffer.get_buffer().flush(timeout)
+    _background.wait(timeout)
 
 
 # --------------------------------------------------------------- artifacts

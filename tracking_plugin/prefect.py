@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, overload
 from prefect import Flow, Task
 from prefect.context import FlowRunContext, TaskRunContext
 
-from tracking_plugin import _context, _lineage
+from tracking_plugin import _background, _context, _lineage
 from tracking_plugin.entities import Metric, Param, Run, RunStatus, RunTag
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, MlopsError
 from tracking_plugin.events import RUN_FAILED, RUN_FINISHED, emit, flow_run_resource, run_resource
@@ -813,8 +813,11 @@ def _slug(text: str) -> str:
 def _create_artifacts(client: TrackingClient, run: Run, flow_run_id: str, flow_name: str | None) -> None:
     """A table of params and final metrics, and a markdown note naming the tracking run.
 
-    Written through the API client with the flow-run id given explicitly: crash and
-    cancellation hooks may run outside any flow-run context (e.g. in a runner process).
+    Built here, posted by the background thread (``_background``: the flow does not wait
+    for two API calls to show what the run already holds; ``flush()`` waits for them).
+    Written through a new API client with the flow-run id given explicitly: the flow's own
+    client may be closed by then, and crash and cancellation hooks may run outside any
+    flow-run context (e.g. in a runner process).
     """
     try:
         from prefect.artifacts import Artifact, LinkArtifact, MarkdownArtifact, TableArtifact
@@ -869,19 +872,35 @@ def _create_artifacts(client: TrackingClient, run: Run, flow_run_id: str, flow_n
                     link_text=f"Tracking run {info.run_id}",
                 )
             )
-        with _prefect_client() as prefect_client:
-            for artifact in artifacts:
-                prefect_client.create_artifact(
-                    artifact=ArtifactCreate(
-                        type=artifact.type,
-                        key=artifact.key,
-                        description=artifact.description,
-                        flow_run_id=flow_run_id,  # type: ignore[arg-type]
-                        data=artifact.format(_sync=True),  # type: ignore[call-arg]
-                    )
-                )
+        creates = [
+            ArtifactCreate(
+                type=artifact.type,
+                key=artifact.key,
+                description=artifact.description,
+                flow_run_id=flow_run_id,  # type: ignore[arg-type]
+                data=artifact.format(_sync=True),  # type: ignore[call-arg]
+            )
+            for artifact in artifacts
+        ]
     except Exception as exc:  # noqa: BLE001 - the UI view is a convenience, the run is recorded
         logger.warning("prefect-mlops: could not create the Prefect artifacts of run %s: %s", run.info.run_id, exc)
+        return
+    _background.submit(functools.partial(_post_artifacts, creates, run.info.run_id))
+
+
+def _post_artifacts(creates: list[Any], run_id: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.context import SyncClientContext
+
+    # This runs in a copy of the flow's context, whose API client is closed by now:
+    # get_client() would hand it back. Only this copy changes.
+    SyncClientContext.__var__.set(None)  # type: ignore[arg-type]
+    try:
+        with get_client(sync_client=True) as prefect_client:
+            for create in creates:
+                prefect_client.create_artifact(artifact=create)
+    except Exception as exc:  # noqa: BLE001 - the UI view is a convenience, the run is recorded
+        logger.warning("prefect-mlops: could not create the Prefect artifacts of run %s: %s", run_id, exc)
 
 
 def _prefect_client() -> Any:

@@ -81,8 +81,13 @@ def count_events(flow_run_id: str, name: str) -> int:
 
 
 def artifacts_of(flow_run_id: str) -> dict[str, str]:
-    """key -> content of the flow run's keyed Prefect artifacts."""
+    """key -> content of the flow run's keyed Prefect artifacts (after ``flush()``: a
+    tracked flow's artifacts are posted in the background)."""
     from prefect.client.orchestration import get_client
+
+    import tracking_plugin
+
+    tracking_plugin.flush(timeout=60)
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:

@@ -4,6 +4,9 @@ that deployment triggers can react to. Read back through the Prefect client."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -27,6 +30,7 @@ def scored(alpha: float = 0.5, fail: bool = False) -> dict[str, float]:
 
 
 def artifacts_of(flow_run_id: str) -> dict[str, object]:
+    fluent.flush(timeout=60)  # a tracked flow's artifacts are posted in the background
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
@@ -62,6 +66,45 @@ def test_flow_run_gets_a_params_metrics_table_and_a_note_naming_the_run(tracking
     note = artifacts["markdown"]
     # ... and back: the Prefect flow run names its tracking run.
     assert run.info.run_id in note.data and "FINISHED" in note.data and flow_run_id in note.data
+
+
+_EXITS_RIGHT_AFTER = """
+import json, sys
+from prefect import flow
+from tracking_plugin.prefect import track
+
+@track(experiment="exits-right-after")
+@flow
+def quick() -> dict[str, float]:
+    return {"rmse": 0.5}
+
+state = quick(return_state=True)
+print(json.dumps({"flow_run_id": str(state.state_details.flow_run_id)}))
+"""  # no flush(): the process ends as soon as the flow returns
+
+
+def test_artifacts_are_posted_after_the_flow_returns_and_before_the_process_exits(
+    tracking, runs_in, tmp_path
+) -> None:
+    """The flow does not wait for its two artifact API calls: a background thread posts
+    them. ``flush()`` waits for them, and a process that ends right after the flow still
+    posts them (an exit hook waits) to the same API."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [sys.executable, "-c", _EXITS_RIGHT_AFTER], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    flow_run_id = json.loads(done.stdout.strip().splitlines()[-1])["flow_run_id"]
+    [run] = runs_in(tracking, "exits-right-after")
+    with get_client(sync_client=True) as client:  # read without flush(): this process posted nothing
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    assert {a.key for a in found} == {"quick-mlops-params-metrics", "quick-mlops-run"}
+    assert any(run.info.run_id in str(a.data) for a in found)
+    assert "could not create" not in done.stderr
 
 
 def test_finished_and_failed_events_carry_the_tracking_run(tracking, runs_in, wait_until) -> None:

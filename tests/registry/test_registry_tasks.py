@@ -28,8 +28,13 @@ GATE = EvaluationGate("accuracy", min_improvement=0.01, thresholds={"accuracy": 
 
 
 def artifacts_of(flow_run_id: str) -> dict[str, str]:
-    """key -> markdown of the flow run's artifacts."""
+    """key -> markdown of the flow run's artifacts (after ``flush()``: a tracked flow's
+    are posted in the background)."""
     from prefect.client.orchestration import get_client
+
+    import tracking_plugin
+
+    tracking_plugin.flush(timeout=60)
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
