@@ -47,33 +47,55 @@ def settle(db) -> None:  # type: ignore[no-untyped-def]
     os.sync()
 
 
-def serve_rounds(search_once, info: dict) -> dict:  # type: ignore[no-untyped-def]
-    """Time ``search_once`` in rounds the parent asks for, so both sides' rounds alternate.
+def serve_rounds(once, warmup: int = 3) -> list[float]:  # type: ignore[no-untyped-def]
+    """Run ``once`` (one timed call; it returns its own time in seconds, so it can prepare
+    untimed) in rounds the parent asks for, so both sides' rounds alternate; return the
+    times of all timed calls.
 
-    Protocol on stdin/stdout: print ``ready``; for each line ``go N`` run N timed calls and
-    print their times as a JSON list; on ``end`` return ``info`` with the median of all
-    times as ``search_ms`` (printed by the caller as the last line).
+    Protocol on stdin/stdout: after ``warmup`` calls print ``ready``; for each line ``go N``
+    run N calls and print their times as a JSON list; stop at ``end``. The caller prints
+    its result as the last line.
     """
     import json
     import sys
-    import time
 
-    for _ in range(3):  # warm-up: imports, connections, caches
-        search_once()
+    for _ in range(warmup):  # imports, connections, caches
+        once()
     print("ready", flush=True)
     times: list[float] = []
     for line in sys.stdin:
         command = line.split()
         if not command or command[0] == "end":
             break
-        batch = []
-        for _ in range(int(command[1])):
-            t = time.perf_counter()
-            search_once()
-            batch.append(time.perf_counter() - t)
+        batch = [once() for _ in range(int(command[1]))]
         times.extend(batch)
         print(json.dumps(batch), flush=True)
+    return times
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    """``fn`` as a ``serve_rounds`` call: run it, return its time in seconds."""
+    import time
+
+    def once() -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    return once
+
+
+def search_result(times: list[float], info: dict) -> dict:
     return {**info, "search_ms": median(times) * 1000, "search_times_ms": [round(t * 1000, 2) for t in times]}
+
+
+def batch_result(times: list[float], points: int) -> dict:
+    """Points per second of the median call, and every call's time."""
+    return {
+        "log_batch_points_per_s": points / median(times),
+        "log_batch_points_per_call": points,
+        "log_batch_times_ms": [round(t * 1000, 2) for t in times],
+    }
 
 
 def median(values: list[float]) -> float:
