@@ -228,14 +228,14 @@ class Database:
         instead of growing with every batch. Durability is unchanged: with
         ``synchronous=NORMAL`` a WAL commit is never synced, only checkpoints are.
         """
-        try:
-            fairy = self.engine.raw_connection()
-        except OperationalError as exc:
-            raise self._unavailable(exc) from exc
         postgres = self.dialect == "postgresql"
         relax = bulk and not postgres
         if relax:
             self._checkpoint_idle.wait(self._busy_timeout)
+        try:
+            fairy = self.engine.raw_connection()
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
         try:
             cursor = fairy.cursor()
             if relax:
