@@ -495,8 +495,11 @@ def test_bulk_batches_are_checkpointed_into_the_database_file(tmp_path: Path) ->
     deadline = time.monotonic() + 30
     while True:
         shutil.copyfile(db_file, copy)
-        with closing(sqlite3.connect(copy)) as conn:
-            count = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        try:
+            with closing(sqlite3.connect(copy)) as conn:
+                count = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        except sqlite3.DatabaseError:  # copied while the checkpoint was writing the file
+            count = -1
         if count == 12 * batch or time.monotonic() > deadline:
             break
         time.sleep(0.05)
