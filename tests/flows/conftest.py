@@ -97,13 +97,33 @@ def artifacts_of(flow_run_id: str) -> dict[str, str]:
     return {a.key: str(a.data) for a in found if a.key}
 
 
-def task_runs_of(flow_run_id: str) -> dict[str, list[Any]]:
-    """task name -> its task runs in the flow run (read from the API)."""
+def task_runs_of(flow_run_id: str, expect: tuple[str, ...] = (), timeout: float = 30.0) -> dict[str, list[Any]]:
+    """task name -> its task runs in the flow run (read from the API), once they settle.
+
+    Prefect 3 records task runs from the events their engine emits, so the server may not
+    have the last ones yet when the flow call returns: read until every name in ``expect``
+    is there, every task run is in a final state, and two reads 0.5 s apart agree.
+    """
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    def read() -> list[Any]:
+        with get_client(sync_client=True) as client:
+            return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+    deadline = time.monotonic() + timeout
+    runs = read()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        again = read()
+        seen = {run.name.rsplit("-", 1)[0] for run in again}
+        settled = {(r.id, r.state_type) for r in runs} == {(r.id, r.state_type) for r in again}
+        final = all(r.state is not None and r.state.is_final() for r in again)
+        runs = again
+        if settled and final and seen >= set(expect):
+            break
     by_name: dict[str, list[Any]] = {}
     for run in runs:
         by_name.setdefault(run.name.rsplit("-", 1)[0], []).append(run)

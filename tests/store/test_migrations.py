@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -64,6 +65,36 @@ def test_concurrent_first_use_by_several_processes(db_uri: str) -> None:
     outcomes = [results.get(timeout=5) for _ in range(n)]
     assert outcomes == ["ok"] * n
     assert Database(db_uri).current_revision() == Database.head_revision()
+
+
+def _open_new_files(paths: list[str], barrier, results) -> None:  # type: ignore[no-untyped-def]
+    errors = []
+    for path in paths:
+        barrier.wait()  # every process opens the same new file at once
+        db = Database(f"sqlite:///{path}")
+        try:
+            with db.transaction(write=False) as tx:
+                errors.append(None if tx.one("PRAGMA journal_mode") == ("wal",) else "not in WAL mode")
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
+            errors.append(repr(exc))
+        db.dispose()
+    results.put(errors)
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_get_it_in_wal_mode(tmp_path: Path) -> None:
+    """Switching a new file to WAL mode from several connections at once gets "database
+    is locked" at once in some of them (SQLite skips the busy handler there): retried."""
+    ctx = mp.get_context("spawn")
+    n, rounds = 8, 12
+    paths = [str(tmp_path / f"new-{i}.db") for i in range(rounds)]
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open_new_files, args=(paths, barrier, results)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=300) for _ in range(n)]
+    for proc in procs:
+        proc.join(60)
+    assert [e for errors in outcomes for e in errors if e is not None] == []
 
 
 def test_upgrade_from_0001_keeps_every_row(db_uri: str) -> None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sqlite3
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,7 +165,7 @@ class Database:
                 # Take transaction control from pysqlite so we can say BEGIN IMMEDIATE.
                 dbapi_conn.isolation_level = None
                 cursor = dbapi_conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _enter_wal_mode(cursor, busy_timeout)
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute(f"PRAGMA busy_timeout={timeout_ms}")
                 cursor.execute("PRAGMA foreign_keys=ON")
@@ -359,6 +361,27 @@ class Database:
     def dispose(self) -> None:
         self._checkpoint_idle.wait(self._busy_timeout)  # it would reopen a connection
         self.engine.dispose()
+
+
+def _enter_wal_mode(cursor: Any, timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock.
+
+    On a new database file (still in rollback-journal mode) connections that switch it at
+    the same moment can get "database is locked" at once: SQLite does not call the busy
+    handler when two readers both want to write the header (it would deadlock). Several
+    processes starting on a new file hit this; once the file is in WAL mode it is a no-op.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 # SQLite's own default: a checkpoint once the WAL holds this many pages after a commit.
