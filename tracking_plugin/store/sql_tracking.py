@@ -124,7 +124,7 @@ MAX_EXPERIMENT_RESULTS = 50_000
 MAX_HISTORY_RESULTS = 1_000_000
 # Rows per statement when a list goes into bound parameters (SQLite allows 32,766).
 _CHUNK = 5_000
-# From this many metric points a batch skips SQLite's per-row foreign-key check (see log_batch).
+# From this many metric points a batch is written in bulk (see log_batch).
 _BULK_METRICS = 1_000
 
 _EXPERIMENTS = ExperimentRow.__table__
@@ -679,8 +679,10 @@ class SqlTrackingStore:
                 f"A batch may hold at most {MAX_BATCH_PARAMS_TAGS} params and tags together, got "
                 f"{len(param_items) + len(tag_items)}; split it into several log_batch calls."
             )
-        # The run is checked first, under the write lock, and runs are never hard-deleted:
-        # SQLite's per-row foreign-key lookup would only repeat that check.
+        # A large batch builds its rows with the collector paused and is written as a bulk
+        # transaction (Database.transaction). Skipping SQLite's per-row foreign-key lookup
+        # there is safe: the run is checked first, under the write lock, and runs are never
+        # hard-deleted.
         bulk = len(metric_items) >= _BULK_METRICS
         with _gc_paused(bulk):
             self._log_batch(run_id, metric_items, param_items, tag_items, bulk)
