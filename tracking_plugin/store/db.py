@@ -388,9 +388,10 @@ def _enter_wal_mode(cursor: Any, timeout: float) -> None:
 _WAL_AUTOCHECKPOINT = 1000
 
 # Checkpoints after bulk transactions run here, one thread per process for every database;
-# a database asks again while one is pending only once. Weak references: a Database that
-# is gone needs no checkpoint (SQLite checkpoints when its last connection closes).
-_checkpoint_wanted: dict[int, weakref.ref[Database]] = {}
+# a database asked for again while one is pending is checkpointed once. Weak references: a
+# Database that is gone needs no checkpoint (SQLite checkpoints when its last connection
+# closes). ``_checkpointed`` holds every database that ever asked, for a forked child.
+_checkpoint_wanted: weakref.WeakSet[Database] = weakref.WeakSet()
 _checkpoint_cond = threading.Condition()
 _checkpoint_thread: threading.Thread | None = None
 _checkpointed: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -400,7 +401,7 @@ def _request_checkpoint(db: Database) -> None:
     global _checkpoint_thread
     with _checkpoint_cond:
         db._checkpoint_idle.clear()
-        _checkpoint_wanted[id(db)] = weakref.ref(db)
+        _checkpoint_wanted.add(db)
         _checkpointed.add(db)
         if _checkpoint_thread is None or not _checkpoint_thread.is_alive():
             _checkpoint_thread = threading.Thread(
@@ -415,21 +416,22 @@ def _checkpoint_loop() -> None:
         with _checkpoint_cond:
             while not _checkpoint_wanted:
                 _checkpoint_cond.wait()
-            refs = list(_checkpoint_wanted.values())
+            wanted = list(_checkpoint_wanted)
             _checkpoint_wanted.clear()
-        for ref in refs:
-            db = ref()
-            if db is None:
-                continue
-            try:
-                db.checkpoint()
-            except Exception as exc:  # noqa: BLE001 - the next commit's automatic checkpoint retries
-                _log.debug("WAL checkpoint of %s failed: %s", _redact(db.uri), exc)
-            finally:
-                with _checkpoint_cond:
-                    if id(db) not in _checkpoint_wanted:  # asked again meanwhile: not idle yet
-                        db._checkpoint_idle.set()
-            del db
+        _checkpoint_all(wanted)
+        del wanted  # hold no database while idle
+
+
+def _checkpoint_all(databases: list[Database]) -> None:
+    for db in databases:
+        try:
+            db.checkpoint()
+        except Exception as exc:  # noqa: BLE001 - the next commit's automatic checkpoint retries
+            _log.debug("WAL checkpoint of %s failed: %s", _redact(db.uri), exc)
+        finally:
+            with _checkpoint_cond:
+                if db not in _checkpoint_wanted:  # asked again meanwhile: not idle yet
+                    db._checkpoint_idle.set()
 
 
 def _reset_checkpointer_after_fork() -> None:

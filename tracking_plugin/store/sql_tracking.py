@@ -954,7 +954,8 @@ def _gc_paused(pause: bool) -> Iterator[None]:
     Each point is a new tuple the collector tracks, and 100,000 of them set off full
     collections over every object of the process (30-100 ms a batch here, a fifth of its
     cost). The rows hold no cycles; the collector is switched back on afterwards, and left
-    alone if the caller had turned it off.
+    alone if the caller had turned it off. It stays off until the rows are written and
+    freed: switched on while they live, its next collection would walk them all.
     """
     if not pause or not gc.isenabled():
         yield
