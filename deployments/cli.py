@@ -37,20 +37,23 @@ def db_upgrade(
     ] = None,
 ) -> None:
     """Create or migrate the tracking and registry tables (safe to run repeatedly)."""
-    from tracking_plugin.settings import resolve_settings
-    from tracking_plugin.store.db import Database
-
+    from tracking_plugin.backend import resolve_settings
     from tracking_plugin.errors import MlopsError
+    from tracking_plugin.store.db import Database
+    from tracking_plugin.urls import redact_uri
 
-    uri = tracking_uri or resolve_settings().tracking_uri
+    settings = resolve_settings(tracking_uri or None)
     try:
-        db = Database(uri)
-        db.upgrade()
-        revision = db.current_revision()
+        db = Database(settings.tracking_uri, password=settings.database_password)
+        try:
+            db.upgrade()
+            revision = db.current_revision()
+        finally:
+            db.dispose()
     except MlopsError as exc:
-        typer.echo(f"Error: {exc.message}", err=True)
+        typer.echo(f"Error: {redact_uri(exc.message)}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{db.uri}: schema at revision {revision}")
+    typer.echo(f"{redact_uri(db.uri)}: schema at revision {revision}")
 
 
 @app.command("reconcile")

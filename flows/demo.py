@@ -122,6 +122,7 @@ def _demo(ct_pipeline: Any, started: float, *, port: int | None, model_name: str
     from serving_tasks.deploy import stop_server
     from tracking_plugin.client import TrackingClient
     from tracking_plugin.settings import get_settings
+    from tracking_plugin.urls import redact_uri
 
     from flows.data import FEATURE_COLUMNS, ChurnGenerator
 
@@ -162,7 +163,7 @@ def _demo(ct_pipeline: Any, started: float, *, port: int | None, model_name: str
     run_id = registry.get_version(model_name, version).run_id
     run = tracking.get_run(run_id) if run_id else None
     root = settings.artifact_root if "://" in settings.artifact_root else str(Path(settings.artifact_root).resolve())
-    db = settings.tracking_uri
+    db = redact_uri(settings.tracking_uri)
     verdict = "promoted to @champion" if metrics["promoted"] else "gated out, the champion stays"
     reason = decision.reason if decision else "-"
     say = lambda label, text: print(f"  {label:<18}{text}")  # noqa: E731

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import os
 from typing import Any, Mapping
 
 from tracking_plugin.entities import ModelVersion, Stage, TransitionRecord
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.registry import register_model
-from tracking_plugin.settings import MlopsSettings, client_settings
-from tracking_plugin.store.sql import SqlStore
+from tracking_plugin import backend
+from tracking_plugin.settings import MlopsSettings
+from tracking_plugin.store.base import Store
+from tracking_plugin.urls import redact_uri
 
 from registry_tasks.gates import EvaluationGate, GateDecision, RuleOutcome
 
@@ -36,8 +39,9 @@ _NO_GATE_REASON = "promoted without an evaluation gate (require_passed_gate=Fals
 class RegistryClient:
     """Registry operations on the configured backend (settings or explicit URIs).
 
-    The backend defaults to the configured one (the block ``PREFECT_MLOPS_BLOCK`` names,
-    else ``PREFECT_MLOPS_TRACKING_URI`` and ``PREFECT_MLOPS_ARTIFACT_ROOT``); ``settings``
+    The backend defaults to the configured one (``set_tracking_uri()``, else the block
+    ``PREFECT_MLOPS_BLOCK`` names, else ``PREFECT_MLOPS_TRACKING_URI`` and
+    ``PREFECT_MLOPS_ARTIFACT_ROOT``: :func:`tracking_plugin.backend.resolve_settings`); ``settings``
     gives a whole one (e.g. ``MlopsBackend.load(name).to_settings()``, or a tracking
     client's ``.settings``). Registered files go to ``<artifact_root>/registry``.
     """
@@ -49,11 +53,43 @@ class RegistryClient:
         artifact_root: str | None = None,
         settings: MlopsSettings | None = None,
     ) -> None:
-        self.settings = settings = client_settings(tracking_uri or None, artifact_root or None, settings)
+        self.settings = settings = backend.resolve_settings(
+            tracking_uri or None, artifact_root or None, settings=settings
+        )
         self.tracking_uri = settings.tracking_uri
         self.artifact_root = settings.artifact_root
-        self.store = SqlStore.from_uri(self.tracking_uri, busy_timeout=settings.sqlite_busy_timeout)
-        self.store.db.ensure_schema()
+        self._store: Store | None = None
+        self._store_pid = 0
+        self.store  # connect (and migrate) now: a bad backend fails here, as before
+
+    @property
+    def store(self) -> Store:
+        """The backend's store, shared with the tracking clients of the same database (a
+        forked child gets its own)."""
+        store = self._store
+        if store is None or self._store_pid != os.getpid():
+            self._store_pid = os.getpid()
+            store = self._store = backend.acquire_store(self.settings)
+        return store
+
+    def close(self) -> None:
+        """Release the database connections (shared with other clients until the last one
+        closes); the client reconnects if used again. Also a context manager."""
+        store, self._store = self._store, None
+        if store is not None and self._store_pid == os.getpid():
+            backend.release_store(store)
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"RegistryClient(tracking_uri={redact_uri(self.tracking_uri)!r}, "
+            f"artifact_root={redact_uri(self.artifact_root)!r})"
+        )
 
     # ------------------------------------------------------------ versions
 

@@ -45,6 +45,7 @@ import httpx
 
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
 from tracking_plugin.settings import MlopsSettings, get_settings
+from tracking_plugin.urls import absolute_sqlite_uri
 
 __all__ = [
     "ServerProcess",
@@ -215,7 +216,7 @@ def _server_env(extra: dict[str, str] | None, settings: MlopsSettings | None = N
     if settings is not None:
         # Exactly this backend (e.g. a flow's block): the server must not resolve another.
         env["PREFECT_MLOPS_BLOCK"] = ""
-        for name in ("s3_region", "aws_access_key_id", "aws_secret_access_key"):
+        for name in ("database_password", "s3_region", "aws_access_key_id", "aws_secret_access_key"):
             value = getattr(settings, name)
             if value is not None:
                 env[f"PREFECT_MLOPS_{name.upper()}"] = value if isinstance(value, str) else value.get_secret_value()
@@ -223,7 +224,7 @@ def _server_env(extra: dict[str, str] | None, settings: MlopsSettings | None = N
         settings = get_settings()
     # The server must see the same backend as the caller, even when the caller's settings
     # came from defaults resolved against its working directory.
-    env["PREFECT_MLOPS_TRACKING_URI"] = _absolute_sqlite(settings.tracking_uri)
+    env["PREFECT_MLOPS_TRACKING_URI"] = absolute_sqlite_uri(settings.tracking_uri)
     env["PREFECT_MLOPS_ARTIFACT_ROOT"] = _absolute_path(settings.artifact_root)
     if settings.s3_endpoint_url:
         env["PREFECT_MLOPS_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
@@ -232,13 +233,6 @@ def _server_env(extra: dict[str, str] | None, settings: MlopsSettings | None = N
         env["PYTHONPATH"] = os.pathsep.join([_PROJECT_ROOT, *paths])
     env.update(extra or {})
     return env
-
-
-def _absolute_sqlite(uri: str) -> str:
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith("sqlite:////") and ":memory:" not in uri:
-        return prefix + str(Path(uri[len(prefix):]).resolve())
-    return uri
 
 
 def _absolute_path(root: str) -> str:

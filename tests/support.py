@@ -51,7 +51,7 @@ def reset_tracking(*, dispose_stores: bool = True, end_runs: bool = False) -> No
     URI/experiment/clients, ``@track``'s caches and (``dispose_stores``) the cached stores
     with their database engines."""
     import tracking_plugin.prefect as tp
-    from tracking_plugin import _buffer, _context, blocks, fluent
+    from tracking_plugin import _buffer, _context, backend, fluent
     from tracking_plugin import client as client_module
 
     while _context.active_run_stack():
@@ -67,13 +67,7 @@ def reset_tracking(*, dispose_stores: bool = True, end_runs: bool = False) -> No
         _buffer.get_buffer().flush(timeout=30)
     fluent.set_tracking_uri(None)
     fluent._active_experiment = None
-    fluent._clients.clear()
-    tp._CLIENTS.clear()
+    client_module.reset_default_clients()
     tp._EXPERIMENT_IDS.clear()
     tp._EXPERIMENT_NAMES.clear()
-    blocks._LOADED.clear()
-    if dispose_stores:
-        for store in list(client_module._STORES.values()):
-            with contextlib.suppress(Exception):
-                store.db.dispose()  # type: ignore[attr-defined]
-        client_module._STORES.clear()
+    backend.reset_caches(dispose=dispose_stores)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tracking_plugin import backend as _backend
 from tracking_plugin.client import TrackingClient
 from tracking_plugin.entities import (
     Experiment,
@@ -144,6 +145,18 @@ _LAZY = {
     "save_model": "tracking_plugin.models",
     "track": "tracking_plugin.prefect",
 }
+
+
+def _load_block(name: str) -> Any:
+    # The block type imports Prefect: loaded only when a block is named.
+    from tracking_plugin.blocks import settings_of_block
+
+    return settings_of_block(name)
+
+
+# This package is the composition root: the backend resolver (below Prefect) gets its
+# way of loading saved blocks from here.
+_backend.set_block_loader(_load_block)
 
 
 def __getattr__(name: str) -> Any:

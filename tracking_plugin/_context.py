@@ -14,7 +14,7 @@ run to its tracking run, so ``log_metric`` inside a tracked flow needs no ``star
 
     register_run_resolver(lambda: lookup_tracking_run_id_for_current_flow_run())
 
-This module imports neither Prefect nor the fluent API at import time.
+This module imports neither Prefect nor the fluent API.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ import contextlib
 import contextvars
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
+from tracking_plugin.client import TrackingClient, _run_status, default_client
 from tracking_plugin.entities import Run, RunData, RunInfo, RunStatus
-
-if TYPE_CHECKING:
-    from tracking_plugin.client import TrackingClient
 
 __all__ = [
     "ActiveRun",
@@ -143,9 +141,7 @@ def set_active_run(run: Run | ActiveRun, client: TrackingClient | None = None) -
         active = run
     else:
         if client is None:
-            from tracking_plugin.fluent import _default_client
-
-            client = _default_client()
+            client = default_client()
         active = ActiveRun(run, client)
     _ACTIVE_RUNS.set((*_ACTIVE_RUNS.get(), active))
     return active
@@ -235,8 +231,6 @@ def end_active_run(status: RunStatus | str = RunStatus.FINISHED) -> None:
     Buffered metrics are written before the status changes; if writing them fails, the run
     is still terminated and the error is raised afterwards.
     """
-    from tracking_plugin.client import _run_status
-
     final = _run_status(status)  # refuse a bad status before the run leaves the stack
     stack = _ACTIVE_RUNS.get()
     if not stack:

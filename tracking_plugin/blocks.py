@@ -24,16 +24,15 @@ point (``prefect block register -m tracking_plugin.blocks`` does it explicitly).
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from tracking_plugin.client import TrackingClient
+from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.settings import MlopsSettings, get_settings
-
-if TYPE_CHECKING:
-    from tracking_plugin.client import TrackingClient
+from tracking_plugin.urls import redact_uri
 
 __all__ = ["MlopsBackend"]
 
@@ -110,7 +109,9 @@ class MlopsBackend(Block):
         """Settings for this backend; logging options (async, batch sizes) come from the
         environment as usual, the backend location from the block."""
         values: dict[str, Any] = {
-            "tracking_uri": self.resolved_tracking_uri(),
+            # The password stays a SecretStr until the engine is built (store.db.Database).
+            "tracking_uri": self.tracking_uri,
+            "database_password": self.database_password,
             "artifact_root": self.artifact_root,
             "s3_endpoint_url": self.s3_endpoint_url,
             "s3_region": self.s3_region,
@@ -120,33 +121,28 @@ class MlopsBackend(Block):
         base = get_settings()
         return base.model_copy(update={**values, **overrides})
 
-    def get_client(self) -> "TrackingClient":
+    def get_client(self) -> TrackingClient:
         """A :class:`~tracking_plugin.client.TrackingClient` writing to this backend."""
-        from tracking_plugin.client import TrackingClient
-
         return TrackingClient.from_settings(self.to_settings())
 
-
-_LOADED: dict[str, MlopsBackend] = {}
-_LOADED_LOCK = threading.Lock()
+    def __repr_args__(self) -> Any:
+        # A password written into the URI itself is hidden like the SecretStr fields.
+        for name, value in super().__repr_args__():
+            yield name, redact_uri(value) if isinstance(value, str) else value
 
 
 def settings_of_block(name: str) -> MlopsSettings:
-    """The settings of the saved ``MlopsBackend`` block ``name`` (loaded from the Prefect API
-    once per process: a block edited on the server applies to new processes; logging
-    options still come from the environment of the moment)."""
-    block = _LOADED.get(name)
-    if block is None:
-        from tracking_plugin.errors import InvalidArgument
+    """The settings of the saved ``MlopsBackend`` block ``name``, read from the Prefect API.
 
-        try:
-            loaded = MlopsBackend.load(name, _sync=True)  # type: ignore[call-arg]
-        except ValueError as exc:
-            raise InvalidArgument(
-                f"No MlopsBackend block named {name!r} on the Prefect server ({exc}). Save one "
-                "with MlopsBackend(...).save(name), or name another block (@track(block=...) or "
-                "PREFECT_MLOPS_BLOCK)."
-            ) from exc
-        with _LOADED_LOCK:
-            block = _LOADED[name] = loaded  # type: ignore[assignment]
-    return block.to_settings()
+    :mod:`tracking_plugin.backend` calls this once per name and process (a block edited on
+    the server applies to new processes) and keeps the result.
+    """
+    try:
+        loaded = MlopsBackend.load(name, _sync=True)  # type: ignore[call-arg]
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"No MlopsBackend block named {name!r} on the Prefect server ({exc}). Save one "
+            "with MlopsBackend(...).save(name), or name another block (@track(block=...) or "
+            "PREFECT_MLOPS_BLOCK)."
+        ) from exc
+    return loaded.to_settings()  # type: ignore[no-any-return]

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from tracking_plugin import _buffer
@@ -42,15 +43,17 @@ from tracking_plugin.entities import (
     Stage,
     ViewType,
 )
+from tracking_plugin import backend
 from tracking_plugin.errors import InvalidArgument
-from tracking_plugin.settings import MlopsSettings, client_settings
+from tracking_plugin.settings import MlopsSettings
+from tracking_plugin.urls import absolute_sqlite_uri, redact_uri
 from tracking_plugin.validation import validate_key, validate_metric
 
 if TYPE_CHECKING:
     from tracking_plugin.artifacts import ArtifactRepository
     from tracking_plugin.store.base import Store
 
-__all__ = ["TrackingClient", "get_store", "resolve_tracking_uri"]
+__all__ = ["TrackingClient", "default_client", "resolve_tracking_uri"]
 
 # Tags with MLflow's names (mlflow.utils.mlflow_tags), so MLflow-aware tools read them.
 TAG_RUN_NAME = "mlflow.runName"
@@ -58,43 +61,14 @@ TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_USER = "mlflow.user"
 TAG_NOTE = "mlflow.note.content"
 
-_STORES: dict[tuple[int, str], Store] = {}
-_STORES_LOCK = threading.Lock()
 # Bumped in a forked child: clients then fetch the child's own store (engine, connections).
 _FORK_GENERATION = [0]
 _USER: list[str] = []
 
 
 def resolve_tracking_uri(uri: str) -> str:
-    """Make a relative SQLite path absolute (against the current directory), so the store
-    keeps pointing at the same file after a later ``os.chdir``."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        path, sep, query = uri[len(prefix) :].partition("?")
-        if path and path != ":memory:" and not path.startswith("file:") and not os.path.isabs(path):
-            return prefix + os.path.abspath(os.path.expanduser(path)) + sep + query
-    return uri
-
-
-def get_store(tracking_uri: str, *, busy_timeout: float = 60.0) -> Store:
-    """The process-wide store for ``tracking_uri``, its schema brought up to date once.
-
-    Cached per URI and process id: a forked child builds its own engine and connections.
-    """
-    uri = resolve_tracking_uri(tracking_uri)
-    key = (os.getpid(), uri)
-    store = _STORES.get(key)
-    if store is not None:
-        return store
-    with _STORES_LOCK:
-        store = _STORES.get(key)
-        if store is None:
-            from tracking_plugin.store.sql import SqlStore
-
-            store = SqlStore.from_uri(uri, busy_timeout=busy_timeout)
-            store.db.ensure_schema()  # type: ignore[attr-defined]
-            _STORES[key] = store
-        return store
+    """Make a relative SQLite path absolute (see :func:`tracking_plugin.urls.absolute_sqlite_uri`)."""
+    return absolute_sqlite_uri(uri)
 
 
 def _now_ms() -> int:
@@ -222,8 +196,8 @@ class TrackingClient:
         artifact_root: str | None = None,
         settings: MlopsSettings | None = None,
     ) -> None:
-        self.settings = settings = client_settings(tracking_uri, artifact_root, settings)
-        self._tracking_uri = resolve_tracking_uri(settings.tracking_uri)
+        self.settings = settings = backend.resolve_settings(tracking_uri, artifact_root, settings=settings)
+        self._tracking_uri = absolute_sqlite_uri(settings.tracking_uri)
         self._store: Store | None = None
         self._store_generation = -1
         self._async_default = settings.async_logging
@@ -238,7 +212,30 @@ class TrackingClient:
         return cls(settings=settings)
 
     def __repr__(self) -> str:
-        return f"TrackingClient(tracking_uri={self.tracking_uri!r}, artifact_root={self.artifact_root!r})"
+        return (
+            f"TrackingClient(tracking_uri={redact_uri(self.tracking_uri)!r}, "
+            f"artifact_root={redact_uri(self.artifact_root)!r})"
+        )
+
+    def close(self) -> None:
+        """Write buffered metrics, then release the database connections (shared with other
+        clients of the same database until the last one closes). Using the client again
+        reconnects. ``with TrackingClient(uri) as client:`` closes it on leaving."""
+        store, self._store = self._store, None
+        self._repos.clear()
+        if store is None:
+            return
+        try:
+            _buffer.get_buffer().flush()
+        finally:
+            if self._store_generation == _FORK_GENERATION[0]:
+                backend.release_store(store)
+
+    def __enter__(self) -> TrackingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def tracking_uri(self) -> str:
@@ -255,9 +252,7 @@ class TrackingClient:
         if store is None or self._store_generation != _FORK_GENERATION[0]:
             self._repos.clear()
             self._store_generation = _FORK_GENERATION[0]
-            store = self._store = get_store(
-                self._tracking_uri, busy_timeout=self.settings.sqlite_busy_timeout
-            )
+            store = self._store = backend.acquire_store(self.settings)
         return store
 
     # ------------------------------------------------------------- experiments
@@ -797,11 +792,57 @@ class TrackingClient:
 
 
 _VALID_KEYS: set[str] = set()  # metric keys already validated in this process
+
+# Default clients (see tracking_plugin.backend for every cache): building settings costs
+# ~1 ms, so the key holds what they are read from instead.
+_CLIENTS: OrderedDict[tuple[Any, ...], TrackingClient] = OrderedDict()
+_CLIENTS_LIMIT = 64
+_CLIENTS_LOCK = threading.Lock()
+_ENV_NAMES = tuple(f"PREFECT_MLOPS_{name.upper()}" for name in MlopsSettings.model_fields)
+
+
+def default_client(
+    tracking_uri: str | None = None, artifact_root: str | None = None, *, block: str | None = None
+) -> TrackingClient:
+    """The process-wide client for the backend these arguments resolve to (see
+    :func:`tracking_plugin.backend.resolve_settings`; no arguments: the configured
+    default, following ``set_tracking_uri()``). Cached and kept open for the process."""
+    environ = os.environ
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was deleted
+        cwd = ""
+    key = (
+        tracking_uri,
+        artifact_root,
+        block,
+        backend.get_tracking_uri_override(),
+        cwd,
+        *[environ.get(name) for name in _ENV_NAMES],
+    )
+    client = _CLIENTS.get(key)
+    if client is None:
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.get(key)
+            if client is None:
+                settings = backend.resolve_settings(tracking_uri, artifact_root, block=block)
+                client = _CLIENTS[key] = TrackingClient(settings=settings)
+                if len(_CLIENTS) > _CLIENTS_LIMIT:
+                    _CLIENTS.popitem(last=False)[1].close()
+    return client
+
+
+def reset_default_clients() -> None:
+    """Forget the cached default clients (they stay usable by whoever holds them)."""
+    with _CLIENTS_LOCK:
+        _CLIENTS.clear()
 _INT64 = 2**63
 
 
 def _after_fork_in_child() -> None:
+    global _CLIENTS_LOCK
     _FORK_GENERATION[0] += 1
+    _CLIENTS_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

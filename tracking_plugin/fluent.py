@@ -28,7 +28,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from tracking_plugin import _background, _buffer
+from tracking_plugin import _background, _buffer, backend
+from tracking_plugin import client as client_module
 from tracking_plugin._context import (
     ActiveRun,
     _resolve,
@@ -44,6 +45,7 @@ from tracking_plugin.client import (
     TrackingClient,
     _current_user,
     _experiment_id,
+    default_client,
 )
 from tracking_plugin.entities import (
     Experiment,
@@ -56,7 +58,6 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from tracking_plugin.settings import MlopsSettings, resolve_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,48 +103,28 @@ DEFAULT_EXPERIMENT_NAME = "Default"
 # Page size when search_runs collects many runs into one DataFrame.
 _SEARCH_PAGE_SIZE = 10_000
 
-# The process-wide choices MLflow also keeps process-wide: the tracking URI set in code
-# and the active experiment (remembered with the database it belongs to).
+# The process-wide choice MLflow also keeps process-wide: the active experiment
+# (remembered with the database it belongs to). The URI set in code lives in
+# tracking_plugin.backend, which every default client reads.
 _STATE_LOCK = threading.Lock()
-_tracking_uri_override: str | None = None
 _active_experiment: tuple[str, str] | None = None  # (resolved tracking URI, experiment id)
-_clients: dict[tuple[Any, ...], TrackingClient] = {}
-_ENV_NAMES = tuple(f"PREFECT_MLOPS_{name.upper()}" for name in MlopsSettings.model_fields)
+_ENV_NAMES = client_module._ENV_NAMES
 
 
 # ------------------------------------------------------------------ clients
 
 
 def _default_client() -> TrackingClient:
-    """A client for the current settings, cached: building settings costs ~1 ms.
-
-    The cache key holds everything the settings are read from (our environment variables,
-    the URI set in code) and the working directory (relative defaults resolve against it).
-    """
-    environ = os.environ
-    try:
-        cwd = os.getcwd()
-    except OSError:  # the working directory was deleted
-        cwd = ""
-    key = (_tracking_uri_override, cwd, *[environ.get(name) for name in _ENV_NAMES])
-    client = _clients.get(key)
-    if client is None:
-        with _STATE_LOCK:
-            client = _clients.get(key)
-            if client is None:
-                if len(_clients) > 64:
-                    _clients.clear()
-                client = _clients[key] = TrackingClient(_tracking_uri_override, settings=resolve_settings())
-    return client
+    """The configured default client (:func:`tracking_plugin.client.default_client`)."""
+    return default_client()
 
 
 def set_tracking_uri(uri: str | os.PathLike[str] | None) -> None:
     """Log to ``uri`` from now on (a SQLAlchemy URL such as ``sqlite:///mlops.db`` or
-    ``postgresql+psycopg://user@host/db``); None goes back to the configured default."""
-    global _tracking_uri_override
-    if uri is not None and not isinstance(uri, (str, os.PathLike)):
-        raise InvalidArgument(f"Invalid tracking URI {uri!r}: pass a string such as 'sqlite:///mlops.db'.")
-    _tracking_uri_override = None if uri is None else os.fspath(uri)
+    ``postgresql+psycopg://user@host/db``); None goes back to the configured default.
+    ``TrackingClient()`` and ``RegistryClient()`` follow it too, as ``MlflowClient()``
+    follows ``mlflow.set_tracking_uri()``."""
+    backend.set_tracking_uri(uri)
 
 
 def current_client() -> TrackingClient:
@@ -166,8 +147,9 @@ def current_client() -> TrackingClient:
 def get_tracking_uri() -> str:
     """The tracking URI in use: set in code, else the block ``PREFECT_MLOPS_BLOCK`` names,
     else ``PREFECT_MLOPS_TRACKING_URI``, else ``sqlite:///mlops.db``."""
-    if _tracking_uri_override is not None:
-        return _tracking_uri_override
+    override = backend.get_tracking_uri_override()
+    if override is not None:
+        return override
     return _default_client().settings.tracking_uri
 
 

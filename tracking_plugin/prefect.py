@@ -61,7 +61,7 @@ import threading
 import time
 import types
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, overload
+from typing import Any, Callable, Sequence, TypeVar, overload
 
 from prefect import Flow, Task
 from prefect.context import FlowRunContext, TaskRunContext
@@ -70,11 +70,9 @@ from tracking_plugin import _background, _context, _lineage
 from tracking_plugin.entities import Metric, Param, Run, RunStatus, RunTag
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, MlopsError
 from tracking_plugin.events import RUN_FAILED, RUN_FINISHED, emit, flow_run_resource, run_resource
-from tracking_plugin.settings import MlopsSettings, get_settings
+from tracking_plugin.client import TrackingClient, default_client
+from tracking_plugin.urls import redact_uri
 from tracking_plugin.validation import validate_key
-
-if TYPE_CHECKING:
-    from tracking_plugin.client import TrackingClient
 
 __all__ = [
     "TAG_DEPLOYMENT_ID",
@@ -135,7 +133,6 @@ class _TrackSpec:
     source_file: str | None = None
 
 
-_CLIENTS: dict[tuple[Any, ...], TrackingClient] = {}  # backends named by spec or block
 _EXPERIMENT_IDS: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> id
 _EXPERIMENT_NAMES: dict[tuple[str, str], str] = {}  # (tracking URI, id) -> name
 # Prefect id ("flow:<id>" / "task:<id>") -> tracking run id (None: known untracked). A
@@ -155,54 +152,13 @@ def _remember(key: str, run_id: str | None) -> None:
     _RUN_IDS[key] = run_id
 
 
-def _settings_for(spec: _TrackSpec | None, block: str | None) -> MlopsSettings:
-    if block:
-        from tracking_plugin.blocks import settings_of_block
-
-        settings = settings_of_block(block)
-    else:
-        settings = get_settings()
-    updates = {}
-    if spec is not None and spec.tracking_uri:
-        updates["tracking_uri"] = spec.tracking_uri
-    if spec is not None and spec.artifact_root:
-        updates["artifact_root"] = spec.artifact_root
-    return settings.model_copy(update=updates) if updates else settings
-
-
 def _client_for(spec: _TrackSpec | None) -> TrackingClient:
-    """The (process-cached) client for the backend ``spec`` points at.
-
-    Without ``tracking_uri=``/``block=`` (and no ``PREFECT_MLOPS_BLOCK``) this is the
-    fluent API's client, so ``set_tracking_uri()`` in code applies to tracked flows too.
-    This runs twice per tracked task: it reads the environment, not pydantic settings.
-    """
-    from tracking_plugin import fluent
-
-    environ = os.environ
-    block = (spec.block if spec else None) or environ.get("PREFECT_MLOPS_BLOCK")
-    if spec is not None and spec.tracking_uri:
-        block = None
-    if not block and (spec is None or not (spec.tracking_uri or spec.artifact_root)):
-        return fluent._default_client()
-    key = (
-        spec.tracking_uri if spec else None,
-        spec.artifact_root if spec else None,
-        block,
-        os.getcwd(),
-        *[environ.get(name) for name in fluent._ENV_NAMES],
-    )
-    client = _CLIENTS.get(key)
-    if client is None:
-        from tracking_plugin.client import TrackingClient
-
-        with _LOCK:
-            client = _CLIENTS.get(key)
-            if client is None:
-                if len(_CLIENTS) > 64:
-                    _CLIENTS.clear()
-                client = _CLIENTS[key] = TrackingClient.from_settings(_settings_for(spec, block))
-    return client
+    """The (process-cached) client for the backend ``spec`` points at, through the one
+    resolver: ``tracking_uri=`` / ``block=`` if given, else the default backend
+    (``set_tracking_uri()``, ``PREFECT_MLOPS_BLOCK``, ``PREFECT_MLOPS_*``)."""
+    if spec is None:
+        return default_client()
+    return default_client(spec.tracking_uri, spec.artifact_root, block=None if spec.tracking_uri else spec.block)
 
 
 def _names_backend(spec: _TrackSpec | None) -> bool:
@@ -843,7 +799,7 @@ def _create_artifacts(client: TrackingClient, run: Run, flow_run_id: str, flow_n
                 f"| Status | {info.status.value} |",
                 f"| Parent run | {info.parent_run_id or '-'} |",
                 f"| Artifact URI | `{info.artifact_uri}` |",
-                f"| Tracking URI | `{_redacted(client.tracking_uri)}` |",
+                f"| Tracking URI | `{redact_uri(client.tracking_uri)}` |",
                 f"| Model URI prefix | `runs:/{info.run_id}/` |",
                 "",
                 "```python",
@@ -913,15 +869,6 @@ def _prefect_client() -> Any:
     if isinstance(running, SyncPrefectClient):
         return contextlib.nullcontext(running)
     return get_client(sync_client=True)
-
-
-def _redacted(uri: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(uri).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return uri
 
 
 def _emit_run_event(

@@ -129,10 +129,10 @@ def registry_location(artifact_root: str, name: str, version: int) -> str:
 
 
 def _default_store(settings: MlopsSettings) -> Store:
-    # The client's process-wide store: relative SQLite paths resolved, schema migrated once.
-    from tracking_plugin.client import get_store
+    # The process-wide store: relative SQLite paths resolved, schema migrated once.
+    from tracking_plugin.backend import get_store
 
-    return get_store(settings.tracking_uri, busy_timeout=settings.sqlite_busy_timeout)
+    return get_store(settings)
 
 
 def _resolve_source(model_uri: str, store: Store) -> tuple[str, str | None]:

@@ -9,18 +9,21 @@ With no configuration the backend is ``sqlite:///mlops.db`` and artifacts go to
 
 S3 credentials come from boto3's usual chain (environment, profile, instance role) unless
 set here or in a saved ``MlopsBackend`` block. ``PREFECT_MLOPS_BLOCK=<name>`` takes the
-backend from that block instead: :func:`resolve_settings` is what every default client
-(fluent API, ``TrackingClient()``, ``RegistryClient()``, ``@track``) reads.
+backend from that block instead: :func:`tracking_plugin.backend.resolve_settings` is what
+every default client (fluent API, ``TrackingClient()``, ``RegistryClient()``, ``@track``)
+reads. ``repr()`` of the settings never shows a password (see :mod:`tracking_plugin.urls`).
 """
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MlopsSettings", "client_settings", "get_settings", "resolve_settings"]
+from tracking_plugin.urls import redact_uri
+
+__all__ = ["MlopsSettings", "get_settings"]
 
 
 class MlopsSettings(BaseSettings):
@@ -31,6 +34,13 @@ class MlopsSettings(BaseSettings):
     tracking_uri: str = Field(
         default="sqlite:///mlops.db",
         description="SQLAlchemy URL of the tracking and registry database.",
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Password of the tracking database, kept out of the URI (a saved block's); it is "
+            "put into the URL only when the engine is built."
+        ),
     )
     artifact_root: str = Field(
         default="./mlops-artifacts",
@@ -57,38 +67,12 @@ class MlopsSettings(BaseSettings):
         default=None, description="Name of a saved MlopsBackend Prefect block to take settings from."
     )
 
+    def __repr_args__(self) -> Any:
+        # A password written into a URI itself is hidden like the SecretStr fields.
+        for name, value in super().__repr_args__():
+            yield name, redact_uri(value) if isinstance(value, str) else value
+
 
 def get_settings() -> MlopsSettings:
     """Read settings from the environment now (not cached: tests and workers change env)."""
     return MlopsSettings()
-
-
-def resolve_settings() -> MlopsSettings:
-    """The configured backend: the environment's settings, or, when ``PREFECT_MLOPS_BLOCK``
-    names a saved ``MlopsBackend`` block, that block's (loaded from the Prefect API once
-    per process; an unknown name raises ``InvalidArgument``)."""
-    settings = get_settings()
-    if not settings.block:
-        return settings
-    from tracking_plugin.blocks import settings_of_block  # imports Prefect: only when needed
-
-    return settings_of_block(settings.block)
-
-
-def client_settings(
-    tracking_uri: str | os.PathLike[str] | None = None,
-    artifact_root: str | os.PathLike[str] | None = None,
-    settings: MlopsSettings | None = None,
-) -> MlopsSettings:
-    """What a client constructed with these arguments uses: ``settings`` (default: the
-    configured backend, or the environment when ``tracking_uri`` is given: an explicit URI
-    is the backend, only the default follows ``PREFECT_MLOPS_BLOCK``), with the given URI
-    and artifact root in place of its own."""
-    if settings is None:
-        settings = resolve_settings() if tracking_uri is None else get_settings()
-    updates = {}
-    if tracking_uri is not None:
-        updates["tracking_uri"] = os.fspath(tracking_uri)
-    if artifact_root is not None:
-        updates["artifact_root"] = os.fspath(artifact_root)
-    return settings.model_copy(update=updates) if updates else settings

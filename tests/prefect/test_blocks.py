@@ -39,7 +39,10 @@ def test_block_saves_and_loads_with_secrets_masked_on_the_server(prefect_harness
     assert loaded.artifact_root == "s3://bucket/mlops"
     assert loaded.aws_secret_access_key.get_secret_value() == "s3-secret"
     settings = loaded.to_settings()
-    assert settings.tracking_uri == "postgresql+psycopg://mlops:pg-secret@db.internal:5432/mlops"
+    # The password stays a SecretStr until the engine is built, never in the plain URI.
+    assert settings.tracking_uri == "postgresql+psycopg://mlops@db.internal:5432/mlops"
+    assert settings.database_password.get_secret_value() == "pg-secret"
+    assert "pg-secret" not in repr(settings) and "pg-secret" not in repr(loaded)
     assert settings.s3_endpoint_url == "http://minio:9000"
     assert settings.aws_access_key_id.get_secret_value() == "AKIA-TEST"
     with get_client(sync_client=True) as client:

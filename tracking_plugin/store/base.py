@@ -242,4 +242,11 @@ class RegistryStore(Protocol):
 
 
 class Store(TrackingStore, RegistryStore, Protocol):
-    """Tracking and registry together: one database, one migration history."""
+    """Tracking and registry together: one database, one migration history.
+
+    A store owns its connections: ``close()`` releases them (a store used again after
+    ``close()`` reconnects). :mod:`tracking_plugin.backend` shares one store per database
+    between clients and closes it when the last of them is closed.
+    """
+
+    def close(self) -> None: ...

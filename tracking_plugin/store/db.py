@@ -23,7 +23,7 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -31,9 +31,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
-__all__ = ["Database", "Transaction", "get_database", "MIGRATIONS_DIR"]
+from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
+from tracking_plugin.urls import redact_uri
+
+__all__ = ["Database", "Transaction", "MIGRATIONS_DIR"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _log = logging.getLogger(__name__)
@@ -48,13 +52,6 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 
 # Arbitrary constant: the advisory lock that serialises migrations on PostgreSQL.
 _PG_MIGRATION_LOCK = 7_246_113_901
-
-
-def _redact(uri: str) -> str:
-    try:
-        return make_url(uri).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only used in messages
-        return uri
 
 
 def _normalise_uri(uri: str) -> str:
@@ -114,20 +111,24 @@ class Transaction:
 class Database:
     """An engine plus session factories for one database URI."""
 
-    def __init__(self, uri: str, *, busy_timeout: float = 60.0) -> None:
+    def __init__(self, uri: str, *, busy_timeout: float = 60.0, password: SecretStr | None = None) -> None:
+        """``password``: the database password when it is kept out of ``uri`` (a saved
+        block's); it goes into the engine's URL only, never into ``self.uri``."""
         uri = _normalise_uri(uri)
         try:
             url = make_url(uri)
+            if password is not None:
+                url = url.set(password=password.get_secret_value())
         except Exception as exc:
             raise InvalidArgument(
-                f"Invalid tracking URI {uri!r}: expected a SQLAlchemy URL such as "
+                f"Invalid tracking URI {redact_uri(uri)!r}: expected a SQLAlchemy URL such as "
                 "'sqlite:///mlops.db' or 'postgresql+psycopg://user:pw@host/db'."
             ) from exc
         self.uri = uri
         self.dialect = url.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise InvalidArgument(
-                f"Unsupported tracking URI {_redact(uri)!r}: use sqlite:///path.db or "
+                f"Unsupported tracking URI {redact_uri(uri)!r}: use sqlite:///path.db or "
                 "postgresql+psycopg://... (MySQL and others are not supported)."
             )
         self.engine = self._create_engine(url, busy_timeout)
@@ -204,7 +205,7 @@ class Database:
         except OperationalError as exc:
             if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
                 raise Conflict(
-                    f"A concurrent transaction on {_redact(self.uri)!r} conflicted with this one "
+                    f"A concurrent transaction on {redact_uri(self.uri)!r} conflicted with this one "
                     f"({_sqlstate(exc)}: {str(exc.orig).splitlines()[0]}). Nothing was written; "
                     "retry the call."
                 ) from exc
@@ -267,7 +268,7 @@ class Database:
             state = getattr(exc, "sqlstate", None)
             if state in _RETRYABLE_SQLSTATES:
                 raise Conflict(
-                    f"A concurrent transaction on {_redact(self.uri)!r} conflicted with this one "
+                    f"A concurrent transaction on {redact_uri(self.uri)!r} conflicted with this one "
                     f"({state}: {str(exc).splitlines()[0]}). Nothing was written; retry the call."
                 ) from exc
             if postgres:
@@ -297,7 +298,7 @@ class Database:
     def _unavailable(self, exc: Exception) -> BackendUnavailable:
         detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else repr(exc)
         return BackendUnavailable(
-            f"Tracking database {_redact(self.uri)!r} is unavailable: {detail}. Check that "
+            f"Tracking database {redact_uri(self.uri)!r} is unavailable: {redact_uri(detail)}. Check that "
             "the server is running and PREFECT_MLOPS_TRACKING_URI is right."
         )
 
@@ -427,7 +428,7 @@ def _checkpoint_all(databases: list[Database]) -> None:
         try:
             db.checkpoint()
         except Exception as exc:  # noqa: BLE001 - the next commit's automatic checkpoint retries
-            _log.debug("WAL checkpoint of %s failed: %s", _redact(db.uri), exc)
+            _log.debug("WAL checkpoint of %s failed: %s", redact_uri(db.uri), exc)
         finally:
             with _checkpoint_cond:
                 if db not in _checkpoint_wanted:  # asked again meanwhile: not idle yet
@@ -446,17 +447,3 @@ def _reset_checkpointer_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_checkpointer_after_fork)
-
-
-_DATABASES: dict[tuple[int, str], Database] = {}
-_DATABASES_LOCK = threading.Lock()
-
-
-def get_database(uri: str, *, busy_timeout: float = 60.0) -> Database:
-    """The process-wide :class:`Database` for ``uri`` (a fresh one after ``fork``)."""
-    key = (os.getpid(), _normalise_uri(uri))
-    with _DATABASES_LOCK:
-        db = _DATABASES.get(key)
-        if db is None:
-            db = _DATABASES[key] = Database(uri, busy_timeout=busy_timeout)
-        return db

@@ -4,6 +4,7 @@ Tracking operations live in ``sql_tracking``, registry operations in ``sql_regis
 both share one :class:`~tracking_plugin.store.db.Database` (one engine, one migration
 history). Constructing a store never connects or migrates: call
 ``store.db.ensure_schema()`` (the client does, once per process) or ``store.db.upgrade()``.
+A store owns its database's connection pool: ``close()`` (or ``with``) releases it.
 
 >>> store = SqlStore.from_uri("sqlite:///mlops.db")  # doctest: +SKIP
 >>> store.db.upgrade()                               # doctest: +SKIP
@@ -11,7 +12,7 @@ history). Constructing a store never connects or migrates: call
 
 from __future__ import annotations
 
-from tracking_plugin.store.db import Database, get_database
+from tracking_plugin.store.db import Database
 from tracking_plugin.store.sql_registry import SqlRegistryStore
 from tracking_plugin.store.sql_tracking import SqlTrackingStore
 
@@ -26,5 +27,16 @@ class SqlStore(SqlTrackingStore, SqlRegistryStore):
 
     @classmethod
     def from_uri(cls, uri: str, *, busy_timeout: float = 60.0) -> "SqlStore":
-        """A store over the process-wide :class:`Database` for ``uri``."""
-        return cls(get_database(uri, busy_timeout=busy_timeout))
+        """A store over a new :class:`Database` for ``uri``, owned by the store: ``close()``
+        it (or use ``with``). Clients share stores through :mod:`tracking_plugin.backend`."""
+        return cls(Database(uri, busy_timeout=busy_timeout))
+
+    def close(self) -> None:
+        """Close the database's pooled connections (the store reconnects if used again)."""
+        self.db.dispose()
+
+    def __enter__(self) -> "SqlStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
