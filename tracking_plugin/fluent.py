@@ -56,7 +56,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from tracking_plugin.settings import MlopsSettings, resolve_settings
+from tracking_plugin.settings import MlopsSettings, resolve_settings, set_tracking_uri_override, tracking_uri_override
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,7 +105,6 @@ _SEARCH_PAGE_SIZE = 10_000
 # The process-wide choices MLflow also keeps process-wide: the tracking URI set in code
 # and the active experiment (remembered with the database it belongs to).
 _STATE_LOCK = threading.Lock()
-_tracking_uri_override: str | None = None
 _active_experiment: tuple[str, str] | None = None  # (resolved tracking URI, experiment id)
 _clients: dict[tuple[Any, ...], TrackingClient] = {}
 _ENV_NAMES = tuple(f"PREFECT_MLOPS_{name.upper()}" for name in MlopsSettings.model_fields)
@@ -125,7 +124,8 @@ def _default_client() -> TrackingClient:
         cwd = os.getcwd()
     except OSError:  # the working directory was deleted
         cwd = ""
-    key = (_tracking_uri_override, cwd, *[environ.get(name) for name in _ENV_NAMES])
+    override = tracking_uri_override()
+    key = (override, cwd, *[environ.get(name) for name in _ENV_NAMES])
     client = _clients.get(key)
     if client is None:
         with _STATE_LOCK:
@@ -133,17 +133,17 @@ def _default_client() -> TrackingClient:
             if client is None:
                 if len(_clients) > 64:
                     _clients.clear()
-                client = _clients[key] = TrackingClient(_tracking_uri_override, settings=resolve_settings())
+                client = _clients[key] = TrackingClient(override, settings=resolve_settings())
     return client
 
 
 def set_tracking_uri(uri: str | os.PathLike[str] | None) -> None:
     """Log to ``uri`` from now on (a SQLAlchemy URL such as ``sqlite:///mlops.db`` or
-    ``postgresql+psycopg://user@host/db``); None goes back to the configured default."""
-    global _tracking_uri_override
+    ``postgresql+psycopg://user@host/db``); None goes back to the configured default.
+    ``TrackingClient()`` and ``RegistryClient()`` built without a URI follow it too."""
     if uri is not None and not isinstance(uri, (str, os.PathLike)):
         raise InvalidArgument(f"Invalid tracking URI {uri!r}: pass a string such as 'sqlite:///mlops.db'.")
-    _tracking_uri_override = None if uri is None else os.fspath(uri)
+    set_tracking_uri_override(None if uri is None else os.fspath(uri))
 
 
 def current_client() -> TrackingClient:
@@ -166,8 +166,9 @@ def current_client() -> TrackingClient:
 def get_tracking_uri() -> str:
     """The tracking URI in use: set in code, else the block ``PREFECT_MLOPS_BLOCK`` names,
     else ``PREFECT_MLOPS_TRACKING_URI``, else ``sqlite:///mlops.db``."""
-    if _tracking_uri_override is not None:
-        return _tracking_uri_override
+    override = tracking_uri_override()
+    if override is not None:
+        return override
     return _default_client().settings.tracking_uri
 
 

@@ -20,7 +20,28 @@ import os
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MlopsSettings", "client_settings", "get_settings", "resolve_settings"]
+__all__ = [
+    "MlopsSettings",
+    "client_settings",
+    "get_settings",
+    "resolve_settings",
+    "set_tracking_uri_override",
+    "tracking_uri_override",
+]
+
+# The URI given to ``tracking_plugin.set_tracking_uri()``: process-wide, as in MLflow, and
+# kept here (the lowest layer that needs it) so that clients built without a URI follow it.
+_TRACKING_URI_OVERRIDE: list[str | None] = [None]
+
+
+def set_tracking_uri_override(uri: str | None) -> None:
+    """Record the URI ``set_tracking_uri()`` chose (None: back to the configuration)."""
+    _TRACKING_URI_OVERRIDE[0] = uri
+
+
+def tracking_uri_override() -> str | None:
+    """The URI set with ``set_tracking_uri()``, if any."""
+    return _TRACKING_URI_OVERRIDE[0]
 
 
 class MlopsSettings(BaseSettings):
@@ -83,7 +104,12 @@ def client_settings(
     """What a client constructed with these arguments uses: ``settings`` (default: the
     configured backend, or the environment when ``tracking_uri`` is given: an explicit URI
     is the backend, only the default follows ``PREFECT_MLOPS_BLOCK``), with the given URI
-    and artifact root in place of its own."""
+    and artifact root in place of its own. With neither a URI nor settings, a URI set with
+    ``set_tracking_uri()`` applies, as it does for ``MlflowClient()``."""
+    if tracking_uri is None and settings is None:
+        tracking_uri = tracking_uri_override()
+        if tracking_uri is not None:
+            settings = resolve_settings()  # what the fluent API uses with that URI
     if settings is None:
         settings = resolve_settings() if tracking_uri is None else get_settings()
     updates = {}
