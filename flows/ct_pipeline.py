@@ -56,7 +56,14 @@ from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
 from tracking_plugin.prefect import track
 
 from flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, source_from_uri
-from flows.training import TrainingConfig, build_pipeline, evaluate_classifier, evaluation_figures, split_batch
+from flows.training import (
+    TrainingConfig,
+    build_pipeline,
+    evaluate_classifier,
+    evaluation_figures,
+    known_categories,
+    split_batch,
+)
 from flows.validation import DEFAULT_SUITE_PATH, ValidationReport, load_suite, validate_batch
 
 __all__ = [
@@ -281,15 +288,19 @@ def evaluate_model(trained: TrainedModel) -> Evaluation:
 
 @task(name="log-model", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def log_candidate(trained: TrainedModel, frame: pd.DataFrame) -> str:
-    """Log the model (MLmodel format, input example) and the reference data; return the
-    model URI (``runs:/<run_id>/model``)."""
-    from tracking_plugin.models import log_model
+    """Log the model (MLmodel format, input example, the categories it knows) and the
+    reference data; return the model URI (``runs:/<run_id>/model``)."""
+    from tracking_plugin.models import ALLOWED_VALUES_KEY, log_model
     from tracking_plugin.tables import write_table
 
     # The data this model learnt from, for the drift monitor (the date says nothing there).
     reference = frame.drop(columns=[c for c in (DATE_COLUMN,) if c in frame.columns])
     write_table(reference, fluent.get_artifact_uri(REFERENCE_ARTIFACT))
-    info = log_model(trained.model, "model", input_example=trained.x_test.head(5))
+    # The categories it knows: scoring refuses any other value (400) instead of guessing.
+    info = log_model(
+        trained.model, "model", input_example=trained.x_test.head(5),
+        metadata={ALLOWED_VALUES_KEY: known_categories(trained.model)},
+    )
     return str(info.model_uri)
 
 
@@ -319,7 +330,7 @@ def evaluate_champion(name: str, trained: TrainedModel) -> ChampionEvaluation | 
             )
             return ChampionEvaluation(version=champion.version, metrics=None)
         metrics = evaluate_classifier(model.get_raw_model(), trained.x_test, trained.y_test)
-    fluent.log_metrics({f"champion_{k}": v for k, v in metrics.items()})
+    fluent.log_metrics({f"previous_champion_{k}": v for k, v in metrics.items()})
     get_run_logger().info("Champion %s v%s on the same held-out rows: ROC AUC %.4f", name, champion.version, metrics["roc_auc"])
     return ChampionEvaluation(version=champion.version, metrics=metrics)
 
