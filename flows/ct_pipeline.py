@@ -55,7 +55,7 @@ from tracking_plugin import fluent
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument, MlopsError, ModelLoadRefused, NotFound
 from tracking_plugin.prefect import track
 
-from flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, source_from_uri
+from flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, fill_source_date, source_from_uri
 from flows.training import (
     TrainingConfig,
     build_pipeline,
@@ -83,6 +83,7 @@ __all__ = [
     "ingest",
     "log_candidate",
     "record_gate_lineage",
+    "resolve_source",
     "retry_if_transient",
     "train_model",
     "validate_data",
@@ -161,6 +162,20 @@ class ChampionEvaluation:
 
 
 # ---------------------------------------------------------------- data
+
+
+def resolve_source(source: str) -> str:
+    """``source`` with ``{date}`` filled in: the UTC date this flow run was scheduled for
+    (so a nightly run that starts late still takes its own day's batch), today outside a
+    scheduled run."""
+    if "{date}" not in source:
+        return source
+    from datetime import timezone
+
+    from prefect.runtime import flow_run
+
+    scheduled = flow_run.scheduled_start_time
+    return fill_source_date(source, scheduled.astimezone(timezone.utc).date())
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
@@ -421,7 +436,9 @@ def ct_pipeline(
     """Validate -> train -> evaluate -> register -> gate -> promote -> deploy -> smoke test.
 
     Args:
-        source: the batch: ``generator://churn?seed=..&day=..``, a CSV/Parquet path or ``s3://`` URI.
+        source: the batch: ``generator://churn?seed=..&day=..``, a CSV/Parquet path or ``s3://`` URI;
+            ``{date}`` in it becomes the run's scheduled UTC date (``YYYY-MM-DD``), so a
+            scheduled deployment takes the batch of its day.
         model_name: registered model to add a version to.
         model_type: ``random_forest``, ``gradient_boosting``, ``logistic_regression`` or ``stump``.
         n_estimators, max_depth, seed: model hyperparameters (recorded as params).
@@ -439,6 +456,7 @@ def ct_pipeline(
     logger = get_run_logger()
     config = TrainingConfig(model_type=model_type, n_estimators=n_estimators, max_depth=max_depth, seed=seed)  # type: ignore[arg-type]
     evaluation_gate = EvaluationGate.from_dict(gate) if gate else DEFAULT_GATE
+    source = resolve_source(source)
 
     frame: pd.DataFrame = ingest(source)  # type: ignore[assignment]  # a sync call returns the value
     report = validate_data(frame, suite_path)
