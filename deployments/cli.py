@@ -95,19 +95,22 @@ def simulate_command(
     model_name: Annotated[
         Optional[str], typer.Option(help="Registered model to use (default: a new churn-sim-<time>).")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show every flow and task log line.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the flows' and tasks' log lines too.")] = False,
 ) -> None:
     """Replay N days of generated batches through validation, drift monitoring and retraining.
 
-    Prints one line per day as it goes, then the table: batch valid?, drift score,
-    retrained?, gate passed?, champion version, served requests and how many failed.
+    Prints one line per day as it goes (and under it one line per flow that failed, such
+    as a quarantined batch), then the table: batch valid?, drift score, retrained?, gate
+    passed?, champion version, served requests and how many failed.
     """
     import os
 
     if not verbose:
-        # Per-task INFO lines from dozens of flow runs would bury the day-by-day table.
-        # Set before Prefect is imported: it configures its loggers from the environment.
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # The table, and one line under a day for each flow that failed, say what happened;
+        # the flows' own log lines (an expected quarantine alone is ~90 ERROR lines and two
+        # tracebacks) would bury them. Set before Prefect is imported: it configures its
+        # loggers from the environment.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     from flows.demo import choose_serving_port, ephemeral_api_defaults, quiet_library_logs, require_reachable_api
     from tracking_plugin.errors import MlopsError
 
