@@ -1,24 +1,34 @@
 # prefect-mlops: `make run` (demo of the continuous-training pipeline) and `make test`.
-# Both create .venv and install what they need; `make test` also installs PostgreSQL's
-# server when it is missing (the suite starts its own cluster and S3 endpoint).
+# Both create .venv. `make run` installs only what the product needs (the package and
+# psycopg for PostgreSQL); `make test` (and `make setup`) add the test extras (pytest,
+# moto, schemathesis, dask, and MLflow for the compatibility tests) and install
+# PostgreSQL's server when it is missing (the suite starts its own cluster and S3 endpoint).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
 PEER   := .venv-peer
 
 .PHONY: setup run test test-fast bench clean
 
+$(RUN_STAMP): pyproject.toml .ci/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e '.[postgres]'
+	touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e '.[tests]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
+# The development setup: the product and the test extras.
 setup: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/prefect-mlops demo
 
 test: $(STAMP)

@@ -23,8 +23,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: typer's rich panels print "<bool>" after flags as if they took a value.
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Tracking database maintenance.", no_args_is_help=True)
+db_app = typer.Typer(help="Tracking database maintenance.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
 app.command("serve", help="Serve a model over HTTP with MLflow's scoring protocol.")(serve_command)
@@ -63,12 +65,22 @@ def reconcile_command(
     ] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would change.")] = False,
 ) -> None:
-    """Mark RUNNING tracking runs whose Prefect flow run has ended as KILLED/FAILED."""
-    from flows.demo import ephemeral_api_defaults
+    """Close RUNNING tracking runs whose Prefect flow run has ended, with its final state.
+
+    Completed -> FINISHED, Failed -> FAILED, Crashed/Cancelled (or a flow run that no
+    longer exists) -> KILLED. Runs whose flow run is still going are left alone.
+    """
+    from flows.demo import ephemeral_api_defaults, require_reachable_api
+    from tracking_plugin.errors import MlopsError
     from tracking_plugin.reconcile import reconcile_runs
 
     with ephemeral_api_defaults():
-        changes = reconcile_runs(older_than_seconds=older_than, dry_run=dry_run)
+        try:
+            require_reachable_api()
+            changes = reconcile_runs(older_than_seconds=older_than, dry_run=dry_run)
+        except MlopsError as exc:
+            typer.echo(f"Error: {exc.message}", err=True)
+            raise typer.Exit(1) from None
     for change in changes:
         typer.echo(f"{change.run_id}  {change.prefect_state:<10} -> {change.new_status.value}")
     typer.echo(f"{len(changes)} run(s) {'would be ' if dry_run else ''}reconciled")
@@ -86,20 +98,23 @@ def simulate_command(
     model_name: Annotated[
         Optional[str], typer.Option(help="Registered model to use (default: a new churn-sim-<time>).")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show every flow and task log line.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the flows' and tasks' log lines too.")] = False,
 ) -> None:
     """Replay N days of generated batches through validation, drift monitoring and retraining.
 
-    Prints one line per day as it goes, then the table: batch valid?, drift score,
-    retrained?, gate passed?, champion version, served requests and how many failed.
+    Prints one line per day as it goes (and under it one line per flow that failed, such
+    as a quarantined batch), then the table: batch valid?, drift score, retrained?, gate
+    passed?, champion version, served requests and how many failed.
     """
     import os
 
     if not verbose:
-        # Per-task INFO lines from dozens of flow runs would bury the day-by-day table.
-        # Set before Prefect is imported: it configures its loggers from the environment.
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.demo import choose_serving_port, ephemeral_api_defaults, quiet_library_logs
+        # The table, and one line under a day for each flow that failed, say what happened;
+        # the flows' own log lines (an expected quarantine alone is ~90 ERROR lines and two
+        # tracebacks) would bury them. Set before Prefect is imported: it configures its
+        # loggers from the environment.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    from flows.demo import choose_serving_port, ephemeral_api_defaults, quiet_library_logs, require_reachable_api
     from tracking_plugin.errors import MlopsError
 
     if not verbose:
@@ -108,6 +123,7 @@ def simulate_command(
         from flows.simulate import simulate
 
         try:
+            require_reachable_api()
             simulate(
                 days=days, drift_start=drift_start, corrupt_day=None if corrupt_day < 0 else corrupt_day,
                 drift_level=drift_level, seed=seed, n_rows=rows,

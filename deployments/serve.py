@@ -1,10 +1,11 @@
 """Run the pipeline's deployments locally, on their schedules, without a work pool.
 
-    python -m deployments.serve          # Ctrl-C to stop
+    .venv/bin/python -m deployments.serve          # from the repository root; Ctrl-C to stop
 
 The same three deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
-nightly retraining (cron, 02:00 UTC), the hourly drift monitor (interval) and retraining
-triggered by ``mlops.drift.detected`` with the drifted batch as ``source``.
+nightly retraining (cron, 02:00 UTC) and the hourly drift monitor, both on the batch of
+the day they run for (``{date}`` in ``source``), and retraining triggered by
+``mlops.drift.detected`` with the drifted batch as ``source``.
 ``prefect.serve`` registers them with the configured Prefect API and runs their flow
 runs in subprocesses of this process, so the backend comes from this process's
 ``PREFECT_MLOPS_*`` environment. Schedules need a Prefect server with its scheduler
@@ -16,7 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DRIFT_TRIGGER_PARAMETERS", "build_deployments", "main"]
+__all__ = ["DAILY_SOURCE", "DRIFT_TRIGGER_PARAMETERS", "SERVE_PORT", "build_deployments", "main"]
+
+#: The batch of the day a run is scheduled for (the flows fill in ``{date}``).
+DAILY_SOURCE = "generator://churn?seed=0&date={date}"
+#: Where the nightly retraining serves the champion (a parameter: override it per run).
+SERVE_PORT = 5055
 
 #: How the event-triggered retraining fills its parameters from the drift event.
 DRIFT_TRIGGER_PARAMETERS = {
@@ -36,15 +42,15 @@ def build_deployments() -> list[Any]:
     return [
         ct_pipeline.to_deployment(
             name="nightly-retrain",
-            description="Retrain on the latest batch every night; promote only through the gate.",
+            description="Retrain on the day's batch every night; promote only through the gate.",
             schedules=[Cron("0 2 * * *", timezone="UTC")],
-            parameters={"source": "generator://churn?seed=0&day=0", "serve_port": 5055},
+            parameters={"source": DAILY_SOURCE, "serve_port": SERVE_PORT},
         ),
         drift_monitor.to_deployment(
             name="drift-monitor",
-            description="Compare the newest batch with the champion's training data every hour.",
+            description="Compare the day's batch with the champion's training data every hour.",
             schedules=[Interval(3600)],
-            parameters={"source": "generator://churn?seed=0&day=1"},
+            parameters={"source": DAILY_SOURCE},
         ),
         ct_pipeline.to_deployment(
             name="retrain-on-drift",

@@ -55,8 +55,15 @@ from tracking_plugin import fluent
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument, MlopsError, ModelLoadRefused, NotFound
 from tracking_plugin.prefect import track
 
-from flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, source_from_uri
-from flows.training import TrainingConfig, build_pipeline, evaluate_classifier, evaluation_figures, split_batch
+from flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, fill_source_date, source_from_uri
+from flows.training import (
+    TrainingConfig,
+    build_pipeline,
+    evaluate_classifier,
+    evaluation_figures,
+    known_categories,
+    split_batch,
+)
 from flows.validation import DEFAULT_SUITE_PATH, ValidationReport, load_suite, validate_batch
 
 __all__ = [
@@ -76,6 +83,7 @@ __all__ = [
     "ingest",
     "log_candidate",
     "record_gate_lineage",
+    "resolve_source",
     "retry_if_transient",
     "train_model",
     "validate_data",
@@ -154,6 +162,20 @@ class ChampionEvaluation:
 
 
 # ---------------------------------------------------------------- data
+
+
+def resolve_source(source: str) -> str:
+    """``source`` with ``{date}`` filled in: the UTC date this flow run was scheduled for
+    (so a nightly run that starts late still takes its own day's batch), today outside a
+    scheduled run."""
+    if "{date}" not in source:
+        return source
+    from datetime import timezone
+
+    from prefect.runtime import flow_run
+
+    scheduled = flow_run.scheduled_start_time
+    return fill_source_date(source, scheduled.astimezone(timezone.utc).date())
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
@@ -281,15 +303,19 @@ def evaluate_model(trained: TrainedModel) -> Evaluation:
 
 @task(name="log-model", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def log_candidate(trained: TrainedModel, frame: pd.DataFrame) -> str:
-    """Log the model (MLmodel format, input example) and the reference data; return the
-    model URI (``runs:/<run_id>/model``)."""
-    from tracking_plugin.models import log_model
+    """Log the model (MLmodel format, input example, the categories it knows) and the
+    reference data; return the model URI (``runs:/<run_id>/model``)."""
+    from tracking_plugin.models import ALLOWED_VALUES_KEY, log_model
     from tracking_plugin.tables import write_table
 
     # The data this model learnt from, for the drift monitor (the date says nothing there).
     reference = frame.drop(columns=[c for c in (DATE_COLUMN,) if c in frame.columns])
     write_table(reference, fluent.get_artifact_uri(REFERENCE_ARTIFACT))
-    info = log_model(trained.model, "model", input_example=trained.x_test.head(5))
+    # The categories it knows: scoring refuses any other value (400) instead of guessing.
+    info = log_model(
+        trained.model, "model", input_example=trained.x_test.head(5),
+        metadata={ALLOWED_VALUES_KEY: known_categories(trained.model)},
+    )
     return str(info.model_uri)
 
 
@@ -319,7 +345,7 @@ def evaluate_champion(name: str, trained: TrainedModel) -> ChampionEvaluation | 
             )
             return ChampionEvaluation(version=champion.version, metrics=None)
         metrics = evaluate_classifier(model.get_raw_model(), trained.x_test, trained.y_test)
-    fluent.log_metrics({f"champion_{k}": v for k, v in metrics.items()})
+    fluent.log_metrics({f"previous_champion_{k}": v for k, v in metrics.items()})
     get_run_logger().info("Champion %s v%s on the same held-out rows: ROC AUC %.4f", name, champion.version, metrics["roc_auc"])
     return ChampionEvaluation(version=champion.version, metrics=metrics)
 
@@ -410,7 +436,9 @@ def ct_pipeline(
     """Validate -> train -> evaluate -> register -> gate -> promote -> deploy -> smoke test.
 
     Args:
-        source: the batch: ``generator://churn?seed=..&day=..``, a CSV/Parquet path or ``s3://`` URI.
+        source: the batch: ``generator://churn?seed=..&day=..``, a CSV/Parquet path or ``s3://`` URI;
+            ``{date}`` in it becomes the run's scheduled UTC date (``YYYY-MM-DD``), so a
+            scheduled deployment takes the batch of its day.
         model_name: registered model to add a version to.
         model_type: ``random_forest``, ``gradient_boosting``, ``logistic_regression`` or ``stump``.
         n_estimators, max_depth, seed: model hyperparameters (recorded as params).
@@ -428,6 +456,7 @@ def ct_pipeline(
     logger = get_run_logger()
     config = TrainingConfig(model_type=model_type, n_estimators=n_estimators, max_depth=max_depth, seed=seed)  # type: ignore[arg-type]
     evaluation_gate = EvaluationGate.from_dict(gate) if gate else DEFAULT_GATE
+    source = resolve_source(source)
 
     frame: pd.DataFrame = ingest(source)  # type: ignore[assignment]  # a sync call returns the value
     report = validate_data(frame, suite_path)

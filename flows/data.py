@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
@@ -47,6 +48,7 @@ __all__ = [
     "NUMERIC_COLUMNS",
     "SUPPORTED_FILE_SUFFIXES",
     "dataset_digest",
+    "fill_source_date",
     "source_from_uri",
 ]
 
@@ -295,11 +297,28 @@ class ChurnGenerator:
 # --------------------------------------------------------------------------- helpers
 
 
+def fill_source_date(uri: str, when: date) -> str:
+    """``uri`` with every ``{date}`` replaced by ``when`` as ``YYYY-MM-DD``.
+
+    Scheduled deployments name "the batch of the day they run for" this way, e.g.
+    ``s3://incoming/churn/{date}.parquet`` or ``generator://churn?seed=0&date={date}``.
+
+    >>> fill_source_date("s3://in/churn/{date}.parquet", date(2026, 3, 1))
+    's3://in/churn/2026-03-01.parquet'
+    """
+    return uri.replace("{date}", f"{when:%Y-%m-%d}")
+
+
 def source_from_uri(uri: str) -> DataSource:
     """Turn a URI into a source: ``generator://churn?seed=1&day=3...`` or a file URI/path.
 
-    Flows take URIs rather than DataFrames as parameters (a DataFrame parameter would be
-    sent to the Prefect API), and ``describe()`` returns a URI this function accepts.
+    The generator takes ``day=N`` or ``date=YYYY-MM-DD`` (the day that falls on that date,
+    counted from ``start_date``). Flows take URIs rather than DataFrames as parameters (a
+    DataFrame parameter would be sent to the Prefect API), and ``describe()`` returns a URI
+    this function accepts.
+
+    >>> source_from_uri("generator://churn?date=2026-01-04").day
+    3
     """
     if not isinstance(uri, str):
         raise InvalidArgument(f"Data source URI must be a string, got {uri!r}.")
@@ -310,7 +329,7 @@ def source_from_uri(uri: str) -> DataSource:
         raise InvalidArgument(
             f"Unknown generator {parts.netloc!r} in {uri!r}; the built-in one is generator://churn."
         )
-    converters = {"seed": int, "n_rows": int, "day": int, "drift": float, "start_date": str}
+    converters = {"seed": int, "n_rows": int, "day": int, "drift": float, "start_date": str, "date": str}
     kwargs: dict[str, Any] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         try:
@@ -329,7 +348,28 @@ def source_from_uri(uri: str) -> DataSource:
             if isinstance(exc, InvalidArgument):
                 raise
             raise InvalidArgument(f"Generator option {key}={value!r} in {uri!r} is not valid.") from exc
+    if "date" in kwargs:
+        kwargs["day"] = _day_of(kwargs.pop("date"), kwargs, uri)
     return ChurnGenerator(**kwargs)
+
+
+def _day_of(when: str, kwargs: dict[str, Any], uri: str) -> int:
+    if "day" in kwargs:
+        raise InvalidArgument(f"Give the generator day= or date=, not both, in {uri!r}.")
+    if "{date}" in when:
+        raise InvalidArgument(
+            f"{uri!r} still holds the placeholder {{date}}: flows fill it with their run's date; "
+            "outside a flow use flows.data.fill_source_date(uri, date)."
+        )
+    start = ChurnGenerator.__dataclass_fields__["start_date"].default
+    start = kwargs.get("start_date", start)
+    try:
+        day = (pd.Timestamp(when).normalize() - pd.Timestamp(start).normalize()).days
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument(f"Generator option date={when!r} in {uri!r} is not a date; use YYYY-MM-DD.") from exc
+    if day < 0:
+        raise InvalidArgument(f"Generator date {when} in {uri!r} is before its start_date {start}; use a later date.")
+    return day
 
 
 def dataset_digest(frame: pd.DataFrame) -> str:

@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["EPHEMERAL_STARTUP_TIMEOUT", "choose_serving_port", "ephemeral_api_defaults", "quiet_library_logs", "run_demo"]
+__all__ = [
+    "EPHEMERAL_STARTUP_TIMEOUT",
+    "choose_serving_port",
+    "ephemeral_api_defaults",
+    "quiet_library_logs",
+    "require_reachable_api",
+    "run_demo",
+]
 
 #: Seconds Prefect may take to start its ephemeral API (its own default, 20 s, is too short
 #: for a first start on a fresh PREFECT_HOME on a busy 2-core machine, which takes 10-40 s).
@@ -55,6 +62,38 @@ def ephemeral_api_defaults() -> Iterator[None]:
     finally:
         for name in added:
             os.environ.pop(name, None)
+
+
+def require_reachable_api(timeout: float = 5.0) -> None:
+    """Raise BackendUnavailable, in one line saying how to go back, when a configured
+    Prefect API (``PREFECT_API_URL``) does not answer.
+
+    After ``prefect config set PREFECT_API_URL=...`` the URL stays in the Prefect profile;
+    once that server is stopped every flow would fail deep inside Prefect's client with a
+    long traceback. No URL (the ephemeral API) needs no check.
+    """
+    import httpx
+    from prefect.context import get_settings_context
+    from prefect.settings import PREFECT_API_URL
+
+    from tracking_plugin.errors import BackendUnavailable
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)  # any answer means it is up
+    except httpx.HTTPError as exc:
+        if os.environ.get("PREFECT_API_URL"):
+            where, undo = "the environment variable PREFECT_API_URL", "`unset PREFECT_API_URL`"
+        else:
+            profile = get_settings_context().profile.name
+            where = f"Prefect profile {profile!r}"
+            undo = "`.venv/bin/prefect config unset PREFECT_API_URL`"
+        raise BackendUnavailable(
+            f"The Prefect API {url} ({where}) is not reachable ({type(exc).__name__}): start that "
+            f"server (`.venv/bin/prefect server start`), or go back to the ephemeral API with {undo}."
+        ) from None
 
 
 def quiet_library_logs() -> None:
@@ -105,6 +144,11 @@ def run_demo(*, port: int | None = 5055, model_name: str = "churn", n_rows: int 
 
     started = time.perf_counter()
     with ephemeral_api_defaults():
+        try:
+            require_reachable_api()
+        except MlopsError as exc:
+            print(f"The demo did not start: {exc.message}")
+            return 1
         quiet_library_logs()
         from flows.ct_pipeline import ct_pipeline
 
@@ -186,7 +230,7 @@ def _demo(ct_pipeline: Any, started: float, *, port: int | None, model_name: str
         say("This run's files", f"{run.info.artifact_uri}  (evaluation/*.png, model/, validation/result.json)")
     print()
     print("  Look at it:")
-    print("    prefect server start              # then http://127.0.0.1:4200: flow runs, task graph, artifacts")
+    print("    .venv/bin/prefect server start    # then http://127.0.0.1:4200: flow runs, task graph, artifacts")
     print("    .venv/bin/python -c \"import tracking_plugin as t; "
           f"print(t.search_runs(experiment_names=['{_EXPERIMENT}'])[['run_id', 'status', 'metrics.roc_auc']])\"")
     print(f"    .venv/bin/prefect-mlops serve -m models:/{model_name}@champion -p {port}")

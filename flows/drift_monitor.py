@@ -28,7 +28,15 @@ from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.events import emit
 from tracking_plugin.prefect import track
 
-from flows.ct_pipeline import CHAMPION_ALIAS, MODEL_NAME, REFERENCE_ARTIFACT, retry_if_transient, ingest, validate_data
+from flows.ct_pipeline import (
+    CHAMPION_ALIAS,
+    MODEL_NAME,
+    REFERENCE_ARTIFACT,
+    ingest,
+    resolve_source,
+    retry_if_transient,
+    validate_data,
+)
 from flows.data import FEATURE_COLUMNS
 from flows.drift import DriftMethod, DriftReport, DriftThresholds, compute_drift
 
@@ -88,7 +96,8 @@ def drift_monitor(
     """Score drift of ``source`` against the champion's training data; emit an event if drifted.
 
     Args:
-        source: the new batch (same URIs as ``ct_pipeline``).
+        source: the new batch (same URIs as ``ct_pipeline``; ``{date}`` becomes the run's
+            scheduled UTC date, so the hourly deployment scores the current day's batch).
         model_name, alias: whose training data is the reference.
         method: ``psi`` or ``ks`` for numeric features (categorical ones always use PSI).
         psi_threshold, ks_threshold: a feature drifts when its score is above these.
@@ -108,6 +117,7 @@ def drift_monitor(
     except ValueError:
         raise InvalidArgument(f"Unknown drift method {method!r}; use one of: psi, ks.") from None
 
+    source = resolve_source(source)  # the drift event carries the batch actually scored
     reference, champion_version = load_reference(model_name, alias)
     current = ingest(source)
     validate_data(current)

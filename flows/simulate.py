@@ -129,12 +129,13 @@ def simulate(
             f"Model {model_name!r} already has a champion; a simulation starts without one. "
             "Pass another model name (or none, for a fresh one)."
         )
-    echo(f"Simulating {days} days for model {model_name!r}: drift {drift_level:g} from day {drift_start}, "
-         f"corrupted batch on day {corrupt_day if corrupt_day is not None else '-'}, {n_rows} rows a day")
+    echo(_header(days=days, model_name=model_name, drift_start=drift_start, drift_level=drift_level,
+                 corrupt_day=corrupt_day, n_rows=n_rows))
     customers = ChurnGenerator(seed=seed + 1000, day=0, n_rows=3).load()[list(FEATURE_COLUMNS)]
     payload = {"dataframe_split": {"columns": list(customers.columns), "data": customers.astype(object).values.tolist()}}
 
     results: list[DayResult] = []
+    details: list[str] = []  # one line per failed flow of the day, printed under its row
     prober: _Prober | None = None
     try:
         for day in range(days):
@@ -157,10 +158,13 @@ def simulate(
                         row.valid, row.note = False, "batch quarantined"
                     else:
                         row.note = f"drift monitor: {type(error).__name__}"
+                    details.append(_detail(day, "drift monitor", error))
             if retrain:
                 state = ct_pipeline(source=row.source, model_name=model_name, n_estimators=n_estimators,
                                     serve_port=port, return_state=True)
                 failure: Any = None if state.is_completed() else state.result(raise_on_failure=False)
+                if failure is not None:
+                    details.append(_detail(day, "ct_pipeline", failure))
                 if isinstance(failure, DataValidationFailed):
                     row.valid, row.note = False, "batch quarantined"
                 else:
@@ -176,6 +180,9 @@ def simulate(
                 prober.start()
             results.append(row)
             echo(_line(row, requests=False))
+            for detail in details:
+                echo(detail)
+            details.clear()
     finally:
         if prober:
             prober.stop()
@@ -186,6 +193,34 @@ def simulate(
     echo("")
     echo(render_table(results, requests=bool(port)))
     return results
+
+
+def _header(*, days: int, model_name: str, drift_start: int, drift_level: float, corrupt_day: int | None,
+            n_rows: int) -> str:
+    """What the replayed days hold: only what falls within them."""
+    last = days - 1
+    if drift_level > 0 and drift_start <= last:
+        drift = f"drift {drift_level:g} from day {drift_start}"
+    elif drift_level > 0:
+        drift = f"no drift (it starts on day {drift_start}, after the last day, {last})"
+    else:
+        drift = "no drift"
+    if corrupt_day is not None and corrupt_day <= last:
+        corrupt = f"a corrupted batch on day {corrupt_day}"
+    elif corrupt_day is not None:
+        corrupt = f"no corrupted batch (day {corrupt_day} is after the last day, {last})"
+    else:
+        corrupt = "no corrupted batch"
+    return f"Simulating days 0-{last} for model {model_name!r}: {drift}, {corrupt}, {n_rows} rows a day"
+
+
+def _detail(day: int, flow_name: str, error: Any) -> str:
+    """One line for a flow that failed: the first line of its message (the whole report is
+    in the quarantine folder or, with --verbose, in the logs)."""
+    message = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    summary = " ".join(lines[:2]).rstrip(":") if lines else type(error).__name__
+    return f"     day {day}, {flow_name}: {summary}"
 
 
 def _flag(value: bool | None) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "build_pipeline",
     "evaluate_classifier",
     "evaluation_figures",
+    "known_categories",
     "split_batch",
 ]
 
@@ -92,6 +93,20 @@ def build_pipeline(config: TrainingConfig) -> Any:
     else:  # a deliberately weak model: one split
         model = DecisionTreeClassifier(max_depth=1, random_state=config.seed)
     return Pipeline([("preprocess", preprocess), ("model", model)])
+
+
+def known_categories(pipeline: Any) -> dict[str, list[str]]:
+    """The categories a fitted :func:`build_pipeline` pipeline learnt, per column.
+
+    Logged with the model (``metadata["mlops.allowed_values"]``) so that scoring refuses
+    any other value with a 400 naming the column, instead of one-hot encoding it as
+    "none of the known categories" and answering anyway.
+    """
+    encoder = pipeline.named_steps["preprocess"].named_transformers_["categorical"]
+    return {
+        str(column): [str(value) for value in values]
+        for column, values in zip(encoder.feature_names_in_, encoder.categories_)
+    }
 
 
 def split_batch(

@@ -78,3 +78,39 @@ def test_reconcile_dry_run_on_an_empty_backend(
     assert result.exit_code == 0, result.output
     assert "0 run(s) would be reconciled" in result.output
     assert os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") is None  # not left behind
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["serve"], ["reconcile"], ["simulate"], ["db"], ["db", "upgrade"]])
+def test_help_shows_flags_as_flags(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output and "BOOLEAN" not in result.output
+    assert "--help  " in result.output or "--help " in result.output
+
+
+def test_reconcile_help_names_every_status_it_sets() -> None:
+    output = " ".join(runner.invoke(app, ["reconcile", "--help"]).output.split())
+    assert "Completed -> FINISHED" in output and "Failed -> FAILED" in output
+    assert "Crashed/Cancelled" in output and "KILLED" in output
+
+
+def test_an_unreachable_configured_prefect_api_is_one_line_saying_how_to_go_back(tmp_path: Path) -> None:
+    """After `prefect config set PREFECT_API_URL=...` and stopping that server, `make run`
+    (the demo), `simulate` and `reconcile` say so in one line instead of a long traceback."""
+    from support import free_port
+
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_MLOPS_"))}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    subprocess.run([str(bin_dir / "prefect"), "config", "set", f"PREFECT_API_URL={url}"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    for args in (["demo"], ["simulate", "--days", "1"], ["reconcile"]):
+        result = subprocess.run([str(bin_dir / "prefect-mlops"), *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        assert "Traceback" not in output, output
+        [line] = [line for line in output.splitlines() if url in line]
+        assert "not reachable" in line and "prefect config unset PREFECT_API_URL" in line, line
+    assert not (tmp_path / "mlops.db").exists()  # stopped before any work

@@ -6,9 +6,17 @@
 ...     mlops.log_param("C", 1.0)
 ...     mlops.log_metric("auc", 0.91)
 
+MLflow code keeps working with only its import changed: ``MlflowClient`` is
+:class:`TrackingClient`, and the submodules ``sklearn`` (``autolog``, ``log_model``,
+``save_model``, ``load_model``), ``pyfunc`` (``load_model``, ``log_model``,
+``PythonModel``) and ``models`` (``infer_signature``, ``ModelSignature``, ...) are
+attributes of this package, as ``mlflow.sklearn`` is of ``mlflow``.
+
 The fluent functions, :class:`TrackingClient` and the entities are imported eagerly.
 Parts that pull in Prefect, scikit-learn or the model format (``track``, ``autolog``,
-``log_model``, ``load_model``, ``save_model``, ``MlopsBackend``) load on first access.
+``log_model``, ``load_model``, ``save_model``, ``register_model``, ``MlopsBackend`` and the
+``sklearn`` / ``pyfunc`` / ``models`` submodules) load on first access, so ``import
+tracking_plugin`` stays light.
 """
 
 from __future__ import annotations
@@ -70,10 +78,15 @@ from tracking_plugin.fluent import (
 from tracking_plugin.settings import MlopsSettings, get_settings
 
 if TYPE_CHECKING:
+    from tracking_plugin import models, pyfunc, sklearn
     from tracking_plugin.blocks import MlopsBackend
     from tracking_plugin.models import load_model, log_model, save_model
     from tracking_plugin.prefect import track
+    from tracking_plugin.registry import register_model
     from tracking_plugin.sklearn import autolog
+
+#: ``mlflow.MlflowClient``'s name for :class:`TrackingClient` (same class).
+MlflowClient = TrackingClient
 
 __version__ = "0.1.0"
 
@@ -83,6 +96,7 @@ __all__ = [
     "FileInfo",
     "LifecycleStage",
     "Metric",
+    "MlflowClient",
     "MlopsBackend",
     "MlopsSettings",
     "ModelVersion",
@@ -123,6 +137,9 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "models",
+    "pyfunc",
+    "register_model",
     "save_model",
     "search_experiments",
     "search_runs",
@@ -131,6 +148,7 @@ __all__ = [
     "set_tag",
     "set_tags",
     "set_tracking_uri",
+    "sklearn",
     "start_run",
     "track",
 ]
@@ -143,8 +161,12 @@ _LAZY = {
     "load_model": "tracking_plugin.models",
     "log_model": "tracking_plugin.models",
     "save_model": "tracking_plugin.models",
+    "register_model": "tracking_plugin.registry",
     "track": "tracking_plugin.prefect",
 }
+# Submodules reachable as attributes (``tracking_plugin.sklearn.autolog()``) after a plain
+# ``import tracking_plugin``, as ``mlflow.sklearn`` is; imported on first access.
+_LAZY_SUBMODULES = ("models", "pyfunc", "sklearn")
 
 
 def _load_block(name: str) -> Any:
@@ -160,11 +182,13 @@ _backend.set_block_loader(_load_block)
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")  # the import sets the attribute
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value

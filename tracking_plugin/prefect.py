@@ -780,10 +780,11 @@ def _create_artifacts(client: TrackingClient, run: Run, flow_run_id: str, flow_n
         from prefect.client.schemas.actions import ArtifactCreate
 
         info = run.info
+        # Metrics first: what the run achieved, before the (often dozens of autologged) params.
         rows: list[dict[str, Any]] = [
-            {"kind": "param", "name": k, "value": v} for k, v in sorted(run.data.params.items())
+            {"kind": "metric", "name": k, "value": float(v)} for k, v in sorted(run.data.metrics.items())
         ]
-        rows += [{"kind": "metric", "name": k, "value": float(v)} for k, v in sorted(run.data.metrics.items())]
+        rows += [{"kind": "param", "name": k, "value": v} for k, v in sorted(run.data.params.items())]
         slug = _slug(flow_name or "flow")
         experiment_name = _EXPERIMENT_NAMES.get((client.tracking_uri, info.experiment_id))
         if experiment_name is None:
@@ -812,7 +813,7 @@ def _create_artifacts(client: TrackingClient, run: Run, flow_run_id: str, flow_n
             TableArtifact(
                 key=f"{slug}-mlops-params-metrics",
                 table=rows or [{"kind": "", "name": "", "value": ""}],
-                description=f"Params and final metrics of tracking run `{info.run_id}`",
+                description=f"Final metrics and params of tracking run `{info.run_id}`",
             ),
             MarkdownArtifact(
                 key=f"{slug}-mlops-run",

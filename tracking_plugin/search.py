@@ -252,6 +252,8 @@ _WORD = re.compile(r"[A-Za-z_]\w*")
 _SYMBOL_OP = re.compile(r"<=|>=|!=|<>|==|=|<|>")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?![\w.])")
 _INT64 = 2**63
+_SYMBOL_RUN = re.compile(r"[<>=!]+")
+_SYMBOL_OPS = {"<=", ">=", "!=", "<>", "==", "=", "<", ">"}
 # One token, for error messages: a quoted string (maybe unterminated), a word or number, or
 # one operator or symbol.
 _TOKEN = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|`[^`]*`?|[\w.\-/:+]+|<=|>=|!=|<>|==|\S")
@@ -263,6 +265,17 @@ _MAX_FILTER_LEN = 100_000
 _MAX_DEPTH = 100
 _MAX_COMPARISONS = 200
 _MAX_LIST_ITEMS = 10_000
+
+
+def _not_an_operator(symbols: str) -> str:
+    """``'=>' is not an operator; did you mean '>='?`` for a run of comparison symbols."""
+    guess = symbols[::-1] if symbols[::-1] in _SYMBOL_OPS else None
+    if guess is None and len(set(symbols)) == 1 and symbols[0] in "<>=":
+        guess = symbols[0]  # '>>', '==='
+    elif guess is None and symbols.startswith("!="):
+        guess = "!="  # '!=='
+    hint = f"did you mean {guess!r}?" if guess else f"use one of {_OPERATOR_LIST}"
+    return f"{symbols!r} is not an operator; {hint}"
 
 
 class _Parser:
@@ -433,6 +446,9 @@ class _Parser:
     def operator(self) -> str:
         self.skip_ws()
         start = self.pos
+        run = _SYMBOL_RUN.match(self.text, start)
+        if run and run.group(0) not in _SYMBOL_OPS:
+            raise self.error(_not_an_operator(run.group(0)), start)
         m = _SYMBOL_OP.match(self.text, start)
         if m:
             self.pos = m.end()

@@ -29,6 +29,13 @@ logged separately. Logging problems are warnings: autologging never breaks a ``f
 ``autolog(disable=True)`` restores the original methods. ``with autologging(...):`` turns
 autologging on for a block and then puts back what was there before (off, or the
 caller's own ``autolog(...)`` settings).
+
+The rest of ``mlflow.sklearn``'s surface: :func:`log_model` (``name=`` or a positional
+``artifact_path``), :func:`save_model` and :func:`load_model` (the fitted estimator itself,
+not a pyfunc wrapper)::
+
+    tracking_plugin.sklearn.log_model(model, "rf_model")
+    estimator = tracking_plugin.sklearn.load_model("runs:/<run_id>/rf_model")
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from tracking_plugin import _context, _lineage
 from tracking_plugin.entities import Metric, Param, RunStatus, RunTag
 from tracking_plugin.errors import Conflict
 
-__all__ = ["autolog", "autologging"]
+__all__ = ["autolog", "autologging", "load_model", "log_model", "save_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -484,3 +491,88 @@ def _log_fitted_model(config: _Config, client: Any, active: Any, estimator: Any,
             serialization_format=config.serialization_format,  # type: ignore[arg-type]
         )
 
+
+
+# ---------------------------------------------------------------- mlflow.sklearn's model calls
+
+
+def log_model(
+    sk_model: Any,
+    artifact_path: str | None = None,
+    *,
+    name: str | None = None,
+    signature: Any = None,
+    input_example: Any = None,
+    registered_model_name: str | None = None,
+    serialization_format: str = "skops",
+    pip_requirements: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    pyfunc_predict_fn: str = "predict",
+) -> Any:
+    """Log a fitted estimator under the active run (``mlflow.sklearn.log_model``).
+
+    The path is MLflow 3's ``name=`` or MLflow 2's ``artifact_path`` (also positional:
+    ``log_model(model, "rf_model")``), ``model`` when neither is given. Starts a run when
+    none is active; ``registered_model_name`` also registers the model. Returns
+    :class:`~tracking_plugin.models.ModelInfo`.
+    """
+    from tracking_plugin.models import log_model as _log_model
+    from tracking_plugin.pyfunc import model_name_argument
+
+    return _log_model(
+        sk_model,
+        model_name_argument(artifact_path, name),
+        signature=signature,
+        input_example=input_example,
+        registered_model_name=registered_model_name,
+        serialization_format=serialization_format,  # type: ignore[arg-type]
+        pip_requirements=pip_requirements,
+        metadata=metadata,
+        pyfunc_predict_fn=pyfunc_predict_fn,
+    )
+
+
+def save_model(
+    sk_model: Any,
+    path: Any,
+    *,
+    signature: Any = None,
+    input_example: Any = None,
+    serialization_format: str = "skops",
+    pip_requirements: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    pyfunc_predict_fn: str = "predict",
+) -> Any:
+    """Write a fitted estimator as an MLflow model directory at ``path`` (``mlflow.sklearn.save_model``)."""
+    from tracking_plugin.models import save_model as _save_model
+
+    return _save_model(
+        sk_model,
+        path,
+        signature=signature,
+        input_example=input_example,
+        serialization_format=serialization_format,  # type: ignore[arg-type]
+        pip_requirements=pip_requirements,
+        metadata=metadata,
+        pyfunc_predict_fn=pyfunc_predict_fn,
+    )
+
+
+def load_model(model_uri: Any, dst_path: Any = None, *, allow_pickle: bool = False) -> Any:
+    """The fitted scikit-learn estimator at ``model_uri`` (``mlflow.sklearn.load_model``).
+
+    Same URIs and checks as :func:`tracking_plugin.models.load_model`; a model that is not
+    a scikit-learn model (a custom ``PythonModel``) raises ``InvalidArgument``.
+    """
+    from tracking_plugin.models import load_model as _load_model
+    from tracking_plugin.models._mlmodel import SKLEARN_FLAVOR
+
+    model = _load_model(model_uri, allow_pickle=allow_pickle, dst_path=dst_path)
+    if SKLEARN_FLAVOR not in model.metadata.flavors:
+        from tracking_plugin.errors import InvalidArgument
+
+        raise InvalidArgument(
+            f"{model_uri!s} is not a scikit-learn model (flavors: {', '.join(model.metadata.flavors)}); "
+            "load it with tracking_plugin.pyfunc.load_model."
+        )
+    return model.get_raw_model()

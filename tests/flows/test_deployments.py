@@ -75,15 +75,19 @@ def test_prefect_deploy_accepts_the_project_file_and_reads_back(process_pool: An
     assert nightly.parameters["serve_port"] == 5055
     # The parameter schema comes from the flow's signature: the UI and API check runs against it.
     assert {"source", "model_name", "gate", "serve_port"} <= set(nightly.parameter_openapi_schema["properties"])
-    # Workers load the flow from the repository they were deployed from.
+    # No absolute path of the deploying machine: a worker runs the flows from its own checkout.
     [pull] = nightly.pull_steps
-    assert Path(pull["prefect.deployments.steps.set_working_directory"]["directory"]) == REPO_ROOT
+    assert pull["prefect.deployments.steps.set_working_directory"]["directory"] == "."
+    assert str(REPO_ROOT) not in str(nightly.model_dump())
+    # Both scheduled deployments take the batch of the day they run for.
+    assert nightly.parameters["source"] == "generator://churn?seed=0&date={date}"
 
     monitor = client.read_deployment_by_name("drift-monitor/drift-monitor")
     assert monitor.work_pool_name == POOL and monitor.entrypoint == "flows/drift_monitor.py:drift_monitor"
     [schedule] = monitor.schedules
     assert isinstance(schedule.schedule, IntervalSchedule)
     assert schedule.schedule.interval == dt.timedelta(hours=1)
+    assert monitor.parameters == {"source": "generator://churn?seed=0&date={date}"}
 
     on_drift = client.read_deployment_by_name("ct-pipeline/retrain-on-drift")
     assert on_drift.work_pool_name == POOL and on_drift.schedules == []
@@ -172,4 +176,34 @@ def test_serve_builds_the_same_three_deployments_as_the_project_file(prefect_har
         "source": "{{ event.payload.source }}",
         "model_name": "{{ event.resource['mlops.model.name'] }}",
     }
-    assert nightly.parameters == {"source": "generator://churn?seed=0&day=0", "serve_port": 5055}
+    assert nightly.parameters == {"source": "generator://churn?seed=0&date={date}", "serve_port": 5055}
+
+
+def test_a_scheduled_run_takes_the_batch_of_its_own_date(backend: Any, helpers: Any) -> None:
+    """``{date}`` in ``source`` is the flow run's scheduled UTC date: a run scheduled for
+    (or started late after) 2026-03-05 trains on that day's generator batch, and the
+    tag data.source names the batch actually used."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from flows.ct_pipeline import ct_pipeline
+    from flows.data import source_from_uri
+
+    when = dt.datetime(2026, 3, 5, 2, 0, tzinfo=dt.timezone.utc)
+    state = Scheduled(scheduled_time=when)
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("ct-pipeline")
+        flow_run = client.create_flow_run(ct_pipeline, parameters={"source": "x"}, state=state)
+    assert flow_run.expected_start_time == when and flow_id
+    # The flow reads its scheduled date from the run context; run it directly under that run.
+    from prefect.flow_engine import run_flow
+
+    final = run_flow(
+        ct_pipeline, flow_run=flow_run,
+        parameters={"source": "generator://churn?seed=0&n_rows=1500&date={date}", "serve_port": None, **helpers.FAST},
+        return_type="state",
+    )
+    assert final.is_completed(), final.message
+    version = backend.registry().get_version("churn", 1)
+    assert version.tags["data.source"] == "generator://churn?seed=0&n_rows=1500&date=2026-03-05"
+    assert source_from_uri(version.tags["data.source"]).day == 63  # 2026-01-01 + 63 days

@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 
 from flows.ct_pipeline import DataValidationFailed, ServingRefreshFailed, ct_pipeline
-from flows.data import dataset_digest, source_from_uri
+from flows.data import CATEGORY_VALUES, dataset_digest, source_from_uri
 from flows.training import TrainingConfig, build_pipeline, evaluate_classifier, evaluation_figures, split_batch
 from tracking_plugin.errors import InvalidArgument, NotFound
+from tracking_plugin.models import ALLOWED_VALUES_KEY, load_model
 
 
 
@@ -81,6 +82,9 @@ def test_first_run_promotes_version_1_with_full_lineage(backend: Any, helpers: A
     version = registry.get_version("churn", 1)
     assert "champion" in version.aliases
     flow_run_id = _flow_run_id(state)
+    # The model knows its categories: scoring refuses others instead of guessing.
+    allowed = load_model("models:/churn/1").metadata.metadata[ALLOWED_VALUES_KEY]
+    assert sorted(allowed["payment_method"]) == sorted(CATEGORY_VALUES["payment_method"])
 
     # Lineage on the model version: run, flow run, data, validation result, gate decision.
     tags = version.tags
@@ -160,7 +164,7 @@ def test_worse_candidate_is_registered_but_not_promoted(backend: Any, helpers: A
     assert decision.champion_metrics["roc_auc"] > decision.candidate_metrics["roc_auc"]
     assert candidate.tags["gate.reason"] == decision.reason
     run = backend.tracking().get_run(candidate.run_id)
-    assert run.data.metrics["champion_roc_auc"] == pytest.approx(decision.champion_metrics["roc_auc"])
+    assert run.data.metrics["previous_champion_roc_auc"] == pytest.approx(decision.champion_metrics["roc_auc"])
     assert "promote" not in helpers.task_runs_of(_flow_run_id(second))
     assert helpers.count_events(_flow_run_id(second), "mlops.model.promoted") == 0
 
@@ -176,7 +180,7 @@ def test_worse_candidate_is_registered_but_not_promoted(backend: Any, helpers: A
     assert decision.champion_version == 1
     assert decision.champion_metrics["roc_auc"] == pytest.approx(recorded["roc_auc"])
     run = backend.tracking().get_run(registry.get_version("churn", 3).run_id)
-    assert "champion_roc_auc" not in run.data.metrics
+    assert "previous_champion_roc_auc" not in run.data.metrics
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -93,6 +93,36 @@ def test_ten_days_match_what_the_batches_warrant(backend: Any, helpers: Any) -> 
     assert not list(state_dir().glob("*.json")), "the scoring server was not stopped"
 
     # What the user sees: a line per day as it goes, then the table.
+    # The quarantined day gets one line under its row saying where the batch went.
+    [detail] = [line for line in printed if "quarantined at" in line]
+    assert detail.strip().startswith("day 3, drift monitor: The batch failed data validation"), detail
     table = printed[-1].splitlines()
     assert table[0].split()[:3] == ["day", "drift", "valid"] and len(table) == 12
     assert table[2 + 3].split()[2] == "no" and table[2 + 3].endswith("batch quarantined")  # day 3
+
+
+@pytest.mark.slow
+def test_the_command_reports_an_expected_quarantine_in_one_line_without_log_noise(tmp_path: Any) -> None:
+    """`prefect-mlops simulate` without --verbose: the table, and one line under the
+    quarantined day, no ERROR lines or tracebacks; the header names only replayed days."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_MLOPS_", "PREFECT_LOGGING"))}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    script = Path(sys.executable).with_name("prefect-mlops")
+    result = subprocess.run(
+        [str(script), "simulate", "--days", "3", "--corrupt-day", "1", "--rows", "400", "--port", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "ERROR" not in output and "Traceback" not in output, output
+    header = output.splitlines()[0]
+    assert "no drift (it starts on day 6, after the last day, 2)" in header, header
+    assert "a corrupted batch on day 1" in header, header
+    [detail] = [line for line in output.splitlines() if "quarantined at" in line]
+    assert detail.strip().startswith("day 1, ct_pipeline: The batch failed data validation"), detail
+    assert "expectations of suite 'churn_batch' failed" in detail

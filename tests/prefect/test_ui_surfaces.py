@@ -62,6 +62,9 @@ def test_flow_run_gets_a_params_metrics_table_and_a_note_naming_the_run(tracking
     assert {"kind": "param", "name": "alpha", "value": "0.1"} in rows
     assert {"kind": "metric", "name": "rmse", "value": 0.25} in rows
     assert {"kind": "metric", "name": "explicit", "value": 1.5} in rows
+    # Metrics first, then params: what the run achieved is not buried under estimator params.
+    kinds = [row["kind"] for row in rows]
+    assert kinds == sorted(kinds, key=["metric", "param"].index) and kinds[0] == "metric"
     assert table.key == "scored-mlops-params-metrics"
     note = artifacts["markdown"]
     # ... and back: the Prefect flow run names its tracking run.

@@ -138,6 +138,11 @@ def test_precedence_parentheses_and_case() -> None:
         ("()", ["expected a key"]),
         ("metrics.a > 1)", ["expected AND, OR or the end"]),
         ("params.a = 'x\x00'", ["NUL"]),
+        ("metrics.auc => 0.8", ["'=>' is not an operator; did you mean '>='?", "position 12"]),
+        ("metrics.auc =< 0.8", ["'=<' is not an operator; did you mean '<='?"]),
+        ("params.a =! 'x'", ["'=!' is not an operator; did you mean '!='?"]),
+        ("metrics.auc >> 0.8", ["'>>' is not an operator; did you mean '>'?"]),
+        ("metrics.auc ! 0.8", ["'!' is not an operator; use one of =, !=,"]),
     ],
 )
 def test_bad_filters_say_what_and_where(text: str, fragments: list[str]) -> None:

@@ -18,6 +18,7 @@ from tracking_plugin.models._mlmodel import ModelInfo, ModelMetadata
 from tracking_plugin.models._pyfunc import PyFuncModel, PythonModel, PythonModelContext
 from tracking_plugin.models._serialization import clear_cache
 from tracking_plugin.models._signature import (
+    ALLOWED_VALUES_KEY,
     ColSpec,
     ModelSignature,
     ParamSchema,
@@ -32,6 +33,7 @@ from tracking_plugin.models._uris import ModelUri, ModelUriKind, parse_model_uri
 from tracking_plugin.models._manifest import MANIFEST_FILE, read_manifest, verify_manifest
 
 __all__ = [
+    "ALLOWED_VALUES_KEY",
     "MANIFEST_FILE",
     "ColSpec",
     "ModelInfo",

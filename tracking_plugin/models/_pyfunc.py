@@ -17,8 +17,10 @@ from tracking_plugin.errors import InvalidArgument, ModelLoadRefused
 from tracking_plugin.models._example import load_example
 from tracking_plugin.models._mlmodel import ModelMetadata, model_file
 from tracking_plugin.models._signature import (
+    ALLOWED_VALUES_KEY,
     ModelSignature,
     apply_params,
+    check_allowed_values,
     as_model_input,
     frame_from,
     validate_input,
@@ -124,6 +126,9 @@ class PyFuncModel:
         signature = metadata.signature
         self._inputs = signature.inputs if signature is not None else None
         self._params = signature.params if signature is not None else None
+        # Per-column vocabularies the saver declared (metadata "mlops.allowed_values").
+        allowed = (metadata.metadata or {}).get(ALLOWED_VALUES_KEY)
+        self._allowed_values: Mapping[str, Any] | None = allowed if isinstance(allowed, Mapping) and allowed else None
 
     def __repr__(self) -> str:
         flavor = "sklearn" if isinstance(self._impl, _SklearnImpl) else "python_model"
@@ -143,7 +148,8 @@ class PyFuncModel:
     def predict(self, data: pd.DataFrame | dict[str, Any] | list[Any] | np.ndarray, params: dict[str, Any] | None = None) -> Any:
         """Predict after checking ``data`` against the signature.
 
-        Missing required columns and values that cannot be cast safely raise
+        Missing required columns, values that cannot be cast safely and values outside a
+        column's allowed set (``metadata["mlops.allowed_values"]``) raise
         :class:`~tracking_plugin.errors.InvalidArgument` naming the column; columns not in
         the signature are dropped (as MLflow does). Dicts and lists become DataFrames.
         """
@@ -156,6 +162,8 @@ class PyFuncModel:
                 data = validate_input(data, schema, allow_extra=True)
         elif isinstance(data, (Mapping, list)):
             data = frame_from(data)
+        if self._allowed_values is not None:
+            check_allowed_values(data, self._allowed_values)
         return self._impl.predict(data, apply_params(params, self._params))
 
     def get_raw_model(self) -> Any:

@@ -36,10 +36,18 @@ __all__ = [
     "ParamSchema",
     "ParamSpec",
     "Schema",
+    "ALLOWED_VALUES_KEY",
     "TensorSpec",
+    "check_allowed_values",
     "infer_signature",
     "validate_input",
 ]
+
+#: Key of the ``MLmodel`` ``metadata`` mapping that lists, per input column, the only
+#: values the model accepts (``{"contract": ["month-to-month", ...]}``). MLflow's signature
+#: JSON has no place for them (its ColSpec refuses unknown keys), and ``metadata`` is
+#: kept verbatim by MLflow, so models with it still load there.
+ALLOWED_VALUES_KEY = "mlops.allowed_values"
 
 # MLflow's DataType names (mlflow.types.DataType) and the numpy dtype each stands for.
 SCALAR_TYPES: dict[str, np.dtype[Any] | None] = {
@@ -692,6 +700,35 @@ def _exact(dtype: Any, type_: str) -> bool:
     if type_ == "datetime":
         return isinstance(dtype, np.dtype) and dtype.kind == "M"
     return type_ in COMPLEX_TYPES
+
+
+def check_allowed_values(data: pd.DataFrame, allowed: Mapping[str, Iterable[Any]]) -> None:
+    """Refuse values outside a column's allowed set (missing values are left to the signature).
+
+    A model trained on a fixed vocabulary (one-hot encoded categories, say) would otherwise
+    score ``"nonsense"`` silently as "none of the known values".
+
+    >>> import pandas as pd
+    >>> check_allowed_values(pd.DataFrame({"plan": ["basic", "gold"]}), {"plan": ["basic", "pro"]})
+    Traceback (most recent call last):
+    ...
+    tracking_plugin.errors.InvalidArgument: Column 'plan' has value(s) 'gold' that the model does not know; allowed values: 'basic', 'pro'.
+    """
+    if not isinstance(data, pd.DataFrame):
+        return
+    for column, values in allowed.items():
+        if column not in data.columns:
+            continue
+        known = list(values)
+        series = data[column]
+        unknown = series[series.notna() & ~series.isin(known)]
+        if len(unknown):
+            shown = list(dict.fromkeys(unknown.tolist()))
+            listed = ", ".join(repr(v) for v in shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+            raise InvalidArgument(
+                f"Column {column!r} has value(s) {listed} that the model does not know; "
+                f"allowed values: {', '.join(repr(v) for v in known)}."
+            )
 
 
 def validate_tensor(data: Any, schema: Schema) -> Any:
