@@ -34,6 +34,7 @@ from tracking_plugin.models._mlmodel import (
     pyfunc_env_conf,
     write_environment,
 )
+from tracking_plugin.models._paths import check_model_paths, check_model_tree
 from tracking_plugin.models._pyfunc import (
     PyFuncModel,
     PythonModel,
@@ -479,11 +480,14 @@ def load_local(model_dir: str | os.PathLike[str], *, model_uri: str | None = Non
     where = model_uri or os.fspath(model_dir)
     if not root.is_dir():
         raise NotFound(f"No model directory at {where!r}. Check the path or URI.")
+    # Before any file is read: no symlink out of the folder, no FIFO to block on.
+    check_model_tree(root, where=where)
     entries = read_manifest(root)
     digests: dict[str, str] = {}
     if entries is not None:
         digests = verify_manifest(root, entries)
     meta = ModelMetadata.read(root, verified=entries is not None)
+    check_model_paths(root, meta, where=where)
     if entries is None and meta.saved_by_version is not None:
         raise ModelLoadRefused(
             f"Refusing to load the model at {where!r}: it was saved by prefect-mlops but its "

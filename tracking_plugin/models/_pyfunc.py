@@ -15,7 +15,8 @@ import pandas as pd
 
 from tracking_plugin.errors import InvalidArgument, ModelLoadRefused
 from tracking_plugin.models._example import load_example
-from tracking_plugin.models._mlmodel import ModelMetadata, model_file
+from tracking_plugin.models._mlmodel import ModelMetadata
+from tracking_plugin.models._paths import model_path
 from tracking_plugin.models._signature import (
     ModelSignature,
     apply_params,
@@ -239,5 +240,5 @@ def context_for(model_dir: str | os.PathLike[str], artifacts_conf: Mapping[str, 
         relative = info.get("path") if isinstance(info, Mapping) else None
         if not isinstance(relative, str):
             raise ModelLoadRefused(f"Malformed artifact entry {name!r} in the MLmodel file: {info!r}.")
-        artifacts[str(name)] = str(model_file(model_dir, relative, os.fspath(model_dir)))
+        artifacts[str(name)] = str(model_path(model_dir, relative, what=f"artifact {name!r}"))
     return PythonModelContext(artifacts=artifacts)
