@@ -344,3 +344,110 @@ def test_an_unsupported_artifact_root_is_refused_before_a_version_is_taken(store
         register_model(str(model_dir), "m", store=store, artifact_root="ftp://host/registry")
     with pytest.raises(NotFound):
         store.get_registered_model("m")
+
+
+# ---------------------------------------------------------------- storage keys (issue 14, items 4 and 8)
+
+
+def _linear_model(path: Path, slope: float) -> Path:
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from tracking_plugin.models import save_model
+
+    X = pd.DataFrame({"x": [0.0, 1.0, 2.0]})
+    save_model(LinearRegression().fit(X, [0.0, slope, 2 * slope]), path)
+    return path
+
+
+def _predict(store: SqlStore, name: str, version: int) -> float:
+    import pandas as pd
+
+    from tracking_plugin.models import load_model
+
+    location = store.get_model_version(name, version).storage_location
+    assert location is not None
+    return round(float(load_model(location).predict(pd.DataFrame({"x": [1.0]}))[0]), 6)
+
+
+def test_a_name_equal_to_another_names_folder_never_shares_it(store: SqlStore, artifact_root: str, tmp_path: Path) -> None:
+    import hashlib
+
+    u1, u2 = _linear_model(tmp_path / "u1", 1.0), _linear_model(tmp_path / "u2", 2.0)
+    lookalike = "a_b-" + hashlib.sha256(b"a b").hexdigest()[:8]  # the old folder name of "a b"
+
+    first = register_model(str(u1), "a b", store=store, artifact_root=artifact_root)
+    second = register_model(str(u2), lookalike, store=store, artifact_root=artifact_root)
+
+    assert first.storage_location != second.storage_location
+    assert (_predict(store, "a b", 1), _predict(store, lookalike, 1)) == (1.0, 2.0)
+    assert files_under(first.storage_location) == local_files(u1)
+
+
+def test_versions_stored_under_the_old_layout_keep_loading_and_are_never_overwritten(
+    store: SqlStore, artifact_root: str, tmp_path: Path
+) -> None:
+    """A registry written before the storage key changed: "a b" version 1 lives in the
+    folder ``a_b-<8 hex>`` (recorded in its storage_location). A model literally named
+    like that folder registers next to it, not over it."""
+    import hashlib
+
+    old_folder = "a_b-" + hashlib.sha256(b"a b").hexdigest()[:8]
+    old_location = join_artifact_uri(artifact_root, "registry", old_folder, "1")
+    u1, u2 = _linear_model(tmp_path / "u1", 1.0), _linear_model(tmp_path / "u2", 2.0)
+    get_artifact_repository(old_location).log_artifacts(u1)
+    old = store.create_model_version("a b", str(u1))
+    store.finish_model_version("a b", old.version, status=READY, storage_location=old_location)
+
+    new = register_model(str(u2), old_folder, store=store, artifact_root=artifact_root)
+
+    assert new.status is READY and new.storage_location != old_location
+    assert store.get_model_version("a b", 1).storage_location == old_location
+    assert files_under(old_location) == local_files(u1)
+    assert (_predict(store, "a b", 1), _predict(store, old_folder, 1)) == (1.0, 2.0)
+
+
+def test_a_renamed_or_deleted_models_files_are_never_reused(store: SqlStore, artifact_root: str, tmp_path: Path) -> None:
+    u1, u2, u3 = (_linear_model(tmp_path / f"u{i}", float(i)) for i in (1, 2, 3))
+    register_model(str(u1), "m", store=store, artifact_root=artifact_root)
+    store.rename_registered_model("m", "renamed")
+    register_model(str(u2), "m", store=store, artifact_root=artifact_root)  # "m" version 1 again
+    assert (_predict(store, "renamed", 1), _predict(store, "m", 1)) == (1.0, 2.0)
+
+    store.delete_registered_model("m")  # its files stay where they were
+    again = register_model(str(u3), "m", store=store, artifact_root=artifact_root)
+    assert (_predict(store, "renamed", 1), _predict(store, "m", 1)) == (1.0, 3.0)
+    assert again.storage_location not in (
+        store.get_model_version("renamed", 1).storage_location,
+        registry_location(artifact_root, "m", 1),
+    )
+
+
+@pytest.mark.parametrize("name", ["n" * 256, "long name with spaces " * 11 + "end", "é" * 256])
+def test_any_name_the_validator_accepts_registers(store: SqlStore, artifact_root: str, tmp_path: Path, name: str) -> None:
+    from tracking_plugin.validation import validate_model_name
+
+    assert validate_model_name(name) == name and len(name) <= 256
+    model = _linear_model(tmp_path / "u", 5.0)
+
+    version = register_model(str(model), name, store=store, artifact_root=artifact_root)
+
+    assert version.status is READY
+    assert _predict(store, name, 1) == 5.0
+    assert len(version.storage_location.rsplit("/registry/", 1)[1]) < 130
+
+
+def test_a_model_whose_files_cannot_be_stored_is_refused_before_a_version(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    deep = make_model_dir(tmp_path / "deep")
+    nested = deep / "data" / ("d" * 250) / ("e" * 250) / ("f" * 250)
+    nested.mkdir(parents=True)
+    (nested / "x.bin").write_bytes(b"x")
+    write_manifest(deep)
+    long_root = "s3://bucket/" + "r" * 300
+
+    with pytest.raises(InvalidArgument, match="the limit is 1024"):
+        register_model(str(deep), "m", store=store, artifact_root=long_root)
+    with pytest.raises(NotFound):
+        store.get_registered_model("m")

@@ -3,20 +3,29 @@
 :func:`register_model` is MLflow's ``mlflow.register_model``: it takes a model URI
 (``runs:/<run_id>/model``, ``models:/<name>/<version>``, ``s3://...``, a local path) and a
 registered model name, and returns the new :class:`~tracking_plugin.entities.ModelVersion`.
-Unlike MLflow it copies the model's files to ``<artifact root>/registry/<name>/<version>``,
-so the version keeps working after the run or its artifacts are deleted.
+Unlike MLflow it copies the model's files to ``<artifact root>/registry/<key>/<version>``
+(see :func:`registry_location`), so the version keeps working after the run or its
+artifacts are deleted. Each version records where its files are (``storage_location``),
+so versions registered under an earlier folder layout keep loading.
 
 The steps, each visible in the version's status:
 
-1. the source must be a model directory (an ``MLmodel`` file at its top), else
-   :class:`~tracking_plugin.errors.InvalidArgument` and nothing is recorded;
+1. the source must be a model directory (an ``MLmodel`` file at its top) whose files all
+   have acceptable names and whose ``MLmodel`` names no path outside it (no absolute path,
+   no ``..``, no symlink out of a local folder), else
+   :class:`~tracking_plugin.errors.InvalidArgument` or
+   :class:`~tracking_plugin.errors.ModelLoadRefused` and nothing is recorded;
 2. the store allocates the next version number under a row lock: ``PENDING_REGISTRATION``;
-3. the files are copied and the copy checked: every source file arrived with its size, and
-   when the model has a sha256 manifest (``manifest.json``) every copied file matches it;
+3. the files are copied to a folder that holds no files yet (a registration never writes
+   into another version's files: when the usual folder is taken, e.g. by a deleted or
+   renamed model, a fresh sibling ``<version>-<random>`` is used) and the copy is checked:
+   every source file arrived with its size, and when the model has a sha256 manifest
+   (``manifest.json``) every copied file matches it;
 4. the version becomes ``READY`` with ``storage_location`` set to the copy. If step 3 fails
-   for any reason (the store goes away mid-copy, a tampered file, ...) the version becomes
-   ``FAILED_REGISTRATION`` with a message naming the cause, and the error is re-raised.
-   Aliases and stages are never touched here, so the current champion stays as it was.
+   for any reason (the store goes away mid-copy, a tampered file, ...) the partial copy is
+   removed, the version becomes ``FAILED_REGISTRATION`` with a message naming the cause,
+   and the error is re-raised. Aliases and stages are never touched here, so the current
+   champion stays as it was.
 
 This module imports no Prefect; the Prefect task in ``registry_tasks`` wraps it.
 """
@@ -25,24 +34,29 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import os
 import re
 import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from tracking_plugin.entities import ModelVersion, ModelVersionStatus
 from tracking_plugin.errors import BackendUnavailable, InvalidArgument, MlopsError, ModelLoadRefused
-from tracking_plugin.validation import validate_model_name
+from tracking_plugin.validation import validate_artifact_path, validate_model_name
 
 if TYPE_CHECKING:
     from tracking_plugin.artifacts import ArtifactRepository
     from tracking_plugin.settings import MlopsSettings
     from tracking_plugin.store.base import Store
 
-__all__ = ["register_model", "registry_location"]
+__all__ = ["register_model", "registry_key", "registry_location"]
 
 MLMODEL_FILE = "MLmodel"
-_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# Names used as folder names as they are; never contain '~', which marks a hashed key.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
+_SLUG_LEN = 48
 
 
 def register_model(
@@ -78,22 +92,26 @@ def register_model(
 
     location, run_id = _resolve_source(model_uri, store)
     source = get_artifact_repository(location, settings)
-    _require_model_directory(source, model_uri, location)
+    # Everything the input decides is checked before a version number is taken: a refused
+    # model leaves no FAILED_REGISTRATION version behind, and is not retried.
+    expected = _check_model_source(source, model_uri, location)
     # A bad root is refused before a number is taken; a relative local root is made
     # absolute so the stored location works from any working directory.
     root = get_artifact_repository(root, settings).artifact_uri
+    _check_destination_lengths(root, name, expected)
 
     version = store.create_model_version(
         name, model_uri, run_id=run_id, tags=tags, description=description, user_id=_current_user()
     )
     destination = registry_location(root, name, version.version)
+    copy: ArtifactRepository | None = None
     try:
-        copy = get_artifact_repository(destination, settings)
-        # A deleted model of the same name may have left files for this number behind.
-        copy.delete_artifacts()
+        destination, copy = _empty_destination(destination, settings)
         source.copy_to(copy)
-        _verify_copy(source, copy)
+        _verify_copy(expected, copy)
     except BaseException as exc:
+        if copy is not None:
+            _discard(copy)
         _mark_failed(store, name, version.version, model_uri, destination, exc)
         if isinstance(exc, ModelLoadRefused):
             raise ModelLoadRefused(
@@ -112,17 +130,30 @@ def register_model(
 
 
 def registry_location(artifact_root: str, name: str, version: int) -> str:
-    """Where the files of version ``version`` of ``name`` live: ``<root>/registry/<name>/<version>``.
+    """Where version ``version`` of ``name`` is stored: ``<root>/registry/<key>/<version>``.
 
-    Names that are not safe as one path segment (spaces, '%', '?', '..') are spelled with
-    '_' plus a short hash of the exact name, so two names never share a folder.
+    ``key`` is the name itself when it is a short, plain file name (letters, digits, '_',
+    '-', '.'; at most 100 characters); any other name is spelled as a readable slug, '~'
+    and the full sha256 of the name. '~' never occurs in a plain name, so distinct names
+    never share a folder, and the key is at most 113 characters whatever the name's length.
+    (A registration whose folder already holds files uses a fresh sibling instead.)
 
     >>> registry_location("s3://bucket/mlops", "churn", 3)
     's3://bucket/mlops/registry/churn/3'
+    >>> registry_location("s3://bucket/mlops", "churn v2", 1).split("/")[-2][:20]
+    'churn_v2~92fbbc5d899'
     """
     from tracking_plugin.artifacts import join_artifact_uri
 
-    return join_artifact_uri(artifact_root, "registry", _name_segment(name), str(int(version)))
+    return join_artifact_uri(artifact_root, "registry", registry_key(name), str(int(version)))
+
+
+def registry_key(name: str) -> str:
+    """The folder name of a registered model's versions (see :func:`registry_location`)."""
+    if _PLAIN_NAME.fullmatch(name):
+        return name
+    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("._-")[:_SLUG_LEN] or "model"
+    return f"{slug}~{hashlib.sha256(name.encode('utf-8')).hexdigest()}"
 
 
 # ---------------------------------------------------------------- steps
@@ -175,14 +206,74 @@ def _resolve_source(model_uri: str, store: Store) -> tuple[str, str | None]:
     return model_uri, None
 
 
-def _require_model_directory(source: ArtifactRepository, model_uri: str, location: str) -> None:
-    names = {info.path for info in source.list_artifacts() if not info.is_dir}
-    if MLMODEL_FILE not in names:
-        shown = repr(model_uri) if model_uri == location else f"{model_uri!r} ({location})"
+def _check_model_source(source: ArtifactRepository, model_uri: str, location: str) -> dict[str, int | None]:
+    """Refuse what cannot be registered; return every source file with its size."""
+    from tracking_plugin.models import ModelMetadata, check_model_paths, check_model_tree
+
+    shown = repr(model_uri) if model_uri == location else f"{model_uri!r} ({location})"
+    local_root = _local_path(source)
+    if local_root is not None and local_root.is_dir():
+        check_model_tree(local_root, where=shown)  # before listing: no symlink out of the folder
+    expected = _file_sizes(source)
+    if MLMODEL_FILE not in expected:
         raise InvalidArgument(
             f"Cannot register {shown}: not a model directory (no {MLMODEL_FILE} file at its top). "
             "Point at the folder written by log_model/save_model, e.g. runs:/<run_id>/model."
         )
+    for path in expected:
+        try:
+            validate_artifact_path(path)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"Cannot register {shown}: its file {path!r} has a name that cannot be stored ({exc.message})") from exc
+    try:
+        text = source.read_bytes(MLMODEL_FILE).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelLoadRefused(f"Cannot register {shown}: its {MLMODEL_FILE} file is not UTF-8 text.") from exc
+    meta = ModelMetadata.from_yaml(text, where=shown)
+    check_model_paths(local_root, meta, where=shown)
+    return expected
+
+
+def _check_destination_lengths(root: str, name: str, expected: dict[str, int | None]) -> None:
+    """Refuse, before a number is taken, a copy whose paths the store could not hold."""
+    from tracking_plugin.artifacts import join_artifact_uri
+
+    longest = max(expected, key=lambda p: len(p.encode("utf-8")))
+    # The longest folder a version can get: a 10-digit number and a fresh-folder suffix.
+    sample = join_artifact_uri(registry_location(root, name, 10**9), longest)
+    sample = sample.replace("/1000000000/", "/1000000000-0123456789ab/")
+    if sample.startswith("s3://"):
+        size, limit, what = len(sample.encode("utf-8")) - len(urlsplit(sample).netloc) - 6, 1024, "S3 key"
+    else:
+        size, limit, what = len(os.fsencode(sample)), 4000, "file path"
+    if size > limit:
+        raise InvalidArgument(
+            f"Cannot register {longest!r} under {root}: its {what} in the registry would be about "
+            f"{size} bytes, the limit is {limit}. Use a shorter artifact root or shorter file names."
+        )
+
+
+def _empty_destination(destination: str, settings: MlopsSettings) -> tuple[str, ArtifactRepository]:
+    """The repository to copy into: ``destination``, or a fresh sibling if it holds files.
+
+    Files there belong to someone else (a deleted or renamed model, another tool): they
+    are never overwritten or deleted.
+    """
+    from tracking_plugin.artifacts import get_artifact_repository
+
+    copy = get_artifact_repository(destination, settings)
+    if not copy.list_artifacts():
+        return destination, copy
+    fresh = f"{destination.rstrip('/')}-{uuid.uuid4().hex[:12]}"
+    return fresh, get_artifact_repository(fresh, settings)
+
+
+def _discard(copy: ArtifactRepository) -> None:
+    """Remove a partial copy (the folder was empty before); a failure here is not the story."""
+    try:
+        copy.delete_artifacts()
+    except Exception:  # noqa: BLE001 - the original error is the one to raise
+        pass
 
 
 def _file_sizes(repo: ArtifactRepository) -> dict[str, int | None]:
@@ -198,11 +289,11 @@ def _file_sizes(repo: ArtifactRepository) -> dict[str, int | None]:
     return sizes
 
 
-def _verify_copy(source: ArtifactRepository, copy: ArtifactRepository) -> None:
+def _verify_copy(expected: dict[str, int | None], copy: ArtifactRepository) -> None:
     """Every source file arrived with its size; with a manifest, every hash matches."""
     from tracking_plugin.models import MANIFEST_FILE
 
-    expected, copied = _file_sizes(source), _file_sizes(copy)
+    copied = _file_sizes(copy)
     missing = sorted(path for path in expected if path not in copied)
     if missing:
         raise BackendUnavailable(
@@ -253,13 +344,6 @@ def _mark_failed(
             f"Version {version} of {name!r} could not be marked FAILED_REGISTRATION either "
             f"({second}); it stays PENDING_REGISTRATION."
         )
-
-
-def _name_segment(name: str) -> str:
-    if _SAFE_SEGMENT.match(name) and name not in (".", ".."):
-        return name
-    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("._") or "model"
-    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _current_user() -> str | None:

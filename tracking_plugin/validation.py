@@ -7,6 +7,7 @@ at most 6,000 characters and tag values 8,000; metric values are real numbers (N
 
 Artifact paths must be relative and stay inside the run's artifact root: absolute paths,
 ``..`` segments and their URL-encoded, double-encoded and backslash spellings are refused.
+Names are kept literally: ``100%25.txt`` is stored under that name, never URL-decoded.
 
 Every refusal is an :class:`~tracking_plugin.errors.InvalidArgument` that names the value
 and says what to do instead.
@@ -219,11 +220,20 @@ def _decode_fully(path: str) -> str:
     return path
 
 
+# Longest file or folder name: NAME_MAX of common filesystems (ext4, xfs, APFS), in UTF-8 bytes.
+ARTIFACT_NAME_MAX_BYTES = 255
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def validate_artifact_path(path: Any) -> str | None:
     """Check a relative artifact path (``artifact_path=`` / ``artifact_file=``).
 
-    Returns the path in POSIX form without leading/trailing slashes, or None for the root.
-    Refuses absolute paths and any spelling of a ``..`` segment.
+    Returns the path with its names kept literally (``100%25.txt`` stays ``100%25.txt``,
+    ``a%2Fb.txt`` stays one file), only '/' separators tidied: no leading, trailing or
+    repeated slashes, no ``.`` segments; None for the root. Refused, whatever reads the path
+    later (a filesystem, S3, a server that URL-decodes it): absolute paths, ``..`` segments
+    in any spelling (backslash, URL-encoded, double-encoded), control characters, text that
+    is not valid Unicode, and names longer than 255 bytes.
     """
     if path is None:
         return None
@@ -231,25 +241,36 @@ def validate_artifact_path(path: Any) -> str | None:
         raise InvalidArgument(f"Invalid artifact path {_short(path)}: it must be a string.")
     if path in ("", "."):
         return None
-    decoded = _decode_fully(path)
-    unified = decoded.replace("\\", "/")
-    if (
-        unified.startswith("/")
-        or re.match(r"^[a-zA-Z]:", unified)
-        or "\x00" in unified
-        or "://" in unified
-    ):
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
         raise InvalidArgument(
-            f"Invalid artifact path {path!r}: it must be relative to the run's artifact root "
-            "(e.g. 'plots/roc.png'), not absolute."
-        )
-    segments = unified.split("/")
-    if any(segment == ".." for segment in segments):
-        raise InvalidArgument(
-            f"Invalid artifact path {path!r}: '..' segments (in any encoding) are not allowed; "
-            "artifacts must stay inside the run's artifact root."
-        )
-    cleaned = "/".join(s for s in segments if s not in ("", "."))
-    return cleaned or None
-
-
+            f"Invalid artifact path {path!r}: it is not valid Unicode ({exc.reason}); use plain text names."
+        ) from exc
+    # The path is stored as given; these are the readings other tools may make of it.
+    for spelling in dict.fromkeys((path, _decode_fully(path))):
+        if _CONTROL_RE.search(spelling):
+            raise InvalidArgument(
+                f"Invalid artifact path {path!r}: control characters (NUL, newline, tab, ...) are "
+                "not allowed in artifact names, also URL-encoded."
+            )
+        unified = spelling.replace("\\", "/")
+        if unified.startswith("/") or re.match(r"^[a-zA-Z]:", unified) or "://" in unified:
+            raise InvalidArgument(
+                f"Invalid artifact path {path!r}: it must be relative to the run's artifact root "
+                "(e.g. 'plots/roc.png'), not absolute."
+            )
+        if ".." in unified.split("/"):
+            raise InvalidArgument(
+                f"Invalid artifact path {path!r}: '..' segments (in any encoding) are not allowed; "
+                "artifacts must stay inside the run's artifact root."
+            )
+    names = [name for name in path.split("/") if name not in ("", ".")]
+    for name in names:
+        if len(name.encode("utf-8")) > ARTIFACT_NAME_MAX_BYTES:
+            raise InvalidArgument(
+                f"Invalid artifact path {_short(path)}: the name {_short(name)} is "
+                f"{len(name.encode('utf-8'))} bytes long, the limit is {ARTIFACT_NAME_MAX_BYTES} "
+                "(a file system's limit). Use a shorter file or folder name."
+            )
+    return "/".join(names) or None

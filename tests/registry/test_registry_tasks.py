@@ -251,6 +251,48 @@ def test_register_task_refuses_a_folder_that_is_not_a_model_without_retrying(
     assert len(registry.store.search_registered_models()) == 0
 
 
+def test_register_task_takes_any_valid_name_and_refuses_hostile_models_once(
+    registry: RegistryClient, training_data: Any, tmp_path: Path
+) -> None:
+    """Issue 14, item 8: a 256-character name registers; a cause in the input (a model
+    naming a file outside itself) fails at once, with no version and no retry."""
+    from prefect import flow
+    from sklearn.linear_model import LogisticRegression
+
+    from tracking_plugin.models import load_model, save_model
+
+    X, y = training_data
+    good, hostile = tmp_path / "good", tmp_path / "hostile"
+    for path in (good, hostile):
+        save_model(LogisticRegression().fit(X, y), path, input_example=X.head(2))
+    mlmodel = (hostile / "MLmodel").read_text().replace("artifact_path: input_example.json", "artifact_path: /etc/hostname")
+    (hostile / "MLmodel").write_text(mlmodel)
+    (hostile / "manifest.json").unlink()
+    long_name = "churn model " + "n" * 244
+
+    @flow
+    def release(path: str, name: str) -> int:
+        return register_model(path, name).version
+
+    assert release(str(good), long_name) == 1
+    version = registry.get_version(long_name, 1)
+    assert version.status is ModelVersionStatus.READY
+    assert load_model(version.storage_location).predict(X.head(3)).tolist() == registry_predictions(X, y)
+
+    started = time.monotonic()
+    state = release(str(hostile), "other", return_state=True)
+    with pytest.raises(ModelLoadRefused, match="/etc/hostname"):
+        state.result()
+    assert time.monotonic() - started < 4  # two retries would wait 2 s each
+    assert [m.name for m in registry.store.search_registered_models()] == [long_name]
+
+
+def registry_predictions(X: pd.DataFrame, y: pd.Series) -> list[int]:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression().fit(X, y).predict(X.head(3)).tolist()
+
+
 def test_rollback_restores_the_previous_champion_and_emits_rolled_back(
     registry: RegistryClient, training_data: Any, prefect_events: Any
 ) -> None:

@@ -11,7 +11,7 @@ import os
 import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from tracking_plugin.entities import FileInfo
 from tracking_plugin.errors import InvalidArgument
@@ -110,13 +110,23 @@ def join_artifact_uri(base: str, *parts: str | None) -> str:
     's3://bucket/mlops/1/abc/artifacts'
     >>> join_artifact_uri("file:///srv/mlops/", "model")
     'file:///srv/mlops/model'
+    >>> join_artifact_uri("file:///srv/mlops", "100%25.txt")   # names stay literal
+    'file:///srv/mlops/100%2525.txt'
     """
     cleaned = [p for p in (validate_artifact_path(part) for part in parts) if p]
     if not cleaned:
         return base
-    if _scheme(base) == "":
+    scheme = _scheme(base)
+    if scheme == "":
         return os.path.join(base, *cleaned)
+    if scheme == "s3":
+        # S3 keys are literal text after the bucket (as for the AWS CLI): '%', '?' and '#'
+        # in a name are part of the key, not URL syntax.
+        return posixpath.join(base.rstrip("/"), *cleaned)
     split = urlsplit(base)
+    if scheme == "file":
+        # A file:// URI is URL-decoded when read back: encode the names so they stay literal.
+        cleaned = [quote(part, safe="/") for part in cleaned]
     path = posixpath.join(split.path.rstrip("/") or "/", *cleaned)
     if not split.netloc and split.scheme != "file":
         path = path.lstrip("/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import shutil
@@ -171,6 +172,11 @@ class LocalArtifactRepository:
                 f"({exc.strerror}: {exc.filename}). Choose another artifact path."
             ) from exc
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidArgument(
+                    f"Cannot write artifact {uri}: the path is longer than this file system allows "
+                    f"({exc.strerror}). Use shorter artifact names or a shorter artifact root."
+                ) from exc
             raise BackendUnavailable(
                 f"Local artifact store {self.artifact_uri} failed on {uri}: {exc}. Check the folder's "
                 "permissions and free space, or set PREFECT_MLOPS_ARTIFACT_ROOT elsewhere."
@@ -197,7 +203,8 @@ def _copy_into(source: Path, fh: object) -> None:
 def _atomic_write(target: Path, write: Callable[..., object]) -> None:
     """Write through a temporary file in the same folder, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    # A fixed-length name: any name the validator accepts (up to 255 bytes) can be written.
+    tmp_name = target.parent / f".mlops-{uuid.uuid4().hex}.tmp"
     # os.open with 0o666 lets the umask decide permissions, as for any new file
     # (tempfile.mkstemp would make every artifact private to its writer: 0o600).
     fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -52,6 +52,7 @@ from tracking_plugin.settings import MlopsSettings
 __all__ = ["S3ArtifactRepository"]
 
 MB = 1024 * 1024
+S3_KEY_MAX_BYTES = 1024  # S3's limit on an object key
 # One transfer manager per operation moves all files of a directory, and the parts of big
 # files, through at most `max_concurrency` requests at a time.
 TRANSFER_CONFIG = TransferConfig(
@@ -143,7 +144,9 @@ class S3ArtifactRepository:
         if not 1 <= page_size <= 1000:
             raise InvalidArgument(f"Invalid page_size {page_size!r}: S3 lists 1 to 1000 keys per request.")
         self.bucket = split.netloc
-        self.prefix = split.path.strip("/")
+        # Everything after the bucket is the key prefix, literally: '?', '#' and '%' are
+        # characters of S3 keys, not URL syntax (as for the AWS CLI).
+        self.prefix = artifact_uri[len("s3://") + len(split.netloc) :].strip("/")
         self.artifact_uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.page_size = page_size
         self._client_key = _ClientKey.from_settings(settings)
@@ -255,7 +258,13 @@ class S3ArtifactRepository:
     # -- helpers -------------------------------------------------------------------------
 
     def _key(self, relative: str) -> str:
-        return posixpath.join(self.prefix, relative) if self.prefix and relative else self.prefix or relative
+        key = posixpath.join(self.prefix, relative) if self.prefix and relative else self.prefix or relative
+        if len(key.encode("utf-8")) > S3_KEY_MAX_BYTES:
+            raise InvalidArgument(
+                f"Invalid artifact path {relative!r}: its S3 key under {self.artifact_uri} would be "
+                f"{len(key.encode('utf-8'))} bytes, S3 allows {S3_KEY_MAX_BYTES}. Use shorter names."
+            )
+        return key
 
     def _dir_prefix(self, relative: str) -> str:
         key = self._key(relative)

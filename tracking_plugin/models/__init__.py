@@ -10,7 +10,8 @@ Save, log and load scikit-learn estimators and custom :class:`PythonModel` model
 
 Models load in ``mlflow.pyfunc.load_model`` and MLflow's scikit-learn models load here.
 Serialization is skops by default; pickle formats need an explicit opt-in on both save
-and load. A sha256 manifest written at save is verified at load.
+and load. A sha256 manifest written at save is verified at load. Every path a model's
+files name must stay inside the model directory (:func:`check_model_paths`).
 """
 
 from tracking_plugin.models._api import load_model, log_model, save_model
@@ -31,6 +32,7 @@ from tracking_plugin.models._signature import (
 from tracking_plugin.models._uris import ModelUri, ModelUriKind, parse_model_uri, resolve_model_uri
 
 from tracking_plugin.models._manifest import MANIFEST_FILE, read_manifest, verify_manifest
+from tracking_plugin.models._paths import check_model_paths, check_model_tree
 
 __all__ = [
     "ALLOWED_VALUES_KEY",
@@ -48,6 +50,8 @@ __all__ = [
     "PythonModelContext",
     "Schema",
     "TensorSpec",
+    "check_model_paths",
+    "check_model_tree",
     "clear_cache",
     "infer_signature",
     "load_model",

@@ -13,7 +13,7 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Collection, Literal, Mapping
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -34,6 +34,7 @@ from tracking_plugin.models._mlmodel import (
     pyfunc_env_conf,
     write_environment,
 )
+from tracking_plugin.models._paths import check_model_paths, check_model_tree
 from tracking_plugin.models._pyfunc import (
     PyFuncModel,
     PythonModel,
@@ -437,7 +438,13 @@ def log_model(
 # ---------------------------------------------------------------------------- load
 
 
-def load_model(model_uri: str | os.PathLike[str], *, allow_pickle: bool = False, dst_path: str | os.PathLike[str] | None = None) -> PyFuncModel:
+def load_model(
+    model_uri: str | os.PathLike[str],
+    *,
+    allow_pickle: bool = False,
+    dst_path: str | os.PathLike[str] | None = None,
+    trusted_classes: Collection[str] = (),
+) -> PyFuncModel:
     """Load a model saved by us or by MLflow (scikit-learn flavor) and return a :class:`PyFuncModel`.
 
     ``model_uri`` is a local path, ``file://``, ``s3://...``, ``runs:/<run_id>/<path>``,
@@ -447,6 +454,10 @@ def load_model(model_uri: str | os.PathLike[str], *, allow_pickle: bool = False,
 
     Every file is checked against the model's sha256 manifest first. Models serialized with
     pickle/cloudpickle are refused unless ``allow_pickle=True``: unpickling runs code.
+    A custom model's class (``python_model_class``) is imported by name; for a model
+    without a manifest (not saved by prefect-mlops) it is imported only when named in
+    ``trusted_classes`` (``"package.module:ClassName"``), since importing a module runs its
+    code. A class from the standard library is never imported.
     Refusals raise :class:`~tracking_plugin.errors.ModelLoadRefused` with the reason.
     """
     uri = os.fspath(model_uri)
@@ -463,7 +474,7 @@ def load_model(model_uri: str | os.PathLike[str], *, allow_pickle: bool = False,
         # As MLflow: the model lands in <dst_path>/<last path component of the location>.
         name = urlsplit(location).path.rstrip("/").rpartition("/")[2] or "model"
         local = Path(get_artifact_repository(location).download_artifacts("", os.path.join(base, name)))
-    return load_local(local, model_uri=uri, allow_pickle=allow_pickle)
+    return load_local(local, model_uri=uri, allow_pickle=allow_pickle, trusted_classes=trusted_classes)
 
 
 def _local_path(location: str) -> Path:
@@ -473,17 +484,26 @@ def _local_path(location: str) -> Path:
     return Path(location)
 
 
-def load_local(model_dir: str | os.PathLike[str], *, model_uri: str | None = None, allow_pickle: bool = False) -> PyFuncModel:
+def load_local(
+    model_dir: str | os.PathLike[str],
+    *,
+    model_uri: str | None = None,
+    allow_pickle: bool = False,
+    trusted_classes: Collection[str] = (),
+) -> PyFuncModel:
     """Load the model directory ``model_dir`` (see :func:`load_model`)."""
     root = Path(model_dir)
     where = model_uri or os.fspath(model_dir)
     if not root.is_dir():
         raise NotFound(f"No model directory at {where!r}. Check the path or URI.")
+    # Before any file is read: no symlink out of the folder, no FIFO to block on.
+    check_model_tree(root, where=where)
     entries = read_manifest(root)
     digests: dict[str, str] = {}
     if entries is not None:
         digests = verify_manifest(root, entries)
     meta = ModelMetadata.read(root, verified=entries is not None)
+    check_model_paths(root, meta, where=where)
     if entries is None and meta.saved_by_version is not None:
         raise ModelLoadRefused(
             f"Refusing to load the model at {where!r}: it was saved by prefect-mlops but its "
@@ -495,7 +515,10 @@ def load_local(model_dir: str | os.PathLike[str], *, model_uri: str | None = Non
     if meta.sklearn_flavor is not None and loader in (None, SKLEARN_LOADER_MODULE):
         impl = _sklearn_impl(root, meta, allow_pickle=allow_pickle, digests=digests, where=where)
     elif loader == CUSTOM_LOADER_MODULE:
-        impl = _custom_impl(root, pyfunc, allow_pickle=allow_pickle, verified=meta.verified, digests=digests, where=where)
+        impl = _custom_impl(
+            root, pyfunc, allow_pickle=allow_pickle, verified=meta.verified, digests=digests, where=where,
+            trusted_classes=trusted_classes,
+        )
     else:
         flavors = ", ".join(sorted(meta.flavors))
         raise InvalidArgument(
@@ -535,7 +558,16 @@ def _sklearn_impl(root: Path, meta: ModelMetadata, *, allow_pickle: bool, digest
     return _SklearnImpl(estimator, predict_fn)
 
 
-def _custom_impl(root: Path, conf: Mapping[str, Any], *, allow_pickle: bool, verified: bool, digests: Mapping[str, str], where: str) -> _PythonModelImpl:
+def _custom_impl(
+    root: Path,
+    conf: Mapping[str, Any],
+    *,
+    allow_pickle: bool,
+    verified: bool,
+    digests: Mapping[str, str],
+    where: str,
+    trusted_classes: Collection[str] = (),
+) -> _PythonModelImpl:
     fmt = conf.get("serialization_format") or "cloudpickle"
     if fmt not in ser.FORMATS:
         raise ModelLoadRefused(f"The model at {where!r} has an unknown serialization_format {fmt!r}.")
@@ -546,7 +578,7 @@ def _custom_impl(root: Path, conf: Mapping[str, Any], *, allow_pickle: bool, ver
         raise ModelLoadRefused(f"The model at {where!r} is incomplete: its model file {relative!r} is missing.")
     sha = digests.get(Path(relative).as_posix()) or file_sha256(path)
     if fmt == "skops":
-        cls = import_class(str(conf.get("python_model_class") or ""), where)
+        cls = import_class(conf.get("python_model_class"), where, verified=verified, trusted_classes=trusted_classes)
         trusted = list(conf.get("skops_trusted_types") or [])
         if not verified:
             ser.check_foreign_trusted_types(trusted, where)

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.errors import InvalidArgument, ModelLoadRefused
+from tracking_plugin.models._paths import model_path
 from tracking_plugin.models._signature import ModelSignature, frame_from, validate_input, validate_tensor
 
 EXAMPLE_FILE = "input_example.json"
@@ -98,7 +99,9 @@ def load_example(model_dir: str | os.PathLike[str], info: Mapping[str, Any] | No
     """Read the saved example back as a DataFrame (or array); None if there is none."""
     if not info:
         return None
-    path = Path(model_dir, info.get("artifact_path", EXAMPLE_FILE))
+    if not isinstance(info, Mapping):
+        raise ModelLoadRefused(f"The MLmodel of the model at {os.fspath(model_dir)!r} has a malformed saved_input_example_info: {info!r}.")
+    path = model_path(model_dir, info.get("artifact_path", EXAMPLE_FILE), what="input example")
     if not path.is_file():
         return None
     payload = json.loads(path.read_text())

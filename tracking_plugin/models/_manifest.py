@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tracking_plugin.errors import ModelLoadRefused
+from tracking_plugin.models._paths import check_model_tree
 
 __all__ = ["MANIFEST_FILE", "file_sha256", "verify_manifest", "write_manifest"]
 
@@ -83,6 +84,7 @@ def verify_manifest(root: str | os.PathLike[str], entries: dict[str, dict[str, A
     Sizes are compared before hashing, so a truncated file is reported as such cheaply.
     """
     base = Path(root)
+    check_model_tree(base)
     actual = _model_files(base)
     where = os.fspath(root)
     missing = sorted(set(entries) - set(actual))

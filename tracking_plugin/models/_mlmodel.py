@@ -23,9 +23,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from tracking_plugin.errors import InvalidArgument, ModelLoadRefused, NotFound
+from tracking_plugin.errors import ModelLoadRefused, NotFound
+from tracking_plugin.models._paths import model_path
 from tracking_plugin.models._signature import ModelSignature
-from tracking_plugin.validation import validate_artifact_path
 
 __all__ = ["ModelInfo", "ModelMetadata"]
 
@@ -171,11 +171,20 @@ class ModelMetadata:
                 "Give the directory that save_model/log_model wrote (it contains 'MLmodel')."
             )
         try:
-            data = yaml.load(path.read_text(), Loader=_Loader)
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ModelLoadRefused(f"The MLmodel file in {os.fspath(model_dir)!r} is not valid YAML ({exc}).") from exc
+            text = path.read_text()
+        except UnicodeDecodeError as exc:
+            raise ModelLoadRefused(f"The MLmodel file in {os.fspath(model_dir)!r} is not UTF-8 text ({exc}).") from exc
+        return cls.from_yaml(text, where=os.fspath(model_dir), verified=verified)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, where: str, verified: bool = False) -> ModelMetadata:
+        """Parse the text of an ``MLmodel`` file; ``where`` names the model in errors."""
+        try:
+            data = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise ModelLoadRefused(f"The MLmodel file in {where!r} is not valid YAML ({exc}).") from exc
         if not isinstance(data, Mapping):
-            raise ModelLoadRefused(f"The MLmodel file in {os.fspath(model_dir)!r} is not a YAML mapping.")
+            raise ModelLoadRefused(f"The MLmodel file in {where!r} is not a YAML mapping.")
         return cls.from_dict(data, verified=verified)
 
     def with_verified(self, verified: bool) -> ModelMetadata:
@@ -232,15 +241,5 @@ def pyfunc_env_conf() -> dict[str, Any]:
 
 
 def model_file(model_dir: str | os.PathLike[str], relative: Any, where: str) -> Path:
-    """``model_dir/relative`` for a path read from MLmodel; refuse paths leading outside it."""
-    try:
-        cleaned = validate_artifact_path(relative) if isinstance(relative, str) else None
-    except InvalidArgument as exc:
-        raise ModelLoadRefused(f"Refusing to load the model at {where!r}: its MLmodel names the file {relative!r}, outside the model directory.") from exc
-    if not cleaned:
-        raise ModelLoadRefused(f"The MLmodel file of the model at {where!r} names no model file (got {relative!r}).")
-    base = Path(model_dir).resolve()
-    target = (base / cleaned).resolve()
-    if not target.is_relative_to(base):
-        raise ModelLoadRefused(f"Refusing to load the model at {where!r}: {relative!r} leads outside the model directory (symlink).")
-    return target
+    """``model_dir/relative`` for the model file an MLmodel names (see :func:`._paths.model_path`)."""
+    return model_path(model_dir, relative, where=where, what="model file")

@@ -7,15 +7,18 @@ import importlib
 import inspect
 import logging
 import os
+import re
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import pandas as pd
 
 from tracking_plugin.errors import InvalidArgument, ModelLoadRefused
 from tracking_plugin.models._example import load_example
-from tracking_plugin.models._mlmodel import ModelMetadata, model_file
+from tracking_plugin.models._mlmodel import ModelMetadata
+from tracking_plugin.models._paths import model_path
 from tracking_plugin.models._signature import (
     ALLOWED_VALUES_KEY,
     ModelSignature,
@@ -200,8 +203,36 @@ def class_reference(obj: Any) -> str:
     return f"{module}:{qualname}"
 
 
-def import_class(reference: str, where: str) -> type:
+_REFERENCE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def import_class(reference: Any, where: str, *, verified: bool = True, trusted_classes: Collection[str] = ()) -> type:
+    """The PythonModel subclass ``module:QualName`` names; what may be imported is checked first.
+
+    Importing a module runs its code, so before any import: the reference must be a
+    well-formed ``module:QualName``, not from the standard library (no PythonModel lives
+    there); and for a model without a manifest (``verified`` False) the class must be in
+    ``trusted_classes``.
+    """
+    if not isinstance(reference, str) or not _REFERENCE_RE.fullmatch(reference):
+        raise ModelLoadRefused(
+            f"Refusing to load the model at {where!r}: its python_model_class {reference!r} is not "
+            "of the form 'package.module:ClassName'."
+        )
     module_name, _, qualname = reference.partition(":")
+    top = module_name.partition(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        raise ModelLoadRefused(
+            f"Refusing to load the model at {where!r}: its python_model_class {reference!r} names the "
+            "standard library, where no PythonModel subclass lives; nothing was imported."
+        )
+    if not verified and reference not in trusted_classes:
+        raise ModelLoadRefused(
+            f"Refusing to load the model at {where!r}: it has no sha256 manifest (it was not saved by "
+            f"prefect-mlops, or the manifest was removed), and importing its class {reference!r} would "
+            f"run the code of module {module_name!r}. Nothing was imported. If you trust the model, pass "
+            f"load_model(..., trusted_classes=[{reference!r}]); better, re-save it with save_model."
+        )
     try:
         target: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
@@ -232,7 +263,10 @@ def instance_state(obj: Any) -> dict[str, Any]:
 
 
 def rebuild_instance(cls: type, state: Mapping[str, Any]) -> Any:
-    obj = cls.__new__(cls)
+    try:
+        obj = cls.__new__(cls)
+    except TypeError as exc:  # e.g. an abstract class
+        raise ModelLoadRefused(f"Cannot rebuild the model's {cls.__qualname__} ({exc}).") from exc
     setstate = getattr(obj, "__setstate__", None)
     if setstate is not None:
         setstate(dict(state))
@@ -247,5 +281,5 @@ def context_for(model_dir: str | os.PathLike[str], artifacts_conf: Mapping[str, 
         relative = info.get("path") if isinstance(info, Mapping) else None
         if not isinstance(relative, str):
             raise ModelLoadRefused(f"Malformed artifact entry {name!r} in the MLmodel file: {info!r}.")
-        artifacts[str(name)] = str(model_file(model_dir, relative, os.fspath(model_dir)))
+        artifacts[str(name)] = str(model_path(model_dir, relative, what=f"artifact {name!r}"))
     return PythonModelContext(artifacts=artifacts)
