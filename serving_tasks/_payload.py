@@ -328,12 +328,12 @@ def _from_records(
     limits.check_width(len(first), input_names, f"'{key}' item 0", first)
     names = [_check_name(n, f"'{key}' item 0") for n in first]
     columns: dict[str, list[Any]] = {n: [v] for n, v in first.items()}
-    first_keys = first.keys()
+    known = columns.keys()  # a live view: grows as ragged records add columns
     for i in range(1, len(records)):
         record = records[i]
         if not isinstance(record, dict):
             raise MalformedPayload(f"'{key}' must be a list of objects; item {i} is a {type(record).__name__}.")
-        if record.keys() == first_keys:
+        if record.keys() == known:
             for n in names:
                 columns[n].append(record[n])
             continue
@@ -444,24 +444,25 @@ def _rows_to_columns(rows: list[Any], names: list[str], where: str) -> dict[str,
 def _parse_csv(body: bytes, input_names: Sequence[str] | None, limits: PayloadLimits) -> ParsedPayload:
     import pandas as pd
 
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedPayload(f"The CSV body is not UTF-8 ({exc}).") from None
-    if not text.strip():
+    if not body.strip():
         raise MalformedPayload("The CSV body is empty; send a header line and rows (DataFrame.to_csv(index=False)).")
     # The header's width first: pandas spends seconds per MB on a header of 10^5 columns
     # before any column check could refuse it. Without quotes the commas give the width
-    # exactly, with no list of 10^5 names built just to be refused.
-    end = text.find("\n")
-    first_line = (text if end < 0 else text[:end]).rstrip("\r")
+    # exactly, with no list of 10^5 names built just to be refused. Only the header is
+    # decoded here: pandas reads the bytes itself (a decoded copy of the whole body would
+    # cost up to 4x its size).
+    end = body.find(b"\n")
+    try:
+        first_line = (body if end < 0 else body[:end]).decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as exc:
+        raise MalformedPayload(f"The CSV body is not UTF-8 ({exc}).") from None
     if '"' not in first_line:
         width = first_line.count(",") + 1
         names: list[str] = first_line.split(",", 64)[:64]  # enough to name a few in an error
     else:
         try:
-            names = next(csv.reader(io.StringIO(text)))
-        except (csv.Error, StopIteration) as exc:
+            names = next(csv.reader(line.decode("utf-8") for line in io.BytesIO(body)))
+        except (csv.Error, StopIteration, UnicodeDecodeError) as exc:
             raise MalformedPayload(
                 f"The CSV header line cannot be read ({exc}); send DataFrame.to_csv(index=False) output."
             ) from None
@@ -469,7 +470,9 @@ def _parse_csv(body: bytes, input_names: Sequence[str] | None, limits: PayloadLi
     limits.check_width(width, input_names, "CSV header", names)
     try:
         # One row past the limit tells "too many" without parsing the rest.
-        frame = pd.read_csv(io.StringIO(text), nrows=limits.max_rows + 1)
+        frame = pd.read_csv(io.BytesIO(body), encoding="utf-8", nrows=limits.max_rows + 1)
+    except UnicodeDecodeError as exc:
+        raise MalformedPayload(f"The CSV body is not UTF-8 ({exc}).") from None
     except (ValueError, pd.errors.ParserError, UnicodeError, csv.Error) as exc:
         raise MalformedPayload(
             f"The body is not valid CSV ({exc}); send DataFrame.to_csv(index=False) output."

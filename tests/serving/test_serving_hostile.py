@@ -278,3 +278,12 @@ def test_many_stalled_connections_cannot_take_the_server_down(server: Any) -> No
         for sock in socks:
             sock.close()
     _assert_alive(server)
+
+
+def test_ragged_records_whose_later_items_drop_an_added_key_are_400_not_500(client: httpx.Client) -> None:
+    # Found by the property tests: item 2 has the keys of item 0, but item 1 added one.
+    row = {"plan": 1, "tenure": 2.0, "charges": 3.0}
+    body = {"dataframe_records": [row, {**row, "coupon": None}, row]}
+    response = client.post("/invocations", json=body)
+    assert response.status_code == 400, response.text
+    assert "'coupon'" in response.json()["message"]
