@@ -511,6 +511,9 @@ def _parse_parquet(body: bytes, input_names: Sequence[str] | None, limits: Paylo
         declared += sum(max(group.column(c).total_uncompressed_size, 0) for c in range(group.num_columns))
     limits.check_rows(declared_rows, "Parquet file's row groups")
     limits.check_decoded(declared, "Parquet file (uncompressed size in its footer)")
+    # The footer's sizes are only the writer's word: the decompressor allocates what each
+    # page's own header declares, so those are summed too before anything is decompressed.
+    limits.check_decoded(_declared_page_bytes(body, meta), "Parquet file (uncompressed size of its pages)")
     for field in schema:
         if pa.types.is_nested(field.type) and field.name not in pandas_index:
             raise MalformedPayload(
@@ -548,6 +551,134 @@ def _parse_parquet(body: bytes, input_names: Sequence[str] | None, limits: Paylo
         raise invalid(exc) from None
     _check_frame_columns(frame, "Parquet file")
     return ParsedPayload(n_rows=len(frame), frame=frame)
+
+
+_MAX_PARQUET_PAGES = 100_000
+
+
+def _declared_page_bytes(body: bytes, meta: Any) -> int:
+    """The sum of the uncompressed sizes the pages' own headers declare (what decoding will
+    allocate), read by walking each column chunk's page headers without decompressing."""
+    total = 0
+    pages = 0
+    try:
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                start = chunk.data_page_offset
+                if chunk.has_dictionary_page and chunk.dictionary_page_offset:
+                    start = min(start, chunk.dictionary_page_offset)
+                end = start + chunk.total_compressed_size
+                if start < 4 or end > len(body) - 8:
+                    raise ValueError(f"column chunk {c} of row group {g} lies outside the file")
+                pos = start
+                while pos < end:
+                    uncompressed, compressed, pos = _page_header(body, pos)
+                    if uncompressed < 0 or compressed < 0:
+                        raise ValueError("a page declares a negative size")
+                    total += uncompressed
+                    pos += compressed
+                    pages += 1
+                    if pages > _MAX_PARQUET_PAGES:
+                        raise ValueError(f"more than {_MAX_PARQUET_PAGES} pages")
+    except (ValueError, IndexError) as exc:
+        raise MalformedPayload(f"The body is not a valid Parquet file ({exc}); send DataFrame.to_parquet() output.") from None
+    return total
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint in a page header is too long")
+
+
+def _zigzag(n: int) -> int:
+    return (n >> 1) ^ -(n & 1)
+
+
+def _page_header(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """(uncompressed_page_size, compressed_page_size, end of header) of the Thrift
+    compact-protocol ``PageHeader`` at ``pos`` (fields 2 and 3)."""
+    sizes = {2: -1, 3: -1}
+    last = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        if byte == 0:
+            break
+        kind = byte & 0x0F
+        if byte >> 4:
+            field = last + (byte >> 4)
+        else:
+            raw, pos = _varint(buf, pos)
+            field = _zigzag(raw)
+        last = field
+        if kind == 5 and field in sizes:
+            raw, pos = _varint(buf, pos)
+            sizes[field] = _zigzag(raw)
+        else:
+            pos = _skip_thrift(buf, pos, kind, 0)
+    if sizes[2] < 0 or sizes[3] < 0:
+        raise ValueError("a page header lacks its sizes")
+    return sizes[2], sizes[3], pos
+
+
+def _skip_thrift(buf: bytes, pos: int, kind: int, depth: int) -> int:
+    """The position after one Thrift compact value of ``kind`` at ``pos``."""
+    if depth > 16:
+        raise ValueError("a page header nests too deeply")
+    if kind in (1, 2):  # booleans live in the field header
+        return pos
+    if kind == 3:
+        return pos + 1
+    if kind in (4, 5, 6):
+        return _varint(buf, pos)[1]
+    if kind == 7:
+        return pos + 8
+    if kind == 8:
+        length, pos = _varint(buf, pos)
+        return pos + length
+    if kind in (9, 10):
+        header = buf[pos]
+        pos += 1
+        size, element = header >> 4, header & 0x0F
+        if size == 15:
+            size, pos = _varint(buf, pos)
+        for _ in range(size):
+            pos = pos + 1 if element in (1, 2) else _skip_thrift(buf, pos, element, depth + 1)
+            if pos > len(buf):
+                raise ValueError("a page header runs past the end of the file")
+        return pos
+    if kind == 11:
+        size, pos = _varint(buf, pos)
+        if size:
+            types = buf[pos]
+            pos += 1
+            for _ in range(size):
+                pos = _skip_thrift(buf, pos, types >> 4, depth + 1)
+                pos = _skip_thrift(buf, pos, types & 0x0F, depth + 1)
+                if pos > len(buf):
+                    raise ValueError("a page header runs past the end of the file")
+        return pos
+    if kind == 12:
+        last = 0
+        while True:
+            byte = buf[pos]
+            pos += 1
+            if byte == 0:
+                return pos
+            if not byte >> 4:
+                _, pos = _varint(buf, pos)
+            pos = _skip_thrift(buf, pos, byte & 0x0F, depth + 1)
+    raise ValueError(f"unknown Thrift type {kind} in a page header")
 
 
 def _pandas_index_columns(schema: Any) -> set[str]:

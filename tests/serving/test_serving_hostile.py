@@ -12,7 +12,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import numpy as np
@@ -98,6 +98,18 @@ def test_parquet_string_dictionary_bomb_is_413_naming_the_decoded_limit(client: 
     assert response.status_code == 413, response.text
     message = response.json()["message"]
     assert f"limit of {MAX_DECODED_MB * 2**20} decoded bytes" in message and "--max-decoded-mb" in message
+    _assert_alive(server)
+
+
+def test_a_parquet_footer_that_understates_sizes_is_refused_from_the_page_headers(
+    client: httpx.Client, server: Any, lying_parquet: Callable[[int], bytes]
+) -> None:
+    bomb = lying_parquet(64 * 2**20)
+    assert len(bomb) < 20_000
+    response = _post(client, bomb, PARQUET)
+    assert response.status_code == 413, response.text
+    message = response.json()["message"]
+    assert "uncompressed size of its pages" in message and "--max-decoded-mb" in message
     _assert_alive(server)
 
 

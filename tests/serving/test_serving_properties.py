@@ -203,7 +203,7 @@ def _parquet(table: pa.Table, **kwargs: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _bombs() -> list[tuple[str, bytes, str]]:
+def _bombs(lying_parquet: Callable[[int], bytes]) -> list[tuple[str, bytes, str]]:
     n = 100_000
     deep = b"[" * 5000 + b"]" * 5000
     noise = np.random.default_rng(0).bytes(BODY_LIMIT - 100)
@@ -212,6 +212,7 @@ def _bombs() -> list[tuple[str, bytes, str]]:
         ("parquet rows", _parquet(pa.table({c: np.zeros(10**7) for c in FEATURES}), compression="zstd",
                                   row_group_size=10**7), PARQUET),
         ("parquet strings", _parquet(pa.table({"plan": pa.array(["x" * 10_000] * MAX_ROWS)}), compression="zstd"), PARQUET),
+        ("parquet footer lying about sizes", lying_parquet(64 * 2**20), PARQUET),
         ("csv header", (",".join(f"c{i}" for i in range(n)) + "\n" + "1," * (n - 1) + "1\n").encode(), "text/csv"),
         ("csv rows", b"plan,tenure,charges\n" + b"0,1,2\n" * 150_000, "text/csv"),
         ("json deep", b'{"inputs": ' + deep + b"}", "application/json"),
@@ -224,7 +225,9 @@ def _bombs() -> list[tuple[str, bytes, str]]:
 
 
 @pytest.fixture(scope="module")
-def memory_bound(server: Any, client: httpx.Client, numeric_model_dir: str, churn_data: Any) -> Callable[[], None]:
+def memory_bound(
+    server: Any, client: httpx.Client, numeric_model_dir: str, churn_data: Any, lying_parquet: Callable[[int], bytes]
+) -> Callable[[], None]:
     """``check()`` asserts the server's peak RSS grew by at most 4x the body limit plus the
     model's size since this fixture warmed up every code path (imports, the parse thread,
     allocator arenas) with bodies of each kind the server accepts or refuses cheaply."""
@@ -238,7 +241,7 @@ def memory_bound(server: Any, client: httpx.Client, numeric_model_dir: str, chur
         (_parquet(pa.table({"plan": ["a", "b"], "tenure": [1.0, 2.0], "charges": [1.0, 2.0]})), PARQUET),
         (json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}).encode(), "application/json"),
         (b"x" * (300 * 1024), "text/csv"),
-    ] + [(body[:1000], content_type) for _, body, content_type in _bombs()]:
+    ] + [(body[:1000], content_type) for _, body, content_type in _bombs(lying_parquet)]:
         client.post("/invocations", content=body, headers={"Content-Type": content_type})
     before = _peak_rss(server.proc.pid)
     model_size = sum(f.stat().st_size for f in Path(numeric_model_dir).rglob("*") if f.is_file())
@@ -251,8 +254,10 @@ def memory_bound(server: Any, client: httpx.Client, numeric_model_dir: str, chur
     return check
 
 
-def test_refused_bombs_keep_memory_bounded(client: httpx.Client, memory_bound: Callable[[], None]) -> None:
-    bombs = _bombs()
+def test_refused_bombs_keep_memory_bounded(
+    client: httpx.Client, memory_bound: Callable[[], None], lying_parquet: Callable[[int], bytes]
+) -> None:
+    bombs = _bombs(lying_parquet)
     for name, body, _ in bombs:
         assert len(body) <= BODY_LIMIT + 1, name
     for _ in range(3):
