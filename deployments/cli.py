@@ -4,6 +4,7 @@ Commands import their packages lazily so ``prefect-mlops --help`` stays fast.
 
     prefect-mlops demo                    # what `make run` runs: the pipeline end to end
     prefect-mlops serve -m models:/churn@champion -p 5000
+    prefect-mlops serve stop -p 5000      # stop a server deploy_model started
     prefect-mlops reconcile               # close runs whose Prefect flow run ended
     prefect-mlops simulate --days 10      # replay days of batches through the flows
     prefect-mlops db upgrade              # apply schema migrations explicitly
@@ -15,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from serving_tasks.cli import serve_command
+from serving_tasks.cli import serve_app
 
 app = typer.Typer(
     name="prefect-mlops",
@@ -29,7 +30,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Tracking database maintenance.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
-app.command("serve", help="Serve a model over HTTP with MLflow's scoring protocol.")(serve_command)
+app.add_typer(serve_app, name="serve")
 
 
 @db_app.command("upgrade")

@@ -64,6 +64,7 @@ class _Columns:
     names: tuple[str, ...]
     required: frozenset[str]
     types: dict[str, str]  # column -> MLflow type name ("double", "long", "string", ...)
+    floating: frozenset[str]  # the double/float columns
 
 
 def _signature_columns(signature: Any) -> _Columns | None:
@@ -75,6 +76,7 @@ def _signature_columns(signature: Any) -> _Columns | None:
         names=tuple(schema.input_names()),
         required=frozenset(schema.required_input_names()),
         types={spec.name: spec.type for spec in schema.inputs},
+        floating=frozenset(spec.name for spec in schema.inputs if spec.type in ("double", "float")),
     )
 
 
@@ -119,6 +121,10 @@ class ServedModel:
     @property
     def required_names(self) -> frozenset[str]:
         return self._columns.required if self._columns else frozenset()
+
+    @property
+    def floating_names(self) -> frozenset[str]:
+        return self._columns.floating if self._columns else frozenset()
 
     @property
     def column_types(self) -> dict[str, str]:

@@ -9,10 +9,17 @@ Routes::
     GET  /version       the model version now serving (follows the alias)
     GET  /metadata      name, version, alias, run id, signature, input example, batching
     GET  /openapi.json  the OpenAPI schema; the request body is derived from the signature
+                        (its example is made up from the column types: the model's input
+                        example holds real rows and is only in /metadata)
+    GET  /docs, /redoc  FastAPI's schema viewers
+
+With a token, every route but ``/ping`` and ``/health`` requires it (one check in front of
+the routing, so a route added later cannot forget it; unknown paths answer 401 too).
 
 Errors use MLflow's JSON shape ``{"error_code": ..., "message": ...}``: 400 for bad input
 (the message names the key or column), 401 without the bearer token, 413 over the body
-limit, 415 for other content types, 500 with a ``request_id`` (also in ``X-Request-ID``)
+limit or the decoded-size and row limits (:class:`~serving_tasks._payload.PayloadLimits`),
+415 for other content types, 500 with a ``request_id`` (also in ``X-Request-ID``) only
 when the model itself raises. None of them stops the server.
 
 The request body is read as bytes and parsed here (orjson), not by pydantic: on this hot
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
 import uuid
@@ -61,10 +69,15 @@ from serving_tasks._payload import (
     CONTENT_TYPE_CSV,
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_PARQUET,
+    DEFAULT_MAX_COLUMNS,
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_ROWS,
     MalformedPayload,
     ParsedPayload,
+    PayloadLimits,
     PayloadTooLarge,
     UnsupportedContentType,
+    check_values,
     params_key,
     parse_content_type,
     parse_payload,
@@ -80,6 +93,17 @@ _INLINE_PARSE_LIMIT = 256 * 1024
 # Batches whose predict should take less than this run on the event loop (see _batcher).
 _INLINE_PREDICT_MS = 20.0
 _JSON = "application/json"
+# Routes a load balancer or orchestrator probes without credentials.
+_OPEN_PATHS = frozenset({"/ping", "/health"})
+# serving_tasks.deploy proves a server is the one it started: it sends a random challenge
+# in this header to /health and expects HMAC-SHA256(instance key, challenge) back.
+INSTANCE_CHALLENGE_HEADER = "X-Mlops-Instance-Challenge"
+INSTANCE_PROOF_HEADER = "X-Mlops-Instance-Proof"
+
+
+def instance_proof(key: str, challenge: str) -> str:
+    """The answer to a ``/health`` identity challenge (see :mod:`serving_tasks.deploy`)."""
+    return hmac.new(key.encode(), challenge.encode(), hashlib.sha256).hexdigest()
 
 
 def _server_version() -> str:
@@ -173,11 +197,19 @@ def _internal_error(request_id: str | None, exc: BaseException, what: str) -> _R
 class _Scorer:
     """POST /invocations: auth, content type, body limit, parse, batch, predict, reply."""
 
-    def __init__(self, holder: ModelHolder, batcher: MicroBatcher[ParsedPayload, bytes], auth: _Auth, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        batcher: MicroBatcher[ParsedPayload, bytes],
+        auth: _Auth,
+        max_body_bytes: int,
+        limits: PayloadLimits,
+    ) -> None:
         self.holder = holder
         self.batcher = batcher
         self.auth = auth
         self.limit = max_body_bytes
+        self.limits = limits
 
     async def score(self, header: Callable[[str], str | None], chunks: AsyncIterator[bytes]) -> _Reply:
         """``header(name)`` reads a request header (lower-case name); ``chunks`` the body."""
@@ -188,10 +220,11 @@ class _Scorer:
             body = await self._read_body(header("content-length"), chunks)
             served = self.holder.current
             if len(body) > _INLINE_PARSE_LIMIT:
-                payload = await asyncio.to_thread(_parse, body, media_type, served)
+                payload = await asyncio.to_thread(_parse, body, media_type, served, self.limits)
             else:
-                payload = _parse(body, media_type, served)
+                payload = _parse(body, media_type, served, self.limits)
             served.check_columns(payload.column_names)
+            check_values(payload, served.required_names, served.floating_names)
             if payload.n_rows == 0:  # many models refuse empty input: answer without them
                 return _Reply(200, b'{"predictions":[]}')
             key = (served, payload.frame is None, payload.column_names, params_key(payload.params))
@@ -269,7 +302,18 @@ class _InvocationsFastPath:
         self.scorer = scorer
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != "/invocations" or scope["method"] != "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] != "/invocations" or scope["method"] != "POST":
+            # The token rule for every other route, /docs and /openapi.json included.
+            auth = self.scorer.auth
+            if auth.enabled and scope["path"] not in _OPEN_PATHS:
+                header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+                refusal = auth.refusal(None if header is None else header.decode("latin-1"))
+                if refusal is not None:
+                    await refusal.send(send)
+                    return
             await self.app(scope, receive, send)
             return
         headers: dict[bytes, bytes] = dict(scope["headers"])
@@ -292,29 +336,40 @@ def create_app(
     max_batch_size: int = 64,
     max_wait_ms: float = 2.0,
     max_body_bytes: int = 10 * 2**20,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
     poll_interval: float | None = 5.0,
     follow_events: bool | None = None,
     allow_pickle: bool = False,
     loader: Callable[[str], Any] | None = None,
+    instance_key: str | None = None,
 ) -> FastAPI:
     """Build the scoring app for ``model_uri`` (``models:/name@alias``, ``runs:/...``, a path).
 
     The model loads when the app starts (uvicorn's lifespan), so a model that cannot be
     loaded stops the server at startup instead of failing every request.
 
-    - ``token``: require ``Authorization: Bearer <token>`` on /invocations, /metadata and
-      /version (``/ping``, ``/health`` and ``/openapi.json`` stay open for probes);
+    - ``token``: require ``Authorization: Bearer <token>`` on every route but ``/ping`` and
+      ``/health`` (the probes), ``/openapi.json`` and ``/docs`` included;
     - ``max_batch_size`` rows / ``max_wait_ms``: micro-batching bounds (1 turns it off);
     - ``max_body_bytes``: larger bodies get 413;
+    - ``max_rows`` per request and ``max_decoded_bytes`` (what a CSV or Parquet body
+      decodes to, e.g. a compressed Parquet file): 413 past them; ``max_columns``: 400 for
+      wider input when the signature names no columns (with names, its width is the bound);
     - ``poll_interval``: seconds between registry checks of the alias (None: never);
     - ``follow_events``: also listen for ``mlops.model.promoted`` Prefect events to notice
       alias moves at once (None: when ``PREFECT_API_URL`` is set);
     - ``allow_pickle``: also load models serialized with pickle/cloudpickle (unpickling
       runs code: only for models you trust);
-    - ``loader``: how a model URI becomes a model (default ``tracking_plugin.models.load_model``).
+    - ``loader``: how a model URI becomes a model (default ``tracking_plugin.models.load_model``);
+    - ``instance_key``: a secret the starter of this server knows; ``/health`` answers an
+      ``X-Mlops-Instance-Challenge`` with its HMAC so the starter can tell its own server
+      from another process on the port (:mod:`serving_tasks.deploy`).
     """
     if max_body_bytes < 1:
         raise InvalidArgument(f"max_body_bytes must be positive, got {max_body_bytes}.")
+    limits = PayloadLimits(max_rows=max_rows, max_decoded_bytes=max_decoded_bytes, max_columns=max_columns)
     auth = _Auth(token)
     holder = ModelHolder(model_uri, poll_interval=poll_interval, loader=loader, allow_pickle=allow_pickle)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-predict")
@@ -328,7 +383,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(holder.load)
+        if not holder.loaded:  # serving_tasks.server loads it before uvicorn starts
+            await asyncio.to_thread(holder.load)
         holder.start()
         listener = None
         if holder.follows_alias:
@@ -365,10 +421,16 @@ def create_app(
         response_class=Response,
         responses={200: {"description": "A model is loaded"}, 503: {"description": "No model loaded yet"}},
     )
-    async def health() -> Response:
+    async def health(request: Request) -> Response:
+        headers = {}
+        challenge = request.headers.get(INSTANCE_CHALLENGE_HEADER)
+        if challenge and instance_key:
+            headers[INSTANCE_PROOF_HEADER] = instance_proof(instance_key, challenge[:256])
         if not holder.loaded:
-            return _error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.").to_response()
-        return Response(b"\n", media_type=_JSON)
+            reply = _error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.").to_response()
+            reply.headers.update(headers)
+            return reply
+        return Response(b"\n", media_type=_JSON, headers=headers)
 
     @app.get(
         "/version",
@@ -377,9 +439,7 @@ def create_app(
         responses={200: {"description": "Version info", "content": {_JSON: {"schema": _VERSION_SCHEMA}}}},
         openapi_extra=_security(auth),
     )
-    async def version(request: Request) -> Response:
-        if (refusal := auth.refusal(request.headers.get("authorization"))) is not None:
-            return refusal.to_response()
+    async def version() -> Response:
         return _json(_identity(holder, holder.current))
 
     @app.get(
@@ -389,9 +449,7 @@ def create_app(
         responses={200: {"description": "Model metadata", "content": {_JSON: {"schema": {"type": "object"}}}}},
         openapi_extra=_security(auth),
     )
-    async def metadata(request: Request) -> Response:
-        if (refusal := auth.refusal(request.headers.get("authorization"))) is not None:
-            return refusal.to_response()
+    async def metadata() -> Response:
         served = holder.current
         body = _identity(holder, served)
         body.update(
@@ -408,6 +466,8 @@ def create_app(
                 "requests": batcher.requests,
             },
             max_body_bytes=max_body_bytes,
+            max_rows=limits.max_rows,
+            max_decoded_bytes=limits.max_decoded_bytes,
             alias_follow={
                 "poll_interval_s": holder.poll_interval if holder.follows_alias else None,
                 "promotion_events": getattr(app.state, "listener", None) is not None,
@@ -416,7 +476,7 @@ def create_app(
         )
         return _json(body)
 
-    scorer = _Scorer(holder, batcher, auth, max_body_bytes)
+    scorer = _Scorer(holder, batcher, auth, max_body_bytes, limits)
 
     @app.post(
         "/invocations",
@@ -442,8 +502,10 @@ def create_app(
     return app
 
 
-def _parse(body: bytes, media_type: str, served: ServedModel) -> ParsedPayload:
-    return parse_payload(body, media_type, input_names=served.input_names, required_names=served.required_names)
+def _parse(body: bytes, media_type: str, served: ServedModel, limits: PayloadLimits) -> ParsedPayload:
+    return parse_payload(
+        body, media_type, input_names=served.input_names, required_names=served.required_names, limits=limits
+    )
 
 
 def _identity(holder: ModelHolder, served: ServedModel) -> dict[str, Any]:
@@ -557,6 +619,18 @@ _TYPE_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+_PLACEHOLDERS: dict[str, Any] = {
+    "double": 0.0,
+    "float": 0.0,
+    "long": 0,
+    "integer": 0,
+    "boolean": False,
+    "string": "",
+    "binary": "",
+    "datetime": "1970-01-01T00:00:00",
+}
+
+
 def _value_schema(type_name: str, required: bool) -> dict[str, Any]:
     schema = dict(_TYPE_SCHEMAS.get(type_name, {}))
     if not required:
@@ -631,9 +705,12 @@ def _request_body(served: ServedModel | None) -> dict[str, Any]:
         },
     ]
     json_media: dict[str, Any] = {"schema": {"oneOf": variants}}
-    example = _example_split(served.input_example) if served is not None else None
-    if example is not None:
-        json_media["example"] = {"dataframe_split": example}
+    if names is not None:
+        # Made up from the types: the model's input example holds real training rows, which
+        # do not belong in a schema (/metadata has it, behind the token when there is one).
+        json_media["example"] = {
+            "dataframe_split": {"columns": list(names), "data": [[_PLACEHOLDERS.get(types.get(n, ""), None) for n in names]]}
+        }
     return {
         "required": True,
         "description": "Rows to score. The JSON variants follow MLflow's scoring protocol.",

@@ -1,8 +1,8 @@
 """Start, reuse, stop and probe long-running scoring servers (no Prefect here).
 
 A server is ``python -m serving_tasks.server`` in its own session, so it outlives the flow
-run that started it. Its pid, model URI, options and log file are kept in a small state
-file per host:port under :func:`state_dir`, so that:
+run that started it. Its pid, model URI, options, log file and a random instance key are
+kept in a small state file per host:port under :func:`state_dir`, so that:
 
 - a second :func:`start_server` for the same model URI, options and port reuses the
   running process instead of starting another (idempotent deployments);
@@ -11,6 +11,14 @@ file per host:port under :func:`state_dir`, so that:
 - a port held by anything else is refused with :class:`Conflict` before starting;
 - a server that dies during startup (a model that does not load, ...) is reported as
   :class:`BackendUnavailable` with the end of its log, and leaves no process behind.
+
+Nothing in the state folder is trusted that this user did not write: the folder is
+private (mode 0700, owned by this user, refused otherwise), log and state files are opened
+without following symlinks and must be regular files owned by this user, a recorded pid
+is only signalled when it is this user's scoring-server process, and a running server is
+only reused when it proves it holds the instance key recorded at its start (it answers a
+random challenge on ``/health`` with an HMAC of it). A planted state file therefore
+cannot make :func:`start_server` hand out someone else's server.
 
 Servers of ``models:/name@alias`` URIs follow the alias themselves (polling the registry
 and listening for ``mlops.model.promoted``); :func:`wait_for_version` blocks until a newly
@@ -29,10 +37,13 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -80,12 +91,46 @@ class ServerProcess:
         return f"http://{host}:{self.port}"
 
 
+_STATE_DIR_ENV = "PREFECT_MLOPS_SERVING_STATE_DIR"
+# Mirrors serving_tasks.server.INSTANCE_KEY_ENV and the app's challenge headers; not
+# imported from there so that this module stays free of uvicorn and FastAPI.
+_INSTANCE_KEY_ENV = "PREFECT_MLOPS_SERVE_INSTANCE_KEY"
+_CHALLENGE_HEADER = "X-Mlops-Instance-Challenge"
+_PROOF_HEADER = "X-Mlops-Instance-Proof"
+
+
 def state_dir() -> Path:
-    """Where server state and log files live (``PREFECT_MLOPS_SERVING_STATE_DIR`` overrides)."""
-    path = Path(
-        os.environ.get("PREFECT_MLOPS_SERVING_STATE_DIR") or Path(tempfile.gettempdir()) / "prefect-mlops-serving"
-    )
-    path.mkdir(parents=True, exist_ok=True)
+    """Where server state and log files live: a folder private to this user.
+
+    ``PREFECT_MLOPS_SERVING_STATE_DIR`` if set, else ``<tmp>/prefect-mlops-serving-<uid>``.
+    It is created with mode 0700; an existing one must be a real directory (not a
+    symlink) owned by this user and closed to group and others, else
+    :class:`~tracking_plugin.errors.Conflict` says what to do.
+    """
+    configured = os.environ.get(_STATE_DIR_ENV)
+    path = Path(configured) if configured else Path(tempfile.gettempdir()) / f"prefect-mlops-serving-{os.geteuid()}"
+    if configured:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    where = f"The serving state folder {path}" + (f" ({_STATE_DIR_ENV})" if configured else "")
+    if not stat.S_ISDIR(info.st_mode):
+        raise Conflict(
+            f"{where} is not a directory (a symlink or a file): refusing to use it. Remove it, or set "
+            f"{_STATE_DIR_ENV} to a private folder of yours."
+        )
+    if info.st_uid != os.geteuid():
+        raise Conflict(
+            f"{where} belongs to user id {info.st_uid}, not to you ({os.geteuid()}): someone else "
+            f"created it, so its state files cannot be trusted. Remove it, or set {_STATE_DIR_ENV} "
+            "to a private folder of yours."
+        )
+    if info.st_mode & 0o077:
+        raise Conflict(
+            f"{where} is open to other users (mode {stat.S_IMODE(info.st_mode):o}); its logs and "
+            f"state must be private. Run `chmod 700 {path}` or set {_STATE_DIR_ENV} to a private folder."
+        )
     return path
 
 
@@ -113,23 +158,31 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     try:  # someone else's zombie: dead too, whenever its parent gets round to reaping it
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        proc_stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    return proc_stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _is_scoring_server(pid: int) -> bool:
-    """True if ``pid`` runs ``python -m serving_tasks.server`` (a pid may be reused)."""
-    if not _alive(pid):
+    """True if ``pid`` is this user's ``python -m serving_tasks.server`` (a pid may be
+    reused, and a state file may name anyone's process)."""
+    if pid <= 1 or not _alive(pid):
         return False
     try:
+        owner = os.stat(f"/proc/{pid}").st_uid
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
-        return not Path("/proc/self").exists()  # no procfs (macOS): trust the state file
-    except OSError:
+        if Path("/proc/self").exists():
+            return False  # gone meanwhile
+        try:  # no procfs (macOS): signal 0 fails with EPERM for another user's process
+            os.kill(pid, 0)
+        except OSError:
+            return False
         return True
-    return _SERVER_MODULE.encode() in cmdline
+    except OSError:
+        return False
+    return owner == os.geteuid() and _SERVER_MODULE.encode() in cmdline
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -152,11 +205,16 @@ def _terminate(pid: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _healthy(endpoint: str, timeout: float = 2.0) -> bool:
+def _healthy(endpoint: str, key: str, timeout: float = 2.0) -> bool:
+    """True when ``endpoint`` is healthy and proves it was started with instance ``key``."""
+    challenge = secrets.token_hex(16)
     try:
-        return httpx.get(f"{endpoint}/health", timeout=timeout).status_code == 200
+        response = httpx.get(f"{endpoint}/health", timeout=timeout, headers={_CHALLENGE_HEADER: challenge})
     except httpx.HTTPError:
         return False
+    expected = hmac.new(key.encode(), challenge.encode(), hashlib.sha256).hexdigest()
+    proof = response.headers.get(_PROOF_HEADER, "")
+    return response.status_code == 200 and bool(key) and hmac.compare_digest(proof, expected)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -176,31 +234,68 @@ def _port_free(host: str, port: int) -> bool:
 # ---------------------------------------------------------------- state files
 
 
+def _open_private(path: Path, flags: int) -> int:
+    """``os.open`` that never follows a symlink and only returns a regular file of ours."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Conflict(f"{path} is a symlink: refusing to follow it. Remove it.") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise Conflict(f"{path} is not a regular file of yours: refusing to use it. Remove it.")
+    return fd
+
+
+def _create_private(path: Path) -> int:
+    """A new, empty file at ``path`` (mode 0600) whatever was there (a symlink is removed,
+    never followed)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return _open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+
+
 @contextlib.contextmanager
 def _slot_lock(host: str, port: int) -> Iterator[None]:
     """One deployment at a time per host:port, across processes on this machine."""
-    with open(state_dir() / f"{_slot(host, port)}.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    fd = _open_private(state_dir() / f"{_slot(host, port)}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
-def _read_state(host: str, port: int) -> tuple[ServerProcess, str] | None:
+def _read_state(host: str, port: int) -> tuple[ServerProcess, str, str] | None:
+    """The server, config digest and instance key recorded for ``host:port``, or None when
+    there is no state file or it is not one this user wrote."""
     try:
-        data = json.loads(_state_file(host, port).read_text())
+        fd = _open_private(_state_file(host, port), os.O_RDONLY)
+    except (OSError, Conflict):
+        return None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            data = json.loads(handle.read(1 << 16))
         server = ServerProcess(**{k: data[k] for k in ("model_uri", "host", "port", "pid", "log_file")})
-        return server, str(data.get("config", ""))
+        if not isinstance(server.pid, int) or (server.host, server.port) != (host, port):
+            return None
+        return server, str(data.get("config", "")), str(data.get("key", ""))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_state(server: ServerProcess, config: str) -> None:
+def _write_state(server: ServerProcess, config: str, key: str) -> None:
     path = _state_file(server.host, server.port)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**asdict(server), "config": config, "started_at": time.time()}))
-    tmp.replace(path)
+    fd = _create_private(tmp)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({**asdict(server), "config": config, "key": key, "started_at": time.time()}, handle)
+    os.replace(tmp, path)  # replaces a symlink itself, never its target
 
 
 def _config_digest(options: dict[str, Any]) -> str:
@@ -261,6 +356,9 @@ def start_server(
     token_env: str | None = None,
     max_batch_size: int | None = None,
     max_wait_ms: float | None = None,
+    max_body_mb: float | None = None,
+    max_rows: int | None = None,
+    max_decoded_mb: float | None = None,
     poll_interval: float | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
@@ -269,7 +367,9 @@ def start_server(
     """Start a server for ``model_uri`` on ``host:port``, or reuse the one already there.
 
     The server reads the backend in ``settings`` (default: this process's environment),
-    given to it as ``PREFECT_MLOPS_*`` variables, plus any ``env``.
+    given to it as ``PREFECT_MLOPS_*`` variables, plus any ``env``. The options left None
+    keep ``prefect-mlops serve``'s defaults (``max_body_mb``, ``max_rows`` and
+    ``max_decoded_mb`` are its request limits; see the README).
 
     Returns once ``GET /health`` answers 200. The same URI and options on the same port
     reuse the running server (``reused=True``, same pid); anything different replaces it.
@@ -288,6 +388,9 @@ def start_server(
         ("--token-env", token_env),
         ("--max-batch-size", max_batch_size),
         ("--max-wait-ms", max_wait_ms),
+        ("--max-body-mb", max_body_mb),
+        ("--max-rows", max_rows),
+        ("--max-decoded-mb", max_decoded_mb),
         ("--poll-interval", poll_interval),
     ):
         if value is not None:
@@ -304,12 +407,12 @@ def start_server(
     with _slot_lock(host, port):
         found = _read_state(host, port)
         if found is not None:
-            existing, existing_config = found
+            existing, existing_config, key = found
             if _is_scoring_server(existing.pid):
-                if existing_config == config and _wait_healthy(existing.endpoint, existing.pid, min(timeout, 30.0)):
+                if existing_config == config and _wait_healthy(existing.endpoint, key, existing.pid, min(timeout, 30.0)):
                     return replace(existing, reused=True)
                 _terminate(existing.pid, timeout=10.0)
-            _state_file(host, port).unlink(missing_ok=True)
+        _state_file(host, port).unlink(missing_ok=True)
         if not _port_free(host, port):
             raise Conflict(
                 f"Port {port} on {host} is in use by a process that deploy_model did not start "
@@ -325,14 +428,17 @@ def _launch(server: ServerProcess, args: list[str], env: dict[str, str], config:
     """Start the process, record it, and wait for /health; clean up on any failure."""
     model_uri, host, port, log_file = server.model_uri, server.host, server.port, server.log_file
     cmd = [sys.executable, "-m", _SERVER_MODULE, *args]
-    with open(log_file, "wb") as log:  # one log per start: its tail is about this start
+    key = secrets.token_hex(32)  # the server proves it holds this on /health
+    env = {**env, _INSTANCE_KEY_ENV: key}
+    # One log per start (its tail is about this start), created anew: never through a symlink.
+    with os.fdopen(_create_private(Path(log_file)), "wb") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, start_new_session=True,
         )
     server = replace(server, pid=proc.pid)
     try:
-        _write_state(server, config)
+        _write_state(server, config, key)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -342,7 +448,7 @@ def _launch(server: ServerProcess, args: list[str], env: dict[str, str], config:
                     f"The scoring server for {model_uri!r} exited with code {proc.returncode} before "
                     f"it was healthy{_cause(log_file)}\nEnd of its log ({log_file}):\n{_tail(log_file)}"
                 )
-            if _healthy(server.endpoint, timeout=1.0):
+            if _healthy(server.endpoint, key, timeout=1.0):
                 return server
             time.sleep(0.2)
     except BaseException:
@@ -361,11 +467,14 @@ def _launch(server: ServerProcess, args: list[str], env: dict[str, str], config:
     )
 
 
-def _wait_healthy(endpoint: str, pid: int, timeout: float) -> bool:
-    """A running server of ours that is still loading gets ``timeout`` s to become healthy."""
+def _wait_healthy(endpoint: str, key: str, pid: int, timeout: float) -> bool:
+    """A running server of ours that is still loading gets ``timeout`` s to become healthy
+    (and to prove it holds ``key``)."""
+    if not key:  # recorded by an older version, or not by us: nothing to prove it with
+        return False
     deadline = time.monotonic() + timeout
     while True:
-        if _healthy(endpoint, timeout=1.0):
+        if _healthy(endpoint, key, timeout=1.0):
             return True
         if time.monotonic() > deadline or not _alive(pid):
             return False
@@ -375,8 +484,10 @@ def _wait_healthy(endpoint: str, pid: int, timeout: float) -> bool:
 def stop_server(port: int, *, host: str = "127.0.0.1", timeout: float = 10.0) -> bool:
     """Stop the server :func:`start_server` started on ``host:port``; True if one was running.
 
-    Only a process recorded in the state file and still running the scoring server is
-    signalled (its whole process group: SIGTERM, then SIGKILL after ``timeout``).
+    Only a process recorded in this user's state file and still running this user's
+    scoring server is signalled (its whole process group: SIGTERM, then SIGKILL after
+    ``timeout``). ``prefect-mlops serve stop -p PORT`` and the ``stop_model_server`` task
+    call this.
     """
     with _slot_lock(host, port):
         found = _read_state(host, port)
@@ -450,8 +561,8 @@ def _refusal(endpoint: str, version: int, headers: dict[str, str] | None) -> str
 def _cause(path: Path | str) -> str:
     """``": <the last exception line of the log>"``, or empty when there is none."""
     try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except OSError:
+        lines = _read_log(path).splitlines()
+    except (OSError, Conflict):
         return ""
     for line in reversed(lines):
         head = line.split(":", 1)[0]
@@ -464,6 +575,14 @@ def _cause(path: Path | str) -> str:
 
 def _tail(path: Path | str, lines: int = 30) -> str:
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
+        return "\n".join(_read_log(path).splitlines()[-lines:])
+    except (OSError, Conflict):
         return "(no log)"
+
+
+def _read_log(path: Path | str, limit: int = 1 << 20) -> str:
+    """The last ``limit`` bytes of a server log of ours (never through a symlink)."""
+    with os.fdopen(_open_private(Path(path), os.O_RDONLY), "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(max(0, size - limit))
+        return handle.read().decode(errors="replace")

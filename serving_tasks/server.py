@@ -4,6 +4,16 @@
 as ``prefect-mlops serve`` (see :func:`serving_tasks.cli.serve_command`). Backend settings
 (``PREFECT_MLOPS_TRACKING_URI``, ``PREFECT_MLOPS_ARTIFACT_ROOT``, ...) come from the
 environment, as everywhere else.
+
+Connections are bounded so that slow or idle clients cannot hold the server: a request's
+headers and body must arrive within ``request_timeout`` seconds of its first byte (or of
+the connection, for a client that sends nothing), an idle keep-alive connection is closed
+after ``keep_alive_timeout`` seconds, and past ``max_connections`` open connections new
+requests get 503 at once. uvicorn itself has no deadline for reading a request; the
+protocol class below adds one.
+
+The model is loaded before uvicorn starts, so a model that cannot be loaded is reported
+as one line (:class:`ServeStartupError`) instead of a lifespan traceback.
 """
 
 from __future__ import annotations
@@ -16,14 +26,25 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.errors import InvalidArgument, MlopsError
 
-__all__ = ["ServeOptions", "main", "run"]
+from serving_tasks._payload import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ROWS
+
+__all__ = ["INSTANCE_KEY_ENV", "ServeOptions", "ServeStartupError", "main", "run"]
 
 # With --workers > 1 uvicorn starts fresh processes that import the app by name; they
 # read the options from here. The token itself never goes through it: each worker reads
 # the variable named by token_env, which it inherits.
 _OPTIONS_ENV = "PREFECT_MLOPS_SERVE_OPTIONS"
+#: The secret by which ``serving_tasks.deploy`` recognises a server it started (see
+#: ``create_app(instance_key=...)``); set only by deploy, never printed.
+INSTANCE_KEY_ENV = "PREFECT_MLOPS_SERVE_INSTANCE_KEY"
+
+
+class ServeStartupError(MlopsError):
+    """The server cannot start: the model cannot be found or loaded (exit code 3)."""
+
+    error_code = "RESOURCE_DOES_NOT_EXIST"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +59,11 @@ class ServeOptions:
     max_batch_size: int = 64
     max_wait_ms: float = 2.0
     max_body_bytes: int = 10 * 2**20
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    request_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 1024
     poll_interval: float | None = 5.0
     follow_events: bool | None = None
     allow_pickle: bool = False
@@ -55,6 +81,16 @@ class ServeOptions:
             raise InvalidArgument(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}.")
         if self.max_body_bytes < 1:
             raise InvalidArgument(f"The body limit must be positive, got {self.max_body_bytes} bytes.")
+        if self.max_rows < 1:
+            raise InvalidArgument(f"--max-rows must be at least 1, got {self.max_rows}.")
+        if self.max_decoded_bytes < 1:
+            raise InvalidArgument(f"The decoded-size limit must be positive, got {self.max_decoded_bytes} bytes.")
+        if not self.request_timeout > 0:
+            raise InvalidArgument(f"--request-timeout must be positive, got {self.request_timeout}.")
+        if not self.keep_alive_timeout > 0:
+            raise InvalidArgument(f"The keep-alive timeout must be positive, got {self.keep_alive_timeout}.")
+        if self.max_connections < 1:
+            raise InvalidArgument(f"--max-connections must be at least 1, got {self.max_connections}.")
 
     def token(self) -> str | None:
         """The bearer token from the environment variable named by ``token_env``."""
@@ -88,33 +124,159 @@ def build_app(options: ServeOptions) -> Any:
         max_batch_size=options.max_batch_size,
         max_wait_ms=options.max_wait_ms,
         max_body_bytes=options.max_body_bytes,
+        max_rows=options.max_rows,
+        max_decoded_bytes=options.max_decoded_bytes,
         poll_interval=options.poll_interval or None,
         follow_events=options.follow_events,
         allow_pickle=options.allow_pickle,
+        instance_key=os.environ.get(INSTANCE_KEY_ENV) or None,
     )
 
 
 def _app_from_env() -> Any:
     """uvicorn factory for worker processes (``--workers`` > 1)."""
     _configure_logging()
-    return build_app(ServeOptions(**json.loads(os.environ[_OPTIONS_ENV])))
+    options = ServeOptions(**json.loads(os.environ[_OPTIONS_ENV]))
+    _DeadlineProtocol.request_timeout = options.request_timeout  # this worker's copy of the class
+    return build_app(options)
+
+
+def _protocol_base() -> type:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    return HttpToolsProtocol  # type: ignore[no-any-return]
+
+
+class _DeadlineProtocol(_protocol_base()):  # type: ignore[misc]
+    """uvicorn's httptools protocol plus a deadline for receiving each request.
+
+    uvicorn only times out idle keep-alive connections; a client that sends half a header
+    (or half a body) would hold its connection, and a task, forever (slowloris). The
+    deadline starts at the connection (a client that sends nothing) and at the first byte
+    of each request, stops when the request is complete, and closes the connection when
+    it passes: a handler waiting for the body then sees a disconnect.
+    """
+
+    request_timeout: float = 30.0  # set from ServeOptions before serving (per process)
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._deadline: Any = self.loop.call_later(self.request_timeout, self._deadline_passed)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.request_timeout, self._deadline_passed)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._cancel_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.logger.warning(
+                "closing a connection whose request did not arrive within %.0f s (--request-timeout)",
+                self.request_timeout,
+            )
+            self.transport.close()
+
+
+def _check_model(options: ServeOptions) -> None:
+    """Fail with one clear line when the model cannot be found, before anything starts.
+
+    A registry or run URI against a SQLite file that does not exist is refused without
+    opening it (opening would create an empty ``mlops.db`` in the working directory).
+    """
+    if not options.model_uri.startswith(("models:/", "runs:/")):
+        return
+    database = _database_display()
+    path = _sqlite_path()
+    if path is not None and not os.path.exists(path):
+        raise ServeStartupError(
+            f"Cannot serve {options.model_uri}: the tracking database {database} does not exist. "
+            "Set PREFECT_MLOPS_TRACKING_URI (or PREFECT_MLOPS_BLOCK) to the database that holds "
+            "the model, or run from the folder that holds its mlops.db."
+        )
+
+
+def _database_display() -> str:
+    """The configured tracking URI with any password hidden (a SQLite file made absolute)."""
+    from tracking_plugin.settings import resolve_settings
+
+    path = _sqlite_path()
+    if path is not None:
+        return f"sqlite:///{path}"
+    uri = resolve_settings().tracking_uri
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # not a database URL (an http:// tracking server): no password in it
+        return uri.split("@")[-1] if "@" in uri else uri
+
+
+def _sqlite_path() -> str | None:
+    """The absolute file of a file-backed SQLite tracking URI, else None."""
+    from sqlalchemy.engine import make_url
+
+    from tracking_plugin.settings import resolve_settings
+
+    try:
+        url = make_url(resolve_settings().tracking_uri)
+    except Exception:
+        return None
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        return None
+    if url.database.startswith("file:"):
+        return None
+    return os.path.abspath(url.database)
+
+
+def _load(app: Any, options: ServeOptions) -> None:
+    """Load the app's model now; a failure becomes :class:`ServeStartupError`."""
+    try:
+        _check_model(options)
+        app.state.holder.load()
+    except ServeStartupError:
+        raise
+    except MlopsError as exc:
+        where = ""
+        if options.model_uri.startswith(("models:/", "runs:/")):
+            where = f" (searched the tracking database {_database_display()})"
+        raise ServeStartupError(f"Cannot serve {options.model_uri}: {exc.message}{where}") from exc
 
 
 def run(options: ServeOptions) -> None:
-    """Serve until interrupted. A model that cannot be loaded stops startup (exit code 3)."""
+    """Serve until interrupted.
+
+    Raises :class:`ServeStartupError` (before listening) when the model cannot be loaded.
+    """
     import uvicorn
 
     _configure_logging()
     token = options.token()  # fail now, not in every worker
+    _DeadlineProtocol.request_timeout = options.request_timeout
     common: dict[str, Any] = dict(
         host=options.host,
         port=options.port,
         loop="uvloop",
-        http="httptools",
+        http=_DeadlineProtocol,
         access_log=False,  # an access log line costs about as much as a small request
         proxy_headers=False,  # nothing here reads the client address; saves work per request
         log_level="info",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=options.keep_alive_timeout,
+        limit_concurrency=options.max_connections,
     )
     logging.getLogger("serving_tasks").info(
         "serving %s on http://%s:%s (%d worker%s, auth %s)",
@@ -125,9 +287,12 @@ def run(options: ServeOptions) -> None:
         "s" if options.workers > 1 else "",
         "on" if token else "off",
     )
+    app = build_app(options)
+    _load(app, options)  # once here, so a missing model is one line, not a lifespan traceback
     if options.workers == 1:
-        uvicorn.run(build_app(options), **common)
+        uvicorn.run(app, **common)
         return
+    del app  # each worker loads its own copy
     os.environ[_OPTIONS_ENV] = json.dumps(dataclasses.asdict(options))
     uvicorn.run("serving_tasks.server:_app_from_env", factory=True, workers=options.workers, **common)
 

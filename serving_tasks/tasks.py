@@ -1,13 +1,17 @@
 """Prefect tasks for serving: deploy a model, smoke-test an endpoint, score in batch.
 
     from prefect import flow
-    from serving_tasks.tasks import deploy_model, smoke_test, batch_predict
+    from serving_tasks.tasks import deploy_model, smoke_test, batch_predict, stop_model_server
 
     @flow
     def release():
         server = deploy_model("models:/churn@champion", port=5000)
         smoke_test(server.endpoint)
         batch_predict("models:/churn@champion", "s3://data/today.parquet", "s3://data/scores.parquet")
+
+    @flow
+    def retire():
+        stop_model_server(5000)
 
 The tasks are thin wrappers: :mod:`serving_tasks.deploy` starts and stops servers and
 :func:`serving_tasks.batch.score_table` scores tables, both usable without Prefect.
@@ -30,9 +34,16 @@ from tracking_plugin.entities import Metric
 from tracking_plugin.errors import BackendUnavailable, InvalidArgument
 
 from serving_tasks.batch import BatchPredictionResult, score_table
-from serving_tasks.deploy import ServerProcess, start_server, wait_for_version
+from serving_tasks.deploy import ServerProcess, start_server, stop_server, wait_for_version
 
-__all__ = ["BatchPredictionResult", "SmokeTestResult", "batch_predict", "deploy_model", "smoke_test"]
+__all__ = [
+    "BatchPredictionResult",
+    "SmokeTestResult",
+    "batch_predict",
+    "deploy_model",
+    "smoke_test",
+    "stop_model_server",
+]
 
 
 def _bearer(token: str | None) -> dict[str, str]:
@@ -52,6 +63,9 @@ def deploy_model(
     token_env: str | None = None,
     max_batch_size: int | None = None,
     max_wait_ms: float | None = None,
+    max_body_mb: float | None = None,
+    max_rows: int | None = None,
+    max_decoded_mb: float | None = None,
     poll_interval: float | None = 1.0,
     timeout: float = 90.0,
 ) -> ServerProcess:
@@ -65,13 +79,20 @@ def deploy_model(
     Raises Conflict when a foreign process holds the port, BackendUnavailable (with the
     end of the server's log) when the server does not come up. The server reads the
     backend the flow records to (e.g. its ``@track(block=...)``).
+
+    ``host`` is the interface to bind (default 127.0.0.1, this machine only; "0.0.0.0"
+    for all, then set ``token_env``). ``max_body_mb``, ``max_rows`` and ``max_decoded_mb``
+    are the server's request limits (None: ``prefect-mlops serve``'s defaults). The
+    server outlives the flow run: :func:`stop_model_server` (or ``prefect-mlops serve stop
+    -p PORT`` on the same machine) stops it.
     """
     from tracking_plugin.fluent import current_client
 
     logger = get_run_logger()
     server = start_server(
         model_uri, port=port, host=host, workers=workers, token_env=token_env, max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms, poll_interval=poll_interval, timeout=timeout,
+        max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_rows=max_rows, max_decoded_mb=max_decoded_mb,
+        poll_interval=poll_interval, timeout=timeout,
         settings=current_client().settings,  # the flow's backend (e.g. its @track block)
     )
     logger.info(
@@ -83,6 +104,24 @@ def deploy_model(
         info = wait_for_version(server.endpoint, expect_version, timeout=timeout, headers=headers)
         logger.info("%s serves %s version %s", server.endpoint, info.get("name"), info.get("version"))
     return server
+
+
+@task(name="stop-model-server", cache_policy=NO_CACHE)
+def stop_model_server(port: int = 5000, *, host: str = "127.0.0.1", timeout: float = 10.0) -> bool:
+    """Stop the scoring server :func:`deploy_model` started on ``host:port`` of this machine.
+
+    Returns True if one was running (it gets SIGTERM, then SIGKILL after ``timeout``
+    seconds), False if there was none. Only a server that this user's ``deploy_model``
+    recorded is stopped, never a foreign process on the port. Run it on the machine (the
+    worker) that deployed the server.
+    """
+    logger = get_run_logger()
+    stopped = stop_server(port, host=host, timeout=timeout)
+    if stopped:
+        logger.info("Stopped the scoring server on %s:%s", host, port)
+    else:
+        logger.info("No scoring server started by deploy_model runs on %s:%s: nothing to stop", host, port)
+    return stopped
 
 
 @dataclass(frozen=True)

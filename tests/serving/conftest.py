@@ -149,3 +149,44 @@ def churn_model_dir(tmp_path_factory: pytest.TempPathFactory, churn_data: tuple[
 @pytest.fixture(scope="session")
 def server_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("serving")
+
+
+def _lying_parquet(size: int) -> bytes:
+    """One string of ``size`` bytes, plain-encoded and zstd-compressed (a few KB), whose
+    footer claims its column chunk uncompresses to 1 MB: only the page header tells."""
+    import io
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"plan": pa.array(["x" * size])}), buffer, compression="zstd", use_dictionary=False)
+    data = bytearray(buffer.getvalue())
+    meta = pq.read_metadata(io.BytesIO(bytes(data)))
+    footer_length = struct.unpack("<i", bytes(data[-8:-4]))[0]
+    start = len(data) - 8 - footer_length
+
+    def compact_i64(n: int) -> bytes:  # Thrift compact: zigzag varint
+        n, out = (n << 1) ^ (n >> 63), b""
+        while True:
+            if n >> 7:
+                out, n = out + bytes([(n & 0x7F) | 0x80]), n >> 7
+            else:
+                return out + bytes([n])
+
+    honest = compact_i64(meta.row_group(0).column(0).total_uncompressed_size)
+    lie = compact_i64(2**20 + 7)
+    assert len(honest) == len(lie)
+    footer = bytes(data[start : start + footer_length])
+    assert honest in footer
+    data[start : start + footer_length] = footer.replace(honest, lie)
+    lying = bytes(data)
+    assert pq.read_metadata(io.BytesIO(lying)).row_group(0).column(0).total_uncompressed_size == 2**20 + 7
+    return lying
+
+
+@pytest.fixture(scope="session")
+def lying_parquet() -> Callable[[int], bytes]:
+    """``lying_parquet(size)``: a Parquet bomb whose footer understates its size."""
+    return _lying_parquet

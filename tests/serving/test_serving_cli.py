@@ -17,7 +17,7 @@ def _app() -> typer.Typer:
 def test_help_lists_the_serving_options() -> None:
     result = CliRunner().invoke(_app(), ["--help"], terminal_width=200)
     assert result.exit_code == 0
-    for option in ["--model-uri", "--port", "--host", "--workers", "--token-env", "--max-batch-size", "--max-wait-ms", "--max-body-mb", "--poll-interval"]:
+    for option in ["--model-uri", "--port", "--host", "--workers", "--token-env", "--max-batch-size", "--max-wait-ms", "--max-body-mb", "--max-rows", "--max-decoded-mb", "--request-timeout", "--max-connections", "--poll-interval"]:
         assert option in result.output
 
 
@@ -26,6 +26,12 @@ def test_token_env_naming_an_unset_variable_is_refused(monkeypatch) -> None:  # 
     result = CliRunner().invoke(_app(), ["-m", "models:/churn@champion", "--token-env", "MLOPS_TEST_NO_SUCH_TOKEN"])
     assert result.exit_code == 2
     assert "MLOPS_TEST_NO_SUCH_TOKEN" in result.output
+
+
+def test_serve_without_a_model_uri_is_refused() -> None:
+    result = CliRunner().invoke(_app(), ["-p", "5000"])
+    assert result.exit_code == 2
+    assert "--model-uri" in result.output
 
 
 def test_batch_size_below_one_is_refused() -> None:
