@@ -254,3 +254,16 @@ def test_any_path_in_a_model_stays_inside_or_the_model_is_refused(
                 assert "SECRET" not in example.columns
     finally:
         db.dispose()
+
+
+def test_malformed_mlmodel_entries_are_refused_not_crashed_on(saved_model: Path, tmp_path: Path) -> None:
+    edits: list[Callable[[dict[str, Any], Path], None]] = [
+        flavor_key("python_function", "artifacts", "not-a-mapping/../x"),
+        lambda mlmodel, _dest: mlmodel["flavors"].update(sklearn="just text"),
+        lambda mlmodel, _dest: mlmodel.update(saved_input_example_info=["input_example.json"]),
+        flavor_key("sklearn", "pickled_model", 42),
+    ]
+    for i, edit in enumerate(edits):
+        model_dir = hostile_copy(saved_model, tmp_path / f"m{i}", edit, manifest=False)
+        with pytest.raises(ModelLoadRefused):
+            load_model(model_dir).input_example  # noqa: B018

@@ -143,6 +143,9 @@ class ModelMetadata:
         flavors = data.get("flavors")
         if not isinstance(flavors, Mapping) or not flavors:
             raise ModelLoadRefused("The MLmodel file lists no flavors; it is not a model description.")
+        malformed = sorted(str(k) for k, v in flavors.items() if v is not None and not isinstance(v, Mapping))
+        if malformed:
+            raise ModelLoadRefused(f"The MLmodel file is malformed: flavor(s) {', '.join(malformed)} are not mappings.")
         signature = data.get("signature")
         size = data.get("model_size_bytes")
         return cls(
