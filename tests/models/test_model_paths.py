@@ -267,3 +267,18 @@ def test_malformed_mlmodel_entries_are_refused_not_crashed_on(saved_model: Path,
         model_dir = hostile_copy(saved_model, tmp_path / f"m{i}", edit, manifest=False)
         with pytest.raises(ModelLoadRefused):
             load_model(model_dir).input_example  # noqa: B018
+
+
+def test_mlmodel_and_manifest_links_out_of_the_folder_are_refused(saved_model: Path, tmp_path: Path) -> None:
+    from tracking_plugin.models import ModelMetadata, read_manifest
+
+    for name in ("MLmodel", MANIFEST_FILE):
+        model_dir = tmp_path / name / "model"
+        shutil.copytree(saved_model, model_dir)
+        elsewhere = tmp_path / name / f"real-{name}"
+        (model_dir / name).rename(elsewhere)
+        (model_dir / name).symlink_to(elsewhere)
+        with pytest.raises(ModelLoadRefused, match="outside the model directory"):
+            load_model(model_dir)
+        with pytest.raises(ModelLoadRefused, match="outside the model directory"):
+            ModelMetadata.read(model_dir) if name == "MLmodel" else read_manifest(model_dir)

@@ -167,7 +167,7 @@ class ModelMetadata:
     @classmethod
     def read(cls, model_dir: str | os.PathLike[str], *, verified: bool = False) -> ModelMetadata:
         """Parse ``<model_dir>/MLmodel``."""
-        path = Path(model_dir, MLMODEL_FILE)
+        path = model_path(model_dir, MLMODEL_FILE, what="MLmodel file")
         if not path.is_file():
             raise NotFound(
                 f"No MLmodel file in {os.fspath(model_dir)!r}: it is not a model directory. "
