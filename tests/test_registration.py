@@ -449,5 +449,8 @@ def test_a_model_whose_files_cannot_be_stored_is_refused_before_a_version(
 
     with pytest.raises(InvalidArgument, match="the limit is 1024"):
         register_model(str(deep), "m", store=store, artifact_root=long_root)
+    deep_local_root = str(tmp_path / "/".join(["r" * 200] * 16))  # never created: refused first
+    with pytest.raises(InvalidArgument, match="file path in the registry"):
+        register_model(str(deep), "m", store=store, artifact_root=deep_local_root)
     with pytest.raises(NotFound):
         store.get_registered_model("m")

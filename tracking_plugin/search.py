@@ -63,6 +63,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.validation import validate_storable
 
 __all__ = [
     "And",
@@ -580,9 +581,7 @@ def _check_text(text: Any, what: str) -> str:
         raise InvalidArgument(f"Invalid {what} {text!r}: it must be a string.")
     if len(text) > _MAX_FILTER_LEN:
         raise InvalidArgument(f"The {what} has {len(text)} characters, the limit is {_MAX_FILTER_LEN}.")
-    if "\x00" in text:
-        raise InvalidArgument(f"Invalid {what} {_shown(text)!r}: it contains a NUL character; remove it.")
-    return text
+    return validate_storable(text, what)  # NUL and lone surrogates: refused alike on every database
 
 
 def parse_filter(text: str | None, spec: FilterSpec = RUN_FILTER) -> Expr | None:

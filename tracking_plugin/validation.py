@@ -3,7 +3,9 @@
 Rules follow MLflow's: metric/param/tag keys are 1-250 characters of letters, digits,
 ``_ - . / :`` and spaces, and must not change when normalised as a path; param values are
 at most 6,000 characters and tag values 8,000; metric values are real numbers (NaN and
-+/-inf are allowed and stored faithfully); timestamps and steps are integers.
++/-inf are allowed and stored faithfully); timestamps and steps are integers. No text may
+hold a NUL character or a lone surrogate (:func:`validate_storable`): PostgreSQL cannot
+store them, so both databases refuse them alike.
 
 Artifact paths must be relative and stay inside the run's artifact root: absolute paths,
 ``..`` segments and their URL-encoded, double-encoded and backslash spellings are refused.
@@ -35,6 +37,7 @@ __all__ = [
     "validate_model_name",
     "validate_param",
     "validate_run_id",
+    "validate_storable",
     "validate_tag",
     "validate_text",
     "validate_timestamp",
@@ -61,6 +64,28 @@ _ALIAS_RE = re.compile(r"^[\w\-]+$")
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_storable(value: str, what: str) -> str:
+    """Refuse text no database of ours can store, identically on SQLite and PostgreSQL.
+
+    PostgreSQL refuses NUL characters in text, and no driver can send a lone surrogate
+    (text that is not valid Unicode); SQLite would keep the first and fail on the second.
+    Every free-text value passes here before it reaches a database.
+    """
+    if "\x00" in value:
+        raise InvalidArgument(
+            f"Invalid {what} {_short(value)}: it contains a NUL character (\\x00), which the "
+            "database cannot store. Remove it."
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(
+            f"Invalid {what} {_short(value)}: it is not valid Unicode (a lone surrogate at "
+            f"position {exc.start}), which the database cannot store. Decode the text properly first."
+        ) from exc
+    return value
 
 
 def validate_key(key: Any, kind: str = "key") -> str:
@@ -108,7 +133,7 @@ def validate_text(value: Any, what: str, *, limit: int = NAME_LEN) -> str:
         raise InvalidArgument(
             f"Invalid {what} {_short(value)}: it has {len(value)} characters, the limit is {limit}."
         )
-    return value
+    return validate_storable(value, what)
 
 
 def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[str, float, int, int]:
@@ -145,7 +170,7 @@ def validate_param(key: Any, value: Any) -> tuple[str, str]:
             f"Param {key!r} has a value of {len(text)} characters, the limit is "
             f"{PARAM_VALUE_LEN}. Log long values as an artifact (log_text / log_dict)."
         )
-    return key, text
+    return key, validate_storable(text, f"value of param {key!r}")
 
 
 def validate_tag(key: Any, value: Any) -> tuple[str, str]:
@@ -157,7 +182,7 @@ def validate_tag(key: Any, value: Any) -> tuple[str, str]:
             f"Tag {key!r} has a value of {len(text)} characters, the limit is "
             f"{TAG_VALUE_LEN}. Log long values as an artifact (log_text / log_dict)."
         )
-    return key, text
+    return key, validate_storable(text, f"value of tag {key!r}")
 
 
 def validate_experiment_name(name: Any) -> str:
@@ -169,7 +194,7 @@ def validate_experiment_name(name: Any) -> str:
         raise InvalidArgument(
             f"Experiment name {_short(name)} has {len(name)} characters, the limit is {NAME_LEN}."
         )
-    return name
+    return validate_storable(name, "experiment name")
 
 
 def validate_model_name(name: Any) -> str:
@@ -184,7 +209,7 @@ def validate_model_name(name: Any) -> str:
             f"Invalid model name {name!r}: '/', '@' and ':' are not allowed because the name "
             "is part of models:/<name>/<version> and models:/<name>@<alias> URIs."
         )
-    return name
+    return validate_storable(name, "model name")
 
 
 def validate_alias(alias: Any) -> str:

@@ -119,3 +119,13 @@ def test_any_name_round_trips_literally_or_is_refused(artifact_root: str, tmp_pa
     assert repo.read_bytes(expected) == data
     local = Path(repo.download_artifacts(expected, tmp_path / uuid.uuid4().hex))
     assert local.read_bytes() == data and local.name == expected.rsplit("/", 1)[-1]
+
+
+def test_a_path_longer_than_the_store_allows_is_invalid_argument(artifact_root: str) -> None:
+    """Each name fits (250 bytes) but the whole path exceeds the file system's or S3's limit:
+    a bad argument (not retried), not "artifact store unavailable"."""
+    repo = get_artifact_repository(artifact_root)
+    too_long = "/".join(["d" * 250] * 20)  # 5,019 bytes: over PATH_MAX (4,096) and S3's 1,024
+    with pytest.raises(InvalidArgument, match="longer than this file system allows|S3 allows 1024"):
+        repo.log_bytes(b"x", too_long)
+    assert walk(repo) == {}

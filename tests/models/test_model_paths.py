@@ -254,3 +254,31 @@ def test_any_path_in_a_model_stays_inside_or_the_model_is_refused(
                 assert "SECRET" not in example.columns
     finally:
         db.dispose()
+
+
+def test_malformed_mlmodel_entries_are_refused_not_crashed_on(saved_model: Path, tmp_path: Path) -> None:
+    edits: list[Callable[[dict[str, Any], Path], None]] = [
+        flavor_key("python_function", "artifacts", "not-a-mapping/../x"),
+        lambda mlmodel, _dest: mlmodel["flavors"].update(sklearn="just text"),
+        lambda mlmodel, _dest: mlmodel.update(saved_input_example_info=["input_example.json"]),
+        flavor_key("sklearn", "pickled_model", 42),
+    ]
+    for i, edit in enumerate(edits):
+        model_dir = hostile_copy(saved_model, tmp_path / f"m{i}", edit, manifest=False)
+        with pytest.raises(ModelLoadRefused):
+            load_model(model_dir).input_example  # noqa: B018
+
+
+def test_mlmodel_and_manifest_links_out_of_the_folder_are_refused(saved_model: Path, tmp_path: Path) -> None:
+    from tracking_plugin.models import ModelMetadata, read_manifest
+
+    for name in ("MLmodel", MANIFEST_FILE):
+        model_dir = tmp_path / name / "model"
+        shutil.copytree(saved_model, model_dir)
+        elsewhere = tmp_path / name / f"real-{name}"
+        (model_dir / name).rename(elsewhere)
+        (model_dir / name).symlink_to(elsewhere)
+        with pytest.raises(ModelLoadRefused, match="outside the model directory"):
+            load_model(model_dir)
+        with pytest.raises(ModelLoadRefused, match="outside the model directory"):
+            ModelMetadata.read(model_dir) if name == "MLmodel" else read_manifest(model_dir)

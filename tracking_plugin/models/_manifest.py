@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tracking_plugin.errors import ModelLoadRefused
-from tracking_plugin.models._paths import check_model_tree
+from tracking_plugin.models._paths import check_model_tree, model_path
 
 __all__ = ["MANIFEST_FILE", "file_sha256", "verify_manifest", "write_manifest"]
 
@@ -59,7 +59,7 @@ def write_manifest(root: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
 def read_manifest(root: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
     """The manifest's entries, or None when the model has none (e.g. saved by MLflow)."""
-    path = Path(root, MANIFEST_FILE)
+    path = model_path(root, MANIFEST_FILE, what="manifest")
     if not path.is_file():
         return None
     try:

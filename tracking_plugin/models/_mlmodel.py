@@ -143,6 +143,9 @@ class ModelMetadata:
         flavors = data.get("flavors")
         if not isinstance(flavors, Mapping) or not flavors:
             raise ModelLoadRefused("The MLmodel file lists no flavors; it is not a model description.")
+        malformed = sorted(str(k) for k, v in flavors.items() if v is not None and not isinstance(v, Mapping))
+        if malformed:
+            raise ModelLoadRefused(f"The MLmodel file is malformed: flavor(s) {', '.join(malformed)} are not mappings.")
         signature = data.get("signature")
         size = data.get("model_size_bytes")
         return cls(
@@ -164,7 +167,7 @@ class ModelMetadata:
     @classmethod
     def read(cls, model_dir: str | os.PathLike[str], *, verified: bool = False) -> ModelMetadata:
         """Parse ``<model_dir>/MLmodel``."""
-        path = Path(model_dir, MLMODEL_FILE)
+        path = model_path(model_dir, MLMODEL_FILE, what="MLmodel file")
         if not path.is_file():
             raise NotFound(
                 f"No MLmodel file in {os.fspath(model_dir)!r}: it is not a model directory. "

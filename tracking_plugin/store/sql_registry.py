@@ -67,7 +67,13 @@ from tracking_plugin.store.schema import (
     RegisteredModelRow,
     RegisteredModelTagRow,
 )
-from tracking_plugin.validation import validate_alias, validate_model_name, validate_run_id, validate_tag
+from tracking_plugin.validation import (
+    validate_alias,
+    validate_model_name,
+    validate_run_id,
+    validate_storable,
+    validate_tag,
+)
 
 if TYPE_CHECKING:
     from tracking_plugin.store.db import Database
@@ -150,7 +156,7 @@ def _uri(value: Any, what: str = "model source") -> str:
         )
     if len(value) > URI_LEN:
         raise InvalidArgument(f"The {what} has {len(value)} characters, the limit is {URI_LEN}.")
-    return value
+    return validate_storable(value, what)
 
 
 def _tags(tags: dict[str, Any] | None) -> dict[str, str]:
@@ -164,7 +170,7 @@ def _tags(tags: dict[str, Any] | None) -> dict[str, str]:
 def _description(description: Any) -> str | None:
     if description is not None and not isinstance(description, str):
         raise InvalidArgument(f"Invalid description {description!r}: it must be a string or None.")
-    return description
+    return None if description is None else validate_storable(description, "description")
 
 
 def _optional_text(value: Any, what: str, limit: int | None = None) -> str | None:
@@ -174,7 +180,7 @@ def _optional_text(value: Any, what: str, limit: int | None = None) -> str | Non
         raise InvalidArgument(f"Invalid {what} {value!r}: it must be a string or None.")
     if limit is not None and len(value) > limit:
         raise InvalidArgument(f"The {what} has {len(value)} characters, the limit is {limit}.")
-    return value
+    return validate_storable(value, what)
 
 
 @dataclass(frozen=True)
