@@ -1,0 +1,127 @@
+"""``/api/2.0/mlflow/experiments/*``: create, get, search, rename, delete, restore, tags."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from tracking_plugin.artifacts import join_artifact_uri
+from tracking_plugin.entities import ViewType
+from tracking_plugin.errors import InvalidArgument, NotFound
+from tracking_plugin.store.sql import SqlStore
+
+from serving_tasks.tracking_server import schemas, wire
+from serving_tasks.tracking_server.deps import get_store, get_uris
+
+router = APIRouter(prefix="/api/2.0/mlflow/experiments", tags=["experiments"])
+Store = Annotated[SqlStore, Depends(get_store)]
+Uris = Annotated[wire.ArtifactUris, Depends(get_uris)]
+EMPTY = b"{}"
+
+
+def ok() -> Response:
+    return Response(EMPTY, media_type="application/json")
+
+
+def view_type(value: str | int | None, field: str = "view_type") -> ViewType:
+    """MLflow's ViewType by name (``ACTIVE_ONLY``...) or proto number (1, 2, 3)."""
+    if value is None or value == "":
+        return ViewType.ACTIVE_ONLY
+    by_number = {1: ViewType.ACTIVE_ONLY, 2: ViewType.DELETED_ONLY, 3: ViewType.ALL}
+    try:
+        return by_number[int(value)] if str(value).isdigit() else ViewType(str(value).upper())
+    except (KeyError, ValueError):
+        raise InvalidArgument(
+            f"Invalid value {value!r} for parameter '{field}': use ACTIVE_ONLY, DELETED_ONLY or ALL."
+        ) from None
+
+
+@router.post("/create")
+def create_experiment(body: schemas.CreateExperiment, store: Store, uris: Uris) -> Response:
+    if body.artifact_location:
+        location = uris.from_wire(body.artifact_location)
+    else:
+        location = join_artifact_uri(uris.root, uuid.uuid4().hex)
+    experiment_id = store.create_experiment(body.name, location, {t.key: t.value for t in body.tags})
+    return wire.json_response({"experiment_id": experiment_id})
+
+
+@router.get("/get")
+def get_experiment(experiment_id: Annotated[str, Query()], store: Store, uris: Uris) -> Response:
+    return wire.json_response({"experiment": wire.experiment(store.get_experiment(experiment_id), uris)})
+
+
+@router.get("/get-by-name")
+def get_experiment_by_name(experiment_name: Annotated[str, Query()], store: Store, uris: Uris) -> Response:
+    found = store.get_experiment_by_name(experiment_name)
+    if found is None:
+        raise NotFound(f"Could not find experiment with name '{experiment_name}'.")
+    return wire.json_response({"experiment": wire.experiment(found, uris)})
+
+
+def _search(body: schemas.SearchExperiments, store: SqlStore, uris: wire.ArtifactUris) -> Response:
+    page = store.search_experiments(
+        view_type=view_type(body.view_type),
+        max_results=body.max_results,
+        filter_string=body.filter or None,
+        order_by=body.order_by or None,
+        page_token=body.page_token or None,
+    )
+    out: dict[str, object] = {"experiments": [wire.experiment(e, uris) for e in page]}
+    if page.token:
+        out["next_page_token"] = page.token
+    return wire.json_response(out)
+
+
+@router.post("/search")
+def search_experiments(body: schemas.SearchExperiments, store: Store, uris: Uris) -> Response:
+    return _search(body, store, uris)
+
+
+@router.get("/search")
+def search_experiments_get(
+    store: Store,
+    uris: Uris,
+    max_results: Annotated[int, Query(ge=1)] = 1000,
+    page_token: str | None = None,
+    filter: str | None = None,
+    order_by: Annotated[list[str] | None, Query()] = None,
+    view_type: str = "ACTIVE_ONLY",
+) -> Response:
+    body = schemas.SearchExperiments(
+        max_results=max_results, page_token=page_token, filter=filter, order_by=order_by or [], view_type=view_type
+    )
+    return _search(body, store, uris)
+
+
+@router.post("/update")
+def update_experiment(body: schemas.UpdateExperiment, store: Store) -> Response:
+    store.rename_experiment(body.experiment_id, body.new_name)
+    return ok()
+
+
+@router.post("/delete")
+def delete_experiment(body: schemas.ExperimentId, store: Store) -> Response:
+    store.delete_experiment(body.experiment_id)
+    return ok()
+
+
+@router.post("/restore")
+def restore_experiment(body: schemas.ExperimentId, store: Store) -> Response:
+    store.restore_experiment(body.experiment_id)
+    return ok()
+
+
+@router.post("/set-experiment-tag")
+def set_experiment_tag(body: schemas.SetExperimentTag, store: Store) -> Response:
+    store.set_experiment_tag(body.experiment_id, body.key, body.value)
+    return ok()
+
+
+@router.post("/delete-experiment-tag")
+def delete_experiment_tag(body: schemas.DeleteExperimentTag, store: Store) -> Response:
+    store.delete_experiment_tag(body.experiment_id, body.key)
+    return ok()
