@@ -276,6 +276,7 @@ class LoggedModelStore(Protocol):
         self,
         experiment_ids: Sequence[str],
         *,
+        filter_string: str | None = None,
         max_results: int = 100,
         page_token: str | None = None,
     ) -> PagedList[LoggedModel]: ...

@@ -13,6 +13,7 @@ param keeps its first value (as run params do).
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Sequence
@@ -29,7 +30,18 @@ from tracking_plugin.entities import (
     RunOutputs,
 )
 from tracking_plugin.errors import Conflict, InvalidArgument, NotFound
-from tracking_plugin.search import check_max_results, decode_page_token, encode_page_token
+from tracking_plugin.search import (
+    And,
+    Comparison,
+    Expr,
+    FilterSpec,
+    Or,
+    ValueKind,
+    check_max_results,
+    decode_page_token,
+    encode_page_token,
+    parse_filter,
+)
 from tracking_plugin.store.schema import (
     URI_LEN,
     ExperimentRow,
@@ -57,6 +69,22 @@ _LINKS = RunModelLinkRow.__table__
 _EXPERIMENTS = ExperimentRow.__table__
 _RUNS = RunRow.__table__
 MAX_LOGGED_MODEL_RESULTS = 10_000
+
+LOGGED_MODEL_FILTER = FilterSpec(
+    subject="logged models",
+    entities={"tag": ValueKind.STRING, "param": ValueKind.STRING},
+    attributes={
+        "name": ValueKind.STRING,
+        "model_id": ValueKind.STRING,
+        "model_type": ValueKind.STRING,
+        "status": ValueKind.STRING,
+        "source_run_id": ValueKind.STRING,
+        "creation_timestamp": ValueKind.NUMBER,
+        "last_updated_timestamp": ValueKind.NUMBER,
+    },
+    aliases={"creation_time": "creation_timestamp", "last_updated_time": "last_updated_timestamp"},
+    example="name = 'model' and source_run_id = '<run id>'",
+)
 
 
 def _now_ms() -> int:
@@ -236,27 +264,38 @@ class SqlLoggedModelStore:
         self,
         experiment_ids: Sequence[str],
         *,
+        filter_string: str | None = None,
         max_results: int = 100,
         page_token: str | None = None,
     ) -> PagedList[LoggedModel]:
-        """Active logged models of ``experiment_ids``, newest first, one page at a time."""
+        """Active logged models of ``experiment_ids`` matching ``filter_string`` (``name =
+        'model'``, ``source_run_id = '...'``, ``tags.k = 'v'``, ``params.k = 'v'``, OR and
+        parentheses too), newest first, one page at a time.
+
+        The filter is applied in Python to the experiments' models: an experiment holds a
+        few models per run, not millions of rows like metric history.
+        """
         pks = sorted({_experiment_pk(e) for e in experiment_ids})
         check_max_results(max_results, limit=MAX_LOGGED_MODEL_RESULTS)
         offset = decode_page_token(page_token)
+        expr = parse_filter(filter_string, LOGGED_MODEL_FILTER)
         if not pks:
             return PagedList([], None)
         stmt = (
             sa.select(_MODELS.c.model_id)
             .where(_MODELS.c.experiment_id.in_(pks), _MODELS.c.lifecycle_stage == LifecycleStage.ACTIVE.value)
             .order_by(_MODELS.c.creation_time.desc(), _MODELS.c.model_id)
-            .limit(max_results + 1)
-            .offset(offset)
         )
+        if expr is None:
+            stmt = stmt.limit(max_results + 1).offset(offset)
         with self.db.session(write=False) as session:
             ids = list(session.execute(stmt).scalars())
-            more = len(ids) > max_results
-            models = _load_models(session, ids[:max_results])
-        return PagedList(models, encode_page_token(offset + max_results) if more else None)
+            if expr is None:
+                models = _load_models(session, ids[: max_results + 1])
+            else:
+                models = [m for m in _load_models(session, ids) if _matches(expr, m)][offset : offset + max_results + 1]
+        more = len(models) > max_results
+        return PagedList(models[:max_results], encode_page_token(offset + max_results) if more else None)
 
     # ---------------------------------------------------------------- run inputs / outputs
 
@@ -402,3 +441,40 @@ def _load_models(session: Session, model_ids: Sequence[str]) -> list[LoggedModel
         )
         for r in (rows[m] for m in model_ids if m in rows)
     ]
+
+
+def _matches(expr: Expr, model: LoggedModel) -> bool:
+    if isinstance(expr, And):
+        return all(_matches(e, model) for e in expr.operands)
+    if isinstance(expr, Or):
+        return any(_matches(e, model) for e in expr.operands)
+    assert isinstance(expr, Comparison)
+    if expr.entity_type == "tag":
+        actual: Any = model.tags.get(expr.key)
+    elif expr.entity_type == "param":
+        actual = model.params.get(expr.key)
+    elif expr.key == "status":
+        actual = model.status.value
+    else:
+        actual = getattr(model, expr.key)
+    return _compare(actual, expr.op, expr.value)
+
+
+def _compare(actual: Any, op: str, value: Any) -> bool:
+    if op == "IS NULL":
+        return actual is None
+    if op == "IS NOT NULL":
+        return actual is not None
+    if actual is None:
+        return False
+    if op in ("IN", "NOT IN"):
+        inside = actual in value
+        return inside if op == "IN" else not inside
+    if op in ("LIKE", "ILIKE"):
+        pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in str(value))
+        return re.fullmatch(pattern, str(actual), re.IGNORECASE if op == "ILIKE" else 0 | re.DOTALL) is not None
+    checks = {
+        "=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    }
+    return bool(checks[op](actual, value))

@@ -49,12 +49,10 @@ def create_logged_model(body: schemas.CreateLoggedModel, store: Store, uris: Uri
 
 @router.post("/search")
 def search_logged_models(body: schemas.SearchLoggedModels, store: Store, uris: Uris) -> Response:
-    if body.filter:
-        raise InvalidArgument(
-            f"Filtering logged models is not supported by this server (filter {body.filter!r}); "
-            "search without 'filter' and select on the client."
-        )
-    page = store.search_logged_models(body.experiment_ids, max_results=body.max_results, page_token=body.page_token or None)
+    page = store.search_logged_models(
+        body.experiment_ids, filter_string=body.filter or None, max_results=body.max_results,
+        page_token=body.page_token or None,
+    )
     out: dict[str, Any] = {"models": [wire.logged_model(m, uris) for m in page]}
     if page.token:
         out["next_page_token"] = page.token

@@ -8,6 +8,7 @@ does not copy them, as ``mlflow server`` does not.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -89,6 +90,21 @@ def delete_registered_model(body: schemas.ModelName, store: Store) -> Response:
     return ok()
 
 
+# The mlflow client appends this clause to every registered-model search to leave out
+# prompts (models tagged mlflow.prompt.is_prompt = 'true'); MLflow's store treats it as
+# "not a prompt", which a plain tag comparison would turn into "has the tag". We drop the
+# clause and leave prompts out of the results ourselves.
+_PROMPT_TAG = "mlflow.prompt.is_prompt"
+_NOT_PROMPT_CLAUSE = re.compile(r"(?:^|\s+AND\s+)tags?\.`mlflow\.prompt\.is_prompt`\s*!=\s*'true'\s*$", re.IGNORECASE)
+
+
+def _without_prompt_clause(filter_string: str | None) -> tuple[str | None, bool]:
+    if not filter_string:
+        return filter_string, False
+    stripped = _NOT_PROMPT_CLAUSE.sub("", filter_string)
+    return (stripped or None), stripped != filter_string
+
+
 @router.get("/registered-models/search")
 def search_registered_models(
     store: Store,
@@ -98,10 +114,12 @@ def search_registered_models(
     order_by: Annotated[list[str] | None, Query()] = None,
     page_token: str | None = None,
 ) -> Response:
+    filter_string, skip_prompts = _without_prompt_clause(filter)
     page = store.search_registered_models(
-        filter_string=filter or None, max_results=max_results, order_by=order_by or None, page_token=page_token or None
+        filter_string=filter_string, max_results=max_results, order_by=order_by or None, page_token=page_token or None
     )
-    return _paged("registered_models", [wire.registered_model(rm, uris) for rm in page], page.token)
+    models = [rm for rm in page if not (skip_prompts and rm.tags.get(_PROMPT_TAG) == "true")]
+    return _paged("registered_models", [wire.registered_model(rm, uris) for rm in models], page.token)
 
 
 def _latest(store: SqlStore, uris: wire.ArtifactUris, name: str, stages: list[str]) -> Response:
@@ -155,25 +173,27 @@ def get_model_version_by_alias(
 # ---------------------------------------------------------------- model versions
 
 
-def storage_location(store: SqlStore, uris: wire.ArtifactUris, source: str) -> str:
-    """Where the files of a version registered from ``source`` are (a real location)."""
+def storage_location(store: SqlStore, source: str) -> tuple[str, str | None]:
+    """Where the files of a version registered from ``source`` are (a real location), and
+    the run that produced them when the source says so."""
     model_id = wire.model_id_of_source(source)
     if model_id is not None:
-        return store.get_logged_model(model_id).artifact_location
+        model = store.get_logged_model(model_id)
+        return model.artifact_location, model.source_run_id
     if source.startswith("runs:/"):
         run_id, _, path = source[len("runs:/") :].partition("/")
-        return join_artifact_uri(store.get_run(run_id).info.artifact_uri, path or None)
-    return source
+        return join_artifact_uri(store.get_run(run_id).info.artifact_uri, path or None), run_id
+    return source, None
 
 
 @router.post("/model-versions/create")
 def create_model_version(body: schemas.CreateModelVersion, store: Store, uris: Uris) -> Response:
     source = uris.from_wire(body.source)
-    location = storage_location(store, uris, source)
+    location, source_run_id = storage_location(store, source)
     mv = store.create_model_version(
         body.name,
         source,
-        run_id=body.run_id or None,
+        run_id=body.run_id or source_run_id,
         tags={t.key: t.value for t in body.tags},
         description=body.description or None,
     )
@@ -242,5 +262,5 @@ def get_model_version_download_uri(
     name: Annotated[str, Query()], version: Annotated[str, Query()], store: Store, uris: Uris
 ) -> Response:
     mv = store.get_model_version(name, version_number(version))
-    location = mv.storage_location or storage_location(store, uris, mv.source)
+    location = mv.storage_location or storage_location(store, mv.source)[0]
     return wire.json_response({"artifact_uri": uris.to_wire(location)})
