@@ -208,13 +208,15 @@ def test_sklearn_autolog_log_model_registry_and_loading(client: MlflowClient, di
 
     with mlflow.start_run() as first:
         model = LogisticRegression().fit(X, y)
-        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=name, input_example=X[:2])
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, input_example=X[:2], pip_requirements=["scikit-learn"]
+        )
     assert str(info.registered_model_version) == "1"
     logged = client.get_logged_model(info.model_id)
     assert logged.status.to_proto() == 2 and logged.source_run_id == first.info.run_id  # READY
 
     with mlflow.start_run() as second:
-        mlflow.sklearn.log_model(LogisticRegression(C=0.1).fit(X, y), name="model")
+        mlflow.sklearn.log_model(LogisticRegression(C=0.1).fit(X, y), name="model", pip_requirements=["scikit-learn"])
     v2 = mlflow.register_model(f"runs:/{second.info.run_id}/model", name)
     assert v2.version == "2"
 

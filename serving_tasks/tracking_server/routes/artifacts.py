@@ -33,8 +33,22 @@ Root = Annotated[ArtifactRepository, Depends(get_artifact_root)]
 Settings = Annotated[ServerSettings, Depends(get_server_settings)]
 
 
-def _file_path(artifact_path: str) -> str:
+def _checked(artifact_path: str | None) -> str | None:
+    """``validate_artifact_path``, plus the ``#``/``?`` tricks: a segment that reads as
+    ``..`` once cut at a ``#`` or ``?`` (where another client or proxy may cut the URL)."""
     path = validate_artifact_path(artifact_path)
+    if path is not None:
+        for segment in path.split("/"):
+            if segment.split("#", 1)[0].split("?", 1)[0] in ("..", "."):
+                raise InvalidArgument(
+                    f"Invalid artifact path {artifact_path!r}: the segment {segment!r} reads as "
+                    f"{segment[:2]!r} where a URL is cut at '#' or '?'; rename it."
+                )
+    return path
+
+
+def _file_path(artifact_path: str) -> str:
+    path = _checked(artifact_path)
     if path is None:
         raise InvalidArgument(f"Invalid artifact path {artifact_path!r}: name a file under the artifact root.")
     return path
@@ -43,7 +57,7 @@ def _file_path(artifact_path: str) -> str:
 @router.get("/artifacts")
 def list_artifacts(root: Root, path: str | None = None) -> Response:
     """One level of the tree under ``path``; paths in the answer are relative to it."""
-    base = validate_artifact_path(path) if path else None
+    base = _checked(path) if path else None
     files = []
     for info in root.list_artifacts(base):
         name = posixpath.relpath(info.path, base) if base else info.path
