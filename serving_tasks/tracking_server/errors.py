@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracking_plugin.errors import (
@@ -119,6 +120,11 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     return error_response(400, "INVALID_PARAMETER_VALUE", _validation_message(exc))
 
 
+async def _pydantic_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    return error_response(400, "INVALID_PARAMETER_VALUE", _validation_message(RequestValidationError(exc.errors())))
+
+
 async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR")
@@ -137,5 +143,6 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers above on ``app``."""
     app.add_exception_handler(MlopsError, _mlops_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _pydantic_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -62,13 +62,22 @@ def get_experiment_by_name(experiment_name: Annotated[str, Query()], store: Stor
     return wire.json_response({"experiment": wire.experiment(found, uris)})
 
 
-def _search(body: schemas.SearchExperiments, store: SqlStore, uris: wire.ArtifactUris) -> Response:
+def _search(
+    store: SqlStore,
+    uris: wire.ArtifactUris,
+    *,
+    max_results: int,
+    page_token: str | None,
+    filter_string: str | None,
+    order_by: list[str],
+    view: str | int | None,
+) -> Response:
     page = store.search_experiments(
-        view_type=view_type(body.view_type),
-        max_results=body.max_results,
-        filter_string=body.filter or None,
-        order_by=body.order_by or None,
-        page_token=body.page_token or None,
+        view_type=view_type(view),
+        max_results=max_results,
+        filter_string=filter_string or None,
+        order_by=order_by or None,
+        page_token=page_token or None,
     )
     out: dict[str, object] = {"experiments": [wire.experiment(e, uris) for e in page]}
     if page.token:
@@ -78,23 +87,26 @@ def _search(body: schemas.SearchExperiments, store: SqlStore, uris: wire.Artifac
 
 @router.post("/search")
 def search_experiments(body: schemas.SearchExperiments, store: Store, uris: Uris) -> Response:
-    return _search(body, store, uris)
+    return _search(
+        store, uris, max_results=body.max_results, page_token=body.page_token, filter_string=body.filter,
+        order_by=body.order_by, view=body.view_type,
+    )
 
 
 @router.get("/search")
 def search_experiments_get(
     store: Store,
     uris: Uris,
-    max_results: Annotated[int, Query(ge=1)] = 1000,
+    max_results: Annotated[int, Query(ge=1, lt=2**63)] = 1000,
     page_token: str | None = None,
     filter: str | None = None,
     order_by: Annotated[list[str] | None, Query()] = None,
     view_type: str = "ACTIVE_ONLY",
 ) -> Response:
-    body = schemas.SearchExperiments(
-        max_results=max_results, page_token=page_token, filter=filter, order_by=order_by or [], view_type=view_type
+    return _search(
+        store, uris, max_results=max_results, page_token=page_token, filter_string=filter,
+        order_by=order_by or [], view=view_type,
     )
-    return _search(body, store, uris)
 
 
 @router.post("/update")
