@@ -305,20 +305,20 @@ class SqlLoggedModelStore:
         """Record datasets (one row per name and digest; a repeat overwrites) and logged
         models a run read."""
         validate_run_id(run_id)
-        dataset_rows = []
+        by_identity: dict[tuple[str, str], dict[str, Any]] = {}
         for dataset in datasets:
-            dataset_rows.append(
-                {
-                    "run_uuid": run_id,
-                    "name": validate_text(dataset.name, "dataset name"),
-                    "digest": validate_text(dataset.digest, "dataset digest", limit=64),
-                    "source_type": validate_text(dataset.source_type, "dataset source_type", limit=64),
-                    "source": validate_text(dataset.source, "dataset source", limit=1_000_000),
-                    "schema": dataset.schema,
-                    "profile": dataset.profile,
-                    "tags_json": json.dumps(dict(validate_tag(k, v) for k, v in dataset.tags.items())),
-                }
-            )
+            row = {
+                "run_uuid": run_id,
+                "name": validate_text(dataset.name, "dataset name"),
+                "digest": validate_text(dataset.digest, "dataset digest", limit=64),
+                "source_type": validate_text(dataset.source_type, "dataset source_type", limit=64),
+                "source": validate_text(dataset.source, "dataset source", limit=1_000_000),
+                "schema": dataset.schema,
+                "profile": dataset.profile,
+                "tags_json": json.dumps(dict(validate_tag(k, v) for k, v in dataset.tags.items())),
+            }
+            by_identity[(row["name"], row["digest"])] = row  # a repeat within the call: the last wins
+        dataset_rows = list(by_identity.values())
         ids = sorted({validate_model_id(m) for m in model_ids})
         with self.db.session() as session:
             _active_run(session, run_id)
@@ -335,11 +335,12 @@ class SqlLoggedModelStore:
     def log_run_outputs(self, run_id: str, models: Sequence[tuple[str, int]]) -> None:
         """Record logged models a run produced, with the step they were logged at."""
         validate_run_id(run_id)
-        pairs = []
+        steps: dict[str, int] = {}
         for model_id, step in models:
             if isinstance(step, bool) or not isinstance(step, int):
                 raise InvalidArgument(f"Invalid step {step!r} for model output {model_id!r}: it must be an integer.")
-            pairs.append((validate_model_id(model_id), step))
+            steps[validate_model_id(model_id)] = step  # a repeat within the call: the last wins
+        pairs = list(steps.items())
         with self.db.session() as session:
             _active_run(session, run_id)
             _link_models(session, run_id, "output", pairs)
