@@ -20,20 +20,20 @@ def server_version() -> str:
 
 
 @router.get("/health", response_class=PlainTextResponse)
-def health() -> str:
+async def health() -> str:
     """``OK`` while the process serves requests (it checks no backend: a load balancer
     must not take every replica out when the database blips)."""
     return "OK"
 
 
 @router.get("/version", response_class=PlainTextResponse)
-def version() -> str:
+async def version() -> str:
     """The prefect-mlops version of this server."""
     return server_version()
 
 
 @router.get("/api/3.0/mlflow/server-info")
-def server_info() -> Response:
+async def server_info() -> Response:
     """What the mlflow 3 client asks before using optional features: none are on here."""
     return wire.json_response(
         {
