@@ -987,21 +987,20 @@ def _unlogged_points(
 ) -> list[tuple[str, str, float, bool, int, int]]:
     """``rows`` without the points already in the run's history (and without repeats).
 
-    One range read on the (run_uuid, key, step) index per distinct key of the batch.
+    One range read on the (run_uuid, key, step) index for the whole batch (per 500 keys).
     """
+    steps = [row[5] for row in rows]
+    stamps = [row[4] for row in rows]
+    bounds = (min(steps), max(steps), min(stamps), max(stamps))
     logged: set[tuple[str, float, bool, int, int]] = set()
-    by_key: dict[str, list[tuple[str, str, float, bool, int, int]]] = {}
-    for row in rows:
-        by_key.setdefault(row[1], []).append(row)
-    for key, points in by_key.items():
-        steps = [p[5] for p in points]
-        stamps = [p[4] for p in points]
+    for keys in _chunks(sorted({row[1] for row in rows}), 500):
+        placeholders = ", ".join("?" for _ in keys)
         logged.update(
             (key, value, bool(is_nan), timestamp, step)
-            for value, is_nan, timestamp, step in tx.all(
-                "SELECT value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? AND key = ? "
-                "AND step BETWEEN ? AND ? AND timestamp BETWEEN ? AND ?",
-                (run_id, key, min(steps), max(steps), min(stamps), max(stamps)),
+            for key, value, is_nan, timestamp, step in tx.all(
+                f"SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? "
+                f"AND key IN ({placeholders}) AND step BETWEEN ? AND ? AND timestamp BETWEEN ? AND ?",
+                (run_id, *keys, *bounds),
             )
         )
     fresh = []

@@ -27,8 +27,9 @@ from serving_tasks.tracking_server.deps import get_artifact_root, get_server_set
 from serving_tasks.tracking_server.limits import read_body
 from serving_tasks.tracking_server.routes.experiments import ok
 from serving_tasks.tracking_server.settings import ServerSettings
+from serving_tasks.tracking_server.routing import OrjsonRoute
 
-router = APIRouter(prefix="/api/2.0/mlflow-artifacts", tags=["artifacts"])
+router = APIRouter(prefix="/api/2.0/mlflow-artifacts", tags=["artifacts"], route_class=OrjsonRoute)
 Root = Annotated[ArtifactRepository, Depends(get_artifact_root)]
 Settings = Annotated[ServerSettings, Depends(get_server_settings)]
 

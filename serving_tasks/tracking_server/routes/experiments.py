@@ -15,8 +15,9 @@ from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import schemas, wire
 from serving_tasks.tracking_server.deps import get_store, get_uris
+from serving_tasks.tracking_server.routing import OrjsonRoute
 
-router = APIRouter(prefix="/api/2.0/mlflow/experiments", tags=["experiments"])
+router = APIRouter(prefix="/api/2.0/mlflow/experiments", tags=["experiments"], route_class=OrjsonRoute)
 Store = Annotated[SqlStore, Depends(get_store)]
 Uris = Annotated[wire.ArtifactUris, Depends(get_uris)]
 EMPTY = b"{}"

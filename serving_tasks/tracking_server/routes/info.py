@@ -8,8 +8,9 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
 from serving_tasks.tracking_server import wire
+from serving_tasks.tracking_server.routing import OrjsonRoute
 
-router = APIRouter(tags=["server"])
+router = APIRouter(tags=["server"], route_class=OrjsonRoute)
 
 
 def server_version() -> str:

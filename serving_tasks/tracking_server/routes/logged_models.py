@@ -14,8 +14,9 @@ from tracking_plugin.store.sql import SqlStore
 from serving_tasks.tracking_server import schemas, wire
 from serving_tasks.tracking_server.deps import get_store, get_uris
 from serving_tasks.tracking_server.routes.experiments import ok
+from serving_tasks.tracking_server.routing import OrjsonRoute
 
-router = APIRouter(prefix="/api/2.0/mlflow/logged-models", tags=["logged models"])
+router = APIRouter(prefix="/api/2.0/mlflow/logged-models", tags=["logged models"], route_class=OrjsonRoute)
 Store = Annotated[SqlStore, Depends(get_store)]
 Uris = Annotated[wire.ArtifactUris, Depends(get_uris)]
 

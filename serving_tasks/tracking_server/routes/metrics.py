@@ -12,8 +12,9 @@ from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import wire
 from serving_tasks.tracking_server.deps import get_store
+from serving_tasks.tracking_server.routing import OrjsonRoute
 
-router = APIRouter(prefix="/api/2.0/mlflow/metrics", tags=["metrics"])
+router = APIRouter(prefix="/api/2.0/mlflow/metrics", tags=["metrics"], route_class=OrjsonRoute)
 Store = Annotated[SqlStore, Depends(get_store)]
 
 MAX_BULK_RUNS = 100

@@ -26,8 +26,9 @@ from tracking_plugin.store.sql import SqlStore
 from serving_tasks.tracking_server import wire
 from serving_tasks.tracking_server.deps import get_store, get_uris
 from serving_tasks.tracking_server.routes.registry import stage, version_number
+from serving_tasks.tracking_server.routing import OrjsonRoute
 
-router = APIRouter(prefix="/api/2.0/mlops", tags=["mlops extensions"])
+router = APIRouter(prefix="/api/2.0/mlops", tags=["mlops extensions"], route_class=OrjsonRoute)
 Store = Annotated[SqlStore, Depends(get_store)]
 Uris = Annotated[wire.ArtifactUris, Depends(get_uris)]
 
