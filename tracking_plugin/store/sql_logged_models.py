@@ -348,26 +348,28 @@ class SqlLoggedModelStore:
     def get_run_inputs_outputs(self, run_id: str) -> tuple[RunInputs, RunOutputs]:
         """The datasets and models a run read, and the models it produced."""
         validate_run_id(run_id)
-        with self.db.session(write=False) as session:
-            datasets = session.execute(
-                sa.select(_DATASETS).where(_DATASETS.c.run_uuid == run_id).order_by(_DATASETS.c.name, _DATASETS.c.digest)
-            ).all()
-            links = session.execute(
-                sa.select(_LINKS.c.model_id, _LINKS.c.direction, _LINKS.c.step)
-                .where(_LINKS.c.run_uuid == run_id)
-                .order_by(_LINKS.c.step, _LINKS.c.model_id)
-            ).all()
+        # Driver SQL on the fast path: the tracking server reads this with every run it returns.
+        with self.db.transaction(write=False) as tx:
+            datasets = tx.all(
+                "SELECT name, digest, source_type, source, schema, profile, tags_json FROM run_dataset_inputs "
+                "WHERE run_uuid = ? ORDER BY name, digest",
+                (run_id,),
+            )
+            links = tx.all(
+                "SELECT model_id, direction, step FROM run_model_links WHERE run_uuid = ? ORDER BY step, model_id",
+                (run_id,),
+            )
         inputs = RunInputs(
             datasets=tuple(
                 DatasetInput(
-                    name=d.name, digest=d.digest, source_type=d.source_type, source=d.source,
-                    schema=d.schema, profile=d.profile, tags=json.loads(d.tags_json),
+                    name=name, digest=digest, source_type=source_type, source=source,
+                    schema=schema, profile=profile, tags=json.loads(tags_json),
                 )
-                for d in datasets
+                for name, digest, source_type, source, schema, profile, tags_json in datasets
             ),
-            model_ids=tuple(link.model_id for link in links if link.direction == "input"),
+            model_ids=tuple(model_id for model_id, direction, _ in links if direction == "input"),
         )
-        outputs = RunOutputs(models=tuple((link.model_id, link.step) for link in links if link.direction == "output"))
+        outputs = RunOutputs(models=tuple((model_id, step) for model_id, direction, step in links if direction == "output"))
         return inputs, outputs
 
 

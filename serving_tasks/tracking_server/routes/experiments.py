@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin.entities import ViewType
-from tracking_plugin.errors import InvalidArgument, NotFound
+from tracking_plugin.errors import AlreadyExists, InvalidArgument, NotFound
 from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import schemas, wire
@@ -40,6 +40,25 @@ def view_type(value: str | int | None, field: str = "view_type") -> ViewType:
         ) from None
 
 
+DEFAULT_EXPERIMENT_ID = "0"
+DEFAULT_EXPERIMENT_NAME = "Default"
+
+
+def resolve_experiment_id(store: SqlStore, uris: wire.ArtifactUris, experiment_id: str) -> str:
+    """MLflow's default experiment is id ``"0"`` (what the mlflow client uses when no
+    experiment is set); here it is the experiment named ``Default``, created on first use."""
+    if experiment_id != DEFAULT_EXPERIMENT_ID:
+        return experiment_id
+    found = store.get_experiment_by_name(DEFAULT_EXPERIMENT_NAME)
+    if found is None:
+        try:
+            return store.create_experiment(DEFAULT_EXPERIMENT_NAME, join_artifact_uri(uris.root, uuid.uuid4().hex))
+        except AlreadyExists:  # another replica created it just now
+            found = store.get_experiment_by_name(DEFAULT_EXPERIMENT_NAME)
+            assert found is not None
+    return found.experiment_id
+
+
 @router.post("/create")
 def create_experiment(body: schemas.CreateExperiment, store: Store, uris: Uris) -> Response:
     if body.artifact_location:
@@ -52,7 +71,8 @@ def create_experiment(body: schemas.CreateExperiment, store: Store, uris: Uris) 
 
 @router.get("/get")
 def get_experiment(experiment_id: Annotated[str, Query()], store: Store, uris: Uris) -> Response:
-    return wire.json_response({"experiment": wire.experiment(store.get_experiment(experiment_id), uris)})
+    experiment = store.get_experiment(resolve_experiment_id(store, uris, experiment_id))
+    return wire.json_response({"experiment": wire.experiment(experiment, uris)})
 
 
 @router.get("/get-by-name")

@@ -13,7 +13,7 @@ from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import schemas, wire
 from serving_tasks.tracking_server.deps import get_store, get_uris
-from serving_tasks.tracking_server.routes.experiments import ok
+from serving_tasks.tracking_server.routes.experiments import ok, resolve_experiment_id
 from serving_tasks.tracking_server.routing import OrjsonRoute
 
 router = APIRouter(prefix="/api/2.0/mlflow/logged-models", tags=["logged models"], route_class=OrjsonRoute)
@@ -38,7 +38,7 @@ def _model(store: SqlStore, uris: wire.ArtifactUris, model: Any) -> Response:
 @router.post("")
 def create_logged_model(body: schemas.CreateLoggedModel, store: Store, uris: Uris) -> Response:
     model = store.create_logged_model(
-        body.experiment_id,
+        resolve_experiment_id(store, uris, body.experiment_id),
         name=body.name or None,
         model_type=body.model_type or None,
         source_run_id=body.source_run_id or None,

@@ -19,7 +19,7 @@ from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import schemas, wire
 from serving_tasks.tracking_server.deps import get_store, get_uris
-from serving_tasks.tracking_server.routes.experiments import ok, view_type
+from serving_tasks.tracking_server.routes.experiments import ok, resolve_experiment_id, view_type
 from serving_tasks.tracking_server.routing import OrjsonRoute
 
 router = APIRouter(prefix="/api/2.0/mlflow/runs", tags=["runs"], route_class=OrjsonRoute)
@@ -55,7 +55,7 @@ def create_run(body: schemas.CreateRun, store: Store, uris: Uris) -> Response:
     tags = [RunTag(t.key, t.value) for t in body.tags]
     parent = next((t.value for t in tags if t.key == TAG_PARENT_RUN_ID), None)
     run = store.create_run(
-        body.experiment_id,
+        resolve_experiment_id(store, uris, body.experiment_id),
         user_id=body.user_id or "unknown",
         start_time=body.start_time if body.start_time is not None else int(time.time() * 1000),
         run_name=body.run_name or None,
@@ -168,7 +168,7 @@ def log_outputs(body: schemas.LogOutputs, store: Store) -> Response:
 @router.post("/search")
 def search_runs(body: schemas.SearchRuns, store: Store, uris: Uris) -> Response:
     page = store.search_runs(
-        body.experiment_ids,
+        [resolve_experiment_id(store, uris, e) for e in body.experiment_ids],
         filter_string=body.filter or "",
         run_view_type=view_type(body.run_view_type, "run_view_type"),
         max_results=body.max_results,
