@@ -320,13 +320,10 @@ def test_mlflow_client_reads_what_our_client_logged(client: MlflowClient, direct
     assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/readme.txt") == "hello"
 
 
-def test_runs_without_an_experiment_go_to_default(client: MlflowClient, server: Any) -> None:
-    from mlflow.tracking import fluent
-
-    fluent._active_experiment_id = None  # as in a fresh process that never called set_experiment
-    with mlflow.start_run() as run:
-        mlflow.log_metric("m", 1.0)
-    experiment = client.get_experiment(client.get_run(run.info.run_id).info.experiment_id)
-    assert experiment.name == "Default"
+def test_runs_without_an_experiment_go_to_default(client: MlflowClient) -> None:
+    # The mlflow client uses experiment "0" (MLflow's default) when none is set.
+    run = client.create_run("0")
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "Default" and run.info.artifact_uri.startswith("mlflow-artifacts:/")
     assert client.get_experiment("0").experiment_id == experiment.experiment_id
     assert run.info.run_id in {r.info.run_id for r in client.search_runs(["0"])}
