@@ -15,10 +15,13 @@ from the database and the artifact store, so replicas on one PostgreSQL + S3 act
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
 from fastapi import FastAPI
 
 from tracking_plugin.artifacts import get_artifact_repository
-from tracking_plugin.client import get_store
+from tracking_plugin.backend import acquire_store, release_store
 
 from serving_tasks.tracking_server.errors import install_error_handlers
 from serving_tasks.tracking_server.limits import BodyLimitMiddleware
@@ -42,7 +45,19 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The tracking server for ``settings`` (default: ``PREFECT_MLOPS_SERVER_*`` variables)."""
     settings = settings if settings is not None else ServerSettings()
     backend = settings.backend_settings()
+    # The app holds one store (engine and connection pool) for its life; built, and the
+    # schema migrated, here, so a bad URI fails before the server listens.
+    store = acquire_store(backend)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            release_store(store)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="prefect-mlops tracking server",
         version=info.server_version(),
         description=(
@@ -53,7 +68,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.store = get_store(backend.tracking_uri, busy_timeout=backend.sqlite_busy_timeout)
+    app.state.store = store
     root = settings.artifact_storage_root
     app.state.artifact_root = get_artifact_repository(root, backend)
     app.state.uris = ArtifactUris(app.state.artifact_root.artifact_uri.rstrip("/") or root, proxy=settings.serve_artifacts)

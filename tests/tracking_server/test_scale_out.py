@@ -49,6 +49,7 @@ def test_two_servers_on_one_postgres_and_s3_act_as_one(
 
     # An artifact uploaded through one replica is downloaded through the other.
     mlflow.set_tracking_uri(a.url)
+    mlflow.set_experiment(experiment_id=experiment_id)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_text("from replica a", "notes/a.txt")
     mlflow.set_tracking_uri(b.url)
