@@ -145,6 +145,26 @@ def main() -> None:
         f"{o['search_ms']:.1f} ms", f"{p['search_ms']:.0f} ms", f"{p['search_ms'] / o['search_ms']:.0f}x faster",
         "< 50 ms and >= 10x")
 
+    print("tracking server over REST (issue 15)", flush=True)
+    # The same mlflow client (MLflow's venv) against `mlflow server` and against ours, both
+    # on SQLite with one worker; each side in its own directory and processes.
+    rest_env = {"OURS_SERVER": str(Path(OURS).parent / "prefect-mlops")}
+    with tempfile.TemporaryDirectory() as ours_dir, tempfile.TemporaryDirectory() as peer_dir:
+        print("  rest: prefect-mlops server ...", flush=True)
+        o = _run(PEER, "rest.py", "ours", ours_dir, env=rest_env)
+        print("  rest: mlflow server ...", flush=True)
+        p = _run(PEER, "rest.py", "mlflow", peer_dir)
+    results["rest"] = {"ours": o, "mlflow": p}
+    row("#15", "mlflow client log_metric over REST (median per call)", f"{o['log_metric_ms']:.2f} ms",
+        f"{p['log_metric_ms']:.2f} ms", f"{p['log_metric_ms'] / o['log_metric_ms']:.1f}x faster", ">= 5x")
+    row("#15", "mlflow client log_batch over REST, 1,000-point calls", f"{o['log_batch_points_per_s']:,.0f} pts/s",
+        f"{p['log_batch_points_per_s']:,.0f} pts/s",
+        f"{o['log_batch_points_per_s'] / p['log_batch_points_per_s']:.1f}x faster", ">= 5x")
+    row("#15", "mlflow client create run + log_batch + end over REST", f"{o['runs_per_s']:,.0f} runs/s",
+        f"{p['runs_per_s']:,.0f} runs/s", f"{o['runs_per_s'] / p['runs_per_s']:.1f}x faster", ">= 5x")
+    row("#15", f"mlflow client search_runs over REST, {o['search_runs']:,} runs ({o['search_hits']} hits)",
+        f"{o['search_ms']:.1f} ms", f"{p['search_ms']:.1f} ms", f"{p['search_ms'] / o['search_ms']:.1f}x faster", ">= 3x")
+
     print("models (issue 4)", flush=True)
     o, p = _pair("log_model")
     results["log_model"] = {"ours": o, "mlflow": p}

@@ -8,6 +8,8 @@ Commands import their packages lazily so ``prefect-mlops --help`` stays fast.
     prefect-mlops reconcile               # close runs whose Prefect flow run ended
     prefect-mlops simulate --days 10      # replay days of batches through the flows
     prefect-mlops db upgrade              # apply schema migrations explicitly
+    prefect-mlops server --backend-store-uri postgresql+psycopg://... --default-artifact-root s3://...
+    prefect-mlops ui                      # the tracking server on ./mlops.db
 """
 
 from __future__ import annotations
@@ -31,6 +33,65 @@ db_app = typer.Typer(help="Tracking database maintenance.", no_args_is_help=True
 app.add_typer(db_app, name="db")
 
 app.add_typer(serve_app, name="serve")
+
+
+def _serve_tracking(
+    backend_store_uri: str,
+    default_artifact_root: str,
+    artifacts_destination: Optional[str],
+    serve_artifacts: bool,
+    host: str,
+    port: int,
+    workers: int,
+) -> None:
+    from serving_tasks.tracking_server import ServerSettings, run_server
+    from tracking_plugin.errors import MlopsError
+
+    settings = ServerSettings(
+        backend_store_uri=backend_store_uri,
+        default_artifact_root=default_artifact_root,
+        artifacts_destination=artifacts_destination,
+        serve_artifacts=serve_artifacts,
+    )
+    typer.echo(f"prefect-mlops tracking server on http://{host}:{port} ({workers} worker(s))", err=True)
+    try:
+        run_server(settings, host=host, port=port, workers=workers)
+    except MlopsError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("server")
+def server_command(
+    backend_store_uri: Annotated[
+        str, typer.Option("--backend-store-uri", help="Database URL: sqlite:///path.db or postgresql+psycopg://...")
+    ] = "sqlite:///mlops.db",
+    default_artifact_root: Annotated[
+        str, typer.Option("--default-artifact-root", help="Artifact root of new experiments: a path or s3://bucket/prefix.")
+    ] = "./mlops-artifacts",
+    artifacts_destination: Annotated[
+        Optional[str],
+        typer.Option("--artifacts-destination", help="Where proxied artifacts are stored (default: the artifact root)."),
+    ] = None,
+    serve_artifacts: Annotated[
+        bool,
+        typer.Option("--serve-artifacts/--no-serve-artifacts", help="Proxy artifacts so clients need no S3 keys."),
+    ] = True,
+    host: Annotated[str, typer.Option("--host", "-h", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port to listen on.")] = 5000,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the tracking server: MLflow's REST API, so `mlflow.set_tracking_uri("http://host:port")` works."""
+    _serve_tracking(backend_store_uri, default_artifact_root, artifacts_destination, serve_artifacts, host, port, workers)
+
+
+@app.command("ui")
+def ui_command(
+    host: Annotated[str, typer.Option("--host", "-h", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port to listen on.")] = 5000,
+) -> None:
+    """Run the tracking server on the local default backend (sqlite:///mlops.db, ./mlops-artifacts)."""
+    _serve_tracking("sqlite:///mlops.db", "./mlops-artifacts", None, True, host, port, 1)
 
 
 @db_app.command("upgrade")

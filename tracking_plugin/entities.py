@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Iterator, Sequence, TypeVar
 
 __all__ = [
+    "DatasetInput",
     "Experiment",
     "ExperimentTag",
     "FileInfo",
     "LifecycleStage",
+    "LoggedModel",
+    "LoggedModelStatus",
     "Metric",
     "ModelVersion",
     "ModelVersionStatus",
@@ -28,6 +31,8 @@ __all__ = [
     "RunData",
     "RunInfo",
     "RunStatus",
+    "RunInputs",
+    "RunOutputs",
     "RunTag",
     "Stage",
     "StoredGateDecision",
@@ -206,6 +211,64 @@ class TransitionRecord:
     reason: str | None
     prefect_flow_run_id: str | None
     gate_decision_id: str | None
+
+
+class LoggedModelStatus(str, enum.Enum):
+    """Status of a logged model, with MLflow's names."""
+
+    PENDING = "LOGGED_MODEL_PENDING"
+    READY = "LOGGED_MODEL_READY"
+    UPLOAD_FAILED = "LOGGED_MODEL_UPLOAD_FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedModel:
+    """A model logged by MLflow 3's ``log_model`` (``models:/<model_id>``), registered or not.
+
+    Its files live at ``artifact_location`` (``<experiment location>/models/<model_id>/artifacts``).
+    """
+
+    model_id: str
+    experiment_id: str
+    name: str
+    artifact_location: str
+    creation_timestamp: int
+    last_updated_timestamp: int
+    status: LoggedModelStatus
+    lifecycle_stage: LifecycleStage = LifecycleStage.ACTIVE
+    status_message: str | None = None
+    model_type: str | None = None
+    source_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInput:
+    """A dataset a run read (MLflow's ``mlflow.log_input``)."""
+
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    schema: str | None = None
+    profile: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInputs:
+    """What a run read: datasets and logged models (by id)."""
+
+    datasets: tuple[DatasetInput, ...] = ()
+    model_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutputs:
+    """The logged models a run produced: ``(model_id, step)`` pairs."""
+
+    models: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

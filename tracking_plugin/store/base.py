@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from tracking_plugin.entities import (
+    DatasetInput,
     Experiment,
+    LoggedModel,
+    LoggedModelStatus,
     Metric,
     ModelVersion,
     ModelVersionStatus,
@@ -23,6 +26,8 @@ from tracking_plugin.entities import (
     RegisteredModel,
     Run,
     RunInfo,
+    RunInputs,
+    RunOutputs,
     RunStatus,
     RunTag,
     Stage,
@@ -31,7 +36,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 
-__all__ = ["RegistryStore", "Store", "TrackingStore"]
+__all__ = ["LoggedModelStore", "RegistryStore", "Store", "TrackingStore"]
 
 
 @runtime_checkable
@@ -54,6 +59,7 @@ class TrackingStore(Protocol):
     def delete_experiment(self, experiment_id: str) -> None: ...
     def restore_experiment(self, experiment_id: str) -> None: ...
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None: ...
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None: ...
 
     # runs
     def create_run(
@@ -92,8 +98,11 @@ class TrackingStore(Protocol):
         metrics: Sequence[Metric] = (),
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
+        *,
+        skip_logged_points: bool = False,
     ) -> None:
-        """Validate everything, then write all of it in one transaction, or nothing."""
+        """Validate everything, then write all of it in one transaction, or nothing.
+        ``skip_logged_points``: points identical to logged ones are not written again."""
         ...
     def delete_tag(self, run_id: str, key: str) -> None: ...
     def get_metric_history(
@@ -241,7 +250,44 @@ class RegistryStore(Protocol):
     def get_gate_decision(self, decision_id: str) -> StoredGateDecision: ...
 
 
-class Store(TrackingStore, RegistryStore, Protocol):
+@runtime_checkable
+class LoggedModelStore(Protocol):
+    """MLflow 3's logged models and the inputs/outputs of runs (used by the tracking server)."""
+
+    def create_logged_model(
+        self,
+        experiment_id: str,
+        *,
+        name: str | None = None,
+        model_type: str | None = None,
+        source_run_id: str | None = None,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> LoggedModel: ...
+    def get_logged_model(self, model_id: str) -> LoggedModel: ...
+    def finalize_logged_model(
+        self, model_id: str, status: LoggedModelStatus, status_message: str | None = None
+    ) -> LoggedModel: ...
+    def set_logged_model_tags(self, model_id: str, tags: dict[str, str]) -> LoggedModel: ...
+    def delete_logged_model_tag(self, model_id: str, key: str) -> None: ...
+    def log_logged_model_params(self, model_id: str, params: dict[str, str]) -> None: ...
+    def delete_logged_model(self, model_id: str) -> None: ...
+    def search_logged_models(
+        self,
+        experiment_ids: Sequence[str],
+        *,
+        filter_string: str | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> PagedList[LoggedModel]: ...
+    def log_run_inputs(
+        self, run_id: str, datasets: Sequence[DatasetInput] = (), model_ids: Sequence[str] = ()
+    ) -> None: ...
+    def log_run_outputs(self, run_id: str, models: Sequence[tuple[str, int]]) -> None: ...
+    def get_run_inputs_outputs(self, run_id: str) -> tuple[RunInputs, RunOutputs]: ...
+
+
+class Store(TrackingStore, RegistryStore, LoggedModelStore, Protocol):
     """Tracking and registry together: one database, one migration history.
 
     A store owns its connections: ``close()`` releases them (a store used again after

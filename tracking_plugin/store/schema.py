@@ -37,6 +37,9 @@ __all__ = [
     "ExperimentTagRow",
     "GateDecisionRow",
     "LatestMetricRow",
+    "LoggedModelParamRow",
+    "LoggedModelRow",
+    "LoggedModelTagRow",
     "MetricRow",
     "ModelTransitionRow",
     "ModelVersionRow",
@@ -45,6 +48,8 @@ __all__ = [
     "RegisteredModelAliasRow",
     "RegisteredModelRow",
     "RegisteredModelTagRow",
+    "RunDatasetInputRow",
+    "RunModelLinkRow",
     "RunRow",
     "RunTagRow",
 ]
@@ -305,3 +310,70 @@ class GateDecisionRow(Base):
     decision_json: Mapped[str] = mapped_column(Text)  # inputs and per-rule outcomes
     created_time: Mapped[int] = mapped_column(BigInteger)
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# ---------------------------------------------------------------- logged models, run inputs/outputs
+
+
+class LoggedModelRow(Base):
+    """A model logged by MLflow 3's ``log_model`` (``models:/m-<id>``), before registration."""
+
+    __tablename__ = "logged_models"
+
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.experiment_id"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    artifact_location: Mapped[str] = mapped_column(String(URI_LEN))
+    creation_time: Mapped[int] = mapped_column(BigInteger)
+    last_updated_time: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(32))
+    status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_type: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
+    source_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    lifecycle_stage: Mapped[str] = mapped_column(String(32), default="active")
+
+
+class LoggedModelTagRow(Base):
+    __tablename__ = "logged_model_tags"
+
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("logged_models.model_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(String(TAG_VALUE_LEN))
+
+
+class LoggedModelParamRow(Base):
+    __tablename__ = "logged_model_params"
+
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("logged_models.model_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(String(PARAM_VALUE_LEN))
+
+
+class RunDatasetInputRow(Base):
+    """A dataset a run read (MLflow's ``log_input``), one row per (run, name, digest)."""
+
+    __tablename__ = "run_dataset_inputs"
+
+    run_uuid: Mapped[str] = mapped_column(ForeignKey("runs.run_uuid", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_type: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    schema: Mapped[str | None] = mapped_column(Text, nullable=True)
+    profile: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tags_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class RunModelLinkRow(Base):
+    """A logged model a run used (``direction='input'``) or produced (``'output'``, at a step)."""
+
+    __tablename__ = "run_model_links"
+
+    run_uuid: Mapped[str] = mapped_column(ForeignKey("runs.run_uuid", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8), primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,6 +1,7 @@
 """``SqlStore``: the SQL implementation of :class:`~tracking_plugin.store.base.Store`.
 
-Tracking operations live in ``sql_tracking``, registry operations in ``sql_registry``;
+Tracking operations live in ``sql_tracking``, registry operations in ``sql_registry``,
+logged models and run inputs/outputs in ``sql_logged_models``;
 both share one :class:`~tracking_plugin.store.db.Database` (one engine, one migration
 history). Constructing a store never connects or migrates: call
 ``store.db.ensure_schema()`` (the client does, once per process) or ``store.db.upgrade()``.
@@ -13,14 +14,15 @@ A store owns its database's connection pool: ``close()`` (or ``with``) releases 
 from __future__ import annotations
 
 from tracking_plugin.store.db import Database
+from tracking_plugin.store.sql_logged_models import SqlLoggedModelStore
 from tracking_plugin.store.sql_registry import SqlRegistryStore
 from tracking_plugin.store.sql_tracking import SqlTrackingStore
 
 __all__ = ["SqlStore"]
 
 
-class SqlStore(SqlTrackingStore, SqlRegistryStore):
-    """Tracking and registry over one SQLAlchemy database."""
+class SqlStore(SqlTrackingStore, SqlRegistryStore, SqlLoggedModelStore):
+    """Tracking, registry and logged models over one SQLAlchemy database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -483,6 +483,26 @@ class SqlTrackingStore:
                 sa.update(_EXPERIMENTS).where(_EXPERIMENTS.c.experiment_id == pk).values(last_update_time=_now_ms())
             )
 
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        """Remove a tag of an active experiment; NotFound if it has no such tag."""
+        pk = _experiment_pk(experiment_id)
+        key, _ = validate_tag(key, "")
+        with self.db.session() as session:
+            row = _experiment_row(session, pk)
+            if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
+                raise Conflict(
+                    f"Cannot delete tag {key!r} of experiment {experiment_id!r} ({row.name!r}): it is "
+                    "deleted. Restore it first with restore_experiment()."
+                )
+            deleted = session.execute(
+                sa.delete(_EXPERIMENT_TAGS).where(_EXPERIMENT_TAGS.c.experiment_id == pk, _EXPERIMENT_TAGS.c.key == key)
+            ).rowcount
+            if not deleted:
+                raise NotFound(f"Experiment {experiment_id!r} has no tag {key!r}; nothing to delete.")
+            session.execute(
+                sa.update(_EXPERIMENTS).where(_EXPERIMENTS.c.experiment_id == pk).values(last_update_time=_now_ms())
+            )
+
     # ======================================================================= runs
 
     def create_run(
@@ -659,8 +679,15 @@ class SqlTrackingStore:
         metrics: Sequence[Metric] = (),
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
+        *,
+        skip_logged_points: bool = False,
     ) -> None:
         """Validate everything, then write all of it in one transaction, or nothing.
+
+        ``skip_logged_points``: a metric point identical to one already in the history
+        (key, value, timestamp and step) is not written again, so a client replaying a
+        batch whose response it lost leaves the history as it was (MLflow's rule, which
+        the tracking server applies to every call).
 
         >>> store.log_batch(run.info.run_id, metrics=[Metric("loss", 0.3, 1700000000000, 1)],
         ...                 params=[Param("lr", "0.01")])  # doctest: +SKIP
@@ -685,10 +712,16 @@ class SqlTrackingStore:
         # hard-deleted.
         bulk = len(metric_items) >= _BULK_METRICS
         with _gc_paused(bulk):
-            self._log_batch(run_id, metric_items, param_items, tag_items, bulk)
+            self._log_batch(run_id, metric_items, param_items, tag_items, bulk, skip_logged_points)
 
     def _log_batch(
-        self, run_id: str, metric_items: list[Any], param_items: list[Any], tag_items: list[Any], bulk: bool
+        self,
+        run_id: str,
+        metric_items: list[Any],
+        param_items: list[Any],
+        tag_items: list[Any],
+        bulk: bool,
+        skip_logged_points: bool,
     ) -> None:
         metric_rows = _metric_rows(run_id, metric_items)
         param_values: dict[str, str] = {}
@@ -710,6 +743,8 @@ class SqlTrackingStore:
             _check_run_active(tx, run_id, "log to")
             if param_values:
                 _write_params(tx, run_id, param_values)
+            if metric_rows and skip_logged_points:
+                metric_rows = _unlogged_points(tx, run_id, metric_rows)
             if metric_rows:
                 tx.executemany(_METRIC_INSERT, metric_rows)
                 _execute_compiled(tx, "latest", _latest_points(metric_rows))
@@ -945,6 +980,36 @@ def _metric_rows(run_id: str, metrics: Sequence[Any]) -> list[tuple[str, str, fl
         else:
             append((run_id, key, value, False, timestamp, step))
     return rows
+
+
+def _unlogged_points(
+    tx: Transaction, run_id: str, rows: list[tuple[str, str, float, bool, int, int]]
+) -> list[tuple[str, str, float, bool, int, int]]:
+    """``rows`` without the points already in the run's history (and without repeats).
+
+    One range read on the (run_uuid, key, step) index for the whole batch (per 500 keys).
+    """
+    steps = [row[5] for row in rows]
+    stamps = [row[4] for row in rows]
+    bounds = (min(steps), max(steps), min(stamps), max(stamps))
+    logged: set[tuple[str, float, bool, int, int]] = set()
+    for keys in _chunks(sorted({row[1] for row in rows}), 500):
+        placeholders = ", ".join("?" for _ in keys)
+        logged.update(
+            (key, value, bool(is_nan), timestamp, step)
+            for key, value, is_nan, timestamp, step in tx.all(
+                f"SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? "
+                f"AND key IN ({placeholders}) AND step BETWEEN ? AND ? AND timestamp BETWEEN ? AND ?",
+                (run_id, *keys, *bounds),
+            )
+        )
+    fresh = []
+    for row in rows:
+        identity = (row[1], row[2], row[3], row[4], row[5])
+        if identity not in logged:
+            logged.add(identity)
+            fresh.append(row)
+    return fresh
 
 
 @contextmanager

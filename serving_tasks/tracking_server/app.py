@@ -1,0 +1,81 @@
+"""The tracking server app: MLflow's REST API and our extensions over one backend.
+
+``create_app()`` builds the FastAPI application from :class:`ServerSettings` (the
+environment by default); it opens the store once (schema migrated on first use) and the
+artifact store at the storage root, and keeps nothing else: every request is answered
+from the database and the artifact store, so replicas on one PostgreSQL + S3 act as one.
+
+    import uvicorn
+    from serving_tasks.tracking_server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(backend_store_uri="sqlite:///mlops.db",
+                                    default_artifact_root="./mlops-artifacts"))
+    uvicorn.run(app, port=5000)
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+
+from tracking_plugin.artifacts import get_artifact_repository
+from tracking_plugin.backend import acquire_store, release_store
+
+from serving_tasks.tracking_server.errors import install_error_handlers
+from serving_tasks.tracking_server.limits import BodyLimitMiddleware
+from serving_tasks.tracking_server.routes import (
+    artifacts,
+    experiments,
+    info,
+    logged_models,
+    metrics,
+    mlops,
+    registry,
+    runs,
+)
+from serving_tasks.tracking_server.settings import ServerSettings
+from serving_tasks.tracking_server.wire import ArtifactUris
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """The tracking server for ``settings`` (default: ``PREFECT_MLOPS_SERVER_*`` variables)."""
+    settings = settings if settings is not None else ServerSettings()
+    backend = settings.backend_settings()
+    # The app holds one store (engine and connection pool) for its life; built, and the
+    # schema migrated, here, so a bad URI fails before the server listens.
+    store = acquire_store(backend)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            release_store(store)
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="prefect-mlops tracking server",
+        version=info.server_version(),
+        description=(
+            "MLflow's REST API (/api/2.0/mlflow/..., the /api/2.0/mlflow-artifacts/ proxy) for the "
+            "unmodified mlflow client, and prefect-mlops extensions under /api/2.0/mlops/."
+        ),
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    root = settings.artifact_storage_root
+    app.state.artifact_root = get_artifact_repository(root, backend)
+    app.state.uris = ArtifactUris(app.state.artifact_root.artifact_uri.rstrip("/") or root, proxy=settings.serve_artifacts)
+    install_error_handlers(app)
+    for router in (experiments.router, runs.router, metrics.router, logged_models.router, registry.router, mlops.router, info.router):
+        app.include_router(router)
+    if settings.serve_artifacts:
+        app.include_router(artifacts.router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
+    return app

@@ -1,0 +1,39 @@
+"""FastAPI dependencies: the store, the artifact store and the URI translation of the app.
+
+Built once per process by ``create_app`` and kept on ``app.state``; tests and embedders
+can override them with ``app.dependency_overrides`` like any FastAPI dependency.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+if TYPE_CHECKING:
+    from tracking_plugin.artifacts import ArtifactRepository
+    from tracking_plugin.store.sql import SqlStore
+
+    from serving_tasks.tracking_server.settings import ServerSettings
+    from serving_tasks.tracking_server.wire import ArtifactUris
+
+__all__ = ["get_artifact_root", "get_server_settings", "get_store", "get_uris"]
+
+
+def get_store(request: Request) -> SqlStore:
+    """The process-wide store of the backend (one engine and connection pool)."""
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_uris(request: Request) -> ArtifactUris:
+    """Stored artifact locations <-> ``mlflow-artifacts:/`` URIs shown to clients."""
+    return request.app.state.uris  # type: ignore[no-any-return]
+
+
+def get_artifact_root(request: Request) -> ArtifactRepository:
+    """The artifact store at the storage root, which the proxy reads and writes."""
+    return request.app.state.artifact_root  # type: ignore[no-any-return]
+
+
+def get_server_settings(request: Request) -> ServerSettings:
+    return request.app.state.settings  # type: ignore[no-any-return]

@@ -1,0 +1,216 @@
+"""Bad input over HTTP: every refusal is a 4xx with MLflow's error JSON naming the field,
+nothing outside the artifact root is touched, and the server keeps serving."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+API = "/api/2.0/mlflow"
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+JSON_LIMIT = 64 * 1024
+ARTIFACT_LIMIT = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def small_server(start_server: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    base = tmp_path_factory.mktemp("bad-input")
+    (base / "outside.txt").write_text("secret")
+    root = base / "root"
+    return start_server(
+        f"sqlite:///{base / 'mlops.db'}", str(root),
+        env={
+            "PREFECT_MLOPS_SERVER_MAX_JSON_BODY_BYTES": str(JSON_LIMIT),
+            "PREFECT_MLOPS_SERVER_MAX_ARTIFACT_BYTES": str(ARTIFACT_LIMIT),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def http(small_server: Any) -> httpx.Client:
+    with httpx.Client(base_url=small_server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def run_id(http: httpx.Client) -> str:
+    experiment = http.post(f"{API}/experiments/create", json={"name": "bad-input"}).json()["experiment_id"]
+    return http.post(f"{API}/runs/create", json={"experiment_id": experiment, "start_time": 1}).json()["run"]["info"]["run_id"]
+
+
+def _error(response: httpx.Response, status: int, code: str, *words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error_code"] == code, body
+    for word in words:
+        assert word in body["message"], body
+
+
+def test_malformed_json_wrong_types_and_missing_fields(http: httpx.Client, run_id: str) -> None:
+    headers = {"Content-Type": "application/json"}
+    _error(http.post(f"{API}/runs/log-metric", content=b"{not json", headers=headers), 400, "INVALID_PARAMETER_VALUE", "JSON")
+    _error(http.post(f"{API}/runs/log-metric", content=b"[1, 2]", headers=headers), 400, "INVALID_PARAMETER_VALUE")
+    _error(http.post(f"{API}/runs/log-metric", json={"run_id": run_id, "key": "m", "value": 1.0}), 400,
+           "INVALID_PARAMETER_VALUE", "'timestamp'")
+    _error(http.post(f"{API}/runs/log-metric", json={"run_id": run_id, "key": "m", "value": "high", "timestamp": 1}), 400,
+           "INVALID_PARAMETER_VALUE", "'value'")
+    _error(http.post(f"{API}/runs/log-metric", json={"run_id": run_id, "key": "m", "value": 1, "timestamp": 2**70}), 400,
+           "INVALID_PARAMETER_VALUE", "'timestamp'")
+    _error(http.post(f"{API}/runs/log-metric", json={"key": "m", "value": 1, "timestamp": 1}), 400,
+           "INVALID_PARAMETER_VALUE", "'run_id'")
+    _error(http.post(f"{API}/runs/log-parameter", json={"run_id": run_id, "key": "p", "value": ["a"]}), 400,
+           "INVALID_PARAMETER_VALUE", "'value'")
+    _error(http.post(f"{API}/runs/log-parameter", json={"run_id": run_id, "key": "bad key!", "value": "1"}), 400,
+           "INVALID_PARAMETER_VALUE", "bad key!")
+    _error(http.post(f"{API}/experiments/create", json={"name": 5}), 400, "INVALID_PARAMETER_VALUE", "'name'")
+    _error(http.post(f"{API}/runs/update", json={"run_id": run_id, "status": "DONE"}), 400, "INVALID_PARAMETER_VALUE", "'status'")
+    _error(http.get(f"{API}/metrics/get-history", params={"run_id": run_id}), 400, "INVALID_PARAMETER_VALUE", "metric_key")
+    _error(http.get(f"{API}/model-versions/get", params={"name": "x", "version": "one"}), 400, "INVALID_PARAMETER_VALUE", "'version'")
+    _error(http.post(f"{API}/runs/search", json={"experiment_ids": ["1"], "filter": "metrics.acc >>> 1"}), 400,
+           "INVALID_PARAMETER_VALUE")
+    _error(http.post(f"{API}/runs/search", json={"experiment_ids": ["1"], "page_token": "garbage!"}), 400,
+           "INVALID_PARAMETER_VALUE", "page_token")
+    _error(http.get(f"{API}/no-such-endpoint"), 404, "ENDPOINT_NOT_FOUND")
+    # The NaN spellings of proto JSON are values, not errors.
+    ok = http.post(f"{API}/runs/log-metric", json={"run_id": run_id, "key": "nan", "value": "NaN", "timestamp": 1})
+    assert ok.status_code == 200, ok.text
+    history = http.get(f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": "nan"}).json()["metrics"]
+    assert history == [{"key": "nan", "value": "NaN", "timestamp": 1, "step": 0}]
+
+
+def test_unknown_run_and_model_and_conflicts(http: httpx.Client, run_id: str) -> None:
+    _error(http.get(f"{API}/runs/get", params={"run_id": "f" * 32}), 404, "RESOURCE_DOES_NOT_EXIST", "f" * 32)
+    _error(http.post(f"{API}/runs/log-batch", json={"run_id": "f" * 32, "metrics": []}), 404, "RESOURCE_DOES_NOT_EXIST")
+    _error(http.get(f"{API}/registered-models/get", params={"name": "ghost"}), 404, "RESOURCE_DOES_NOT_EXIST", "ghost")
+    _error(http.get(f"{API}/experiments/get-by-name", params={"experiment_name": "ghost"}), 404, "RESOURCE_DOES_NOT_EXIST")
+    _error(http.post(f"{API}/experiments/create", json={"name": "bad-input"}), 400, "RESOURCE_ALREADY_EXISTS", "bad-input")
+    assert http.post(f"{API}/runs/log-parameter", json={"run_id": run_id, "key": "lr", "value": "0.1"}).status_code == 200
+    _error(http.post(f"{API}/runs/log-parameter", json={"run_id": run_id, "key": "lr", "value": "0.2"}), 400, "INVALID_STATE", "lr")
+
+
+def test_over_limit_batches_and_bodies(http: httpx.Client, run_id: str) -> None:
+    params = [{"key": f"p{i}", "value": "1"} for i in range(60)]
+    tags = [{"key": f"t{i}", "value": "1"} for i in range(41)]
+    _error(http.post(f"{API}/runs/log-batch", json={"run_id": run_id, "params": params, "tags": tags}), 400,
+           "INVALID_PARAMETER_VALUE", "100")
+    logged = http.get(f"{API}/runs/get", params={"run_id": run_id}).json()["run"]["data"]
+    assert not any(p["key"] == "p0" for p in logged.get("params", [])) and not any(t["key"] == "t0" for t in logged["tags"])
+    big = b'{"name": "' + b"x" * (JSON_LIMIT + 10) + b'"}'
+    _error(http.post(f"{API}/experiments/create", content=big, headers={"Content-Type": "application/json"}), 413,
+           "RESOURCE_EXHAUSTED", str(JSON_LIMIT))
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        yield b'{"name": "'
+        for _ in range(JSON_LIMIT // 1024 + 2):
+            yield b"y" * 1024
+        yield b'"}'
+
+    _error(http.post(f"{API}/experiments/create", content=chunks(), headers={"Content-Type": "application/json"}), 413,
+           "RESOURCE_EXHAUSTED")
+    upload = http.put(f"{ARTIFACTS}/big.bin", content=b"z" * (ARTIFACT_LIMIT + 1))
+    _error(upload, 413, "RESOURCE_EXHAUSTED")
+    assert http.get(f"{ARTIFACTS}/big.bin").status_code == 404
+
+
+def test_log_batch_limit_is_enforced_by_count(small_server: Any, start_server: Callable[..., Any], tmp_path: Path) -> None:
+    roomy = start_server(f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "a"))
+    with httpx.Client(base_url=roomy.url) as http:
+        experiment = http.post(f"{API}/experiments/create", json={"name": "limits"}).json()["experiment_id"]
+        run = http.post(f"{API}/runs/create", json={"experiment_id": experiment}).json()["run"]["info"]["run_id"]
+        metrics = [{"key": "m", "value": 1.0, "timestamp": 1, "step": i} for i in range(1001)]
+        _error(http.post(f"{API}/runs/log-batch", json={"run_id": run, "metrics": metrics}), 400,
+               "INVALID_PARAMETER_VALUE", "1000")
+        assert http.get(f"{API}/metrics/get-history", params={"run_id": run, "metric_key": "m"}).json().get("metrics", []) == []
+        assert http.post(f"{API}/runs/log-batch", json={"run_id": run, "metrics": metrics[:1000]}).status_code == 200
+
+
+def test_replayed_log_batch_leaves_history_unchanged(http: httpx.Client, run_id: str) -> None:
+    batch = {
+        "run_id": run_id,
+        "metrics": [{"key": "replay", "value": v, "timestamp": 1000 + i, "step": i} for i, v in enumerate([0.5, "NaN", 0.25])],
+    }
+    for _ in range(3):  # the client retried twice after lost responses
+        assert http.post(f"{API}/runs/log-batch", json=batch).status_code == 200
+    single = {"run_id": run_id, "key": "replay", "value": 0.125, "timestamp": 2000, "step": 3}
+    for _ in range(2):
+        assert http.post(f"{API}/runs/log-metric", json=single).status_code == 200
+    history = http.get(f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": "replay"}).json()["metrics"]
+    assert [(p["step"], p["value"]) for p in history] == [(0, 0.5), (1, "NaN"), (2, 0.25), (3, 0.125)]
+    # A new point at a logged step and time with another value is new data, and kept.
+    assert http.post(f"{API}/runs/log-metric", json={**single, "value": 0.2}).status_code == 200
+    history = http.get(f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": "replay"}).json()["metrics"]
+    assert len(history) == 5
+
+
+TRAVERSALS = [
+    "../outside.txt",
+    "..%2foutside.txt",
+    "%2e%2e/outside.txt",
+    "%2E%2E%2Foutside.txt",
+    "%252e%252e/outside.txt",
+    "%25252e%25252e%25252foutside.txt",
+    "..%5coutside.txt",
+    "..\\outside.txt",
+    "a/../../outside.txt",
+    "/etc/passwd",
+    "%2fetc%2fpasswd",
+    "C:%5cWindows%5cwin.ini",
+    "x/%2e%2e/%2e%2e/outside.txt",
+    "..%00/outside.txt",
+    "..%23/outside.txt",
+    "..%3f/outside.txt",
+]
+
+
+def _raw(url: str, method: str, path: str, body: bytes = b"") -> int:
+    """Send the request line exactly as written (no client-side normalisation)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode() + body
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("spelling", TRAVERSALS)
+def test_artifact_proxy_refuses_traversal(small_server: Any, spelling: str) -> None:
+    root = Path(small_server.artifact_root)
+    base = root.parent
+    before = sorted(p for p in base.rglob("*") if root not in p.parents and p != root)
+    for method, body in (("PUT", b"pwned"), ("GET", b""), ("DELETE", b"")):
+        status = _raw(small_server.url, method, f"{ARTIFACTS}/{spelling}", body)
+        assert status in (400, 403, 404), (method, spelling, status)
+    listing = _raw(small_server.url, "GET", f"{ARTIFACTS}?path={spelling}")
+    assert listing in (400, 403, 404), (spelling, listing)
+    after = sorted(p for p in base.rglob("*") if root not in p.parents and p != root)
+    assert after == before and (base / "outside.txt").read_text() == "secret"
+    assert httpx.get(small_server.url + "/health").text == "OK"
+
+
+def test_artifact_proxy_round_trip_and_symlink_escape(small_server: Any, http: httpx.Client) -> None:
+    name = f"{ARTIFACTS}/exp/run/artifacts/a%20b/c%23d.txt"  # 'a b/c#d.txt', encoded as clients do
+    assert http.put(name, content=b"hello").status_code == 200
+    assert http.get(name).content == b"hello"
+    files = http.get(ARTIFACTS, params={"path": "exp/run/artifacts/a b"}).json()["files"]
+    assert files == [{"path": "c#d.txt", "is_dir": False, "file_size": 5}]
+    assert http.delete(name).status_code == 200
+    assert http.get(name).status_code == 404
+    root = Path(small_server.artifact_root)
+    (root / "link").symlink_to(root.parent)
+    assert http.put(f"{ARTIFACTS}/link/escaped.txt", content=b"x").status_code in (400, 403, 404)
+    assert not (root.parent / "escaped.txt").exists()
+
+
+def test_server_still_serves_after_bad_requests(small_server: Any, http: httpx.Client) -> None:
+    assert small_server.alive()
+    assert http.get("/health").text == "OK"
+    assert http.post(f"{API}/experiments/search", json={}).status_code == 200
