@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
+from readme_blocks import python_blocks
 
 from tracking_plugin.client import TrackingClient
 from tracking_plugin.entities import RunStatus
 
 SECTION = "Tracking Prefect flows"  # the README section whose examples must run
-
-
-def python_blocks(text: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
 def test_the_tracked_flow_example_is_under_15_lines(readme_section) -> None:  # type: ignore[no-untyped-def]

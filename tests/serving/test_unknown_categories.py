@@ -67,3 +67,18 @@ def test_the_server_answers_400_for_an_unknown_category(
         assert "'month-to-month'" in body["message"]
     finally:
         server.stop()
+
+
+def test_mlflow_still_loads_a_model_that_lists_its_categories(
+    churn_pipeline_dir: tuple[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The allowed values live in MLmodel's free-form ``metadata`` (MLflow's signature JSON
+    refuses unknown keys), so MLflow loads the model and keeps them."""
+    pytest.importorskip("mlflow")
+    import mlflow.pyfunc
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # as tests/models/test_mlflow_compat.py
+    path, X = churn_pipeline_dir
+    theirs = mlflow.pyfunc.load_model(path)
+    assert sorted(theirs.metadata.metadata[ALLOWED_VALUES_KEY]["contract"]) == sorted(CATEGORY_VALUES["contract"])
+    assert theirs.predict(X.head(3)).tolist() == load_model(path).predict(X.head(3)).tolist()

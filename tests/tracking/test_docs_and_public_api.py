@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from readme_blocks import python_blocks
 
 import tracking_plugin
 from tracking_plugin import fluent
@@ -18,12 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SECTION = "Tracking API"  # the README section whose examples must run
 
 
-def _python_blocks(markdown: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.S | re.M)
-
-
 def test_tracking_docs_examples_run(no_config_env: Path, readme_section) -> None:  # type: ignore[no-untyped-def]
-    blocks = _python_blocks(readme_section(SECTION))
+    blocks = python_blocks(readme_section(SECTION))
     assert len(blocks) >= 6
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for index, block in enumerate(blocks):
