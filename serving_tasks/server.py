@@ -209,37 +209,31 @@ def _check_model(options: ServeOptions) -> None:
         )
 
 
+def _tracking_uri() -> str:
+    """The tracking URI the server's registry client will use, SQLite paths made absolute."""
+    from tracking_plugin.backend import resolve_settings
+    from tracking_plugin.urls import absolute_sqlite_uri
+
+    return absolute_sqlite_uri(resolve_settings().tracking_uri)
+
+
 def _database_display() -> str:
-    """The configured tracking URI with any password hidden (a SQLite file made absolute)."""
-    from tracking_plugin.settings import resolve_settings
+    """The configured tracking URI with any password hidden."""
+    from tracking_plugin.urls import redact_uri
 
-    path = _sqlite_path()
-    if path is not None:
-        return f"sqlite:///{path}"
-    uri = resolve_settings().tracking_uri
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(uri).render_as_string(hide_password=True)
-    except Exception:  # not a database URL (an http:// tracking server): no password in it
-        return uri.split("@")[-1] if "@" in uri else uri
+    return redact_uri(_tracking_uri())
 
 
 def _sqlite_path() -> str | None:
-    """The absolute file of a file-backed SQLite tracking URI, else None."""
-    from sqlalchemy.engine import make_url
-
-    from tracking_plugin.settings import resolve_settings
-
-    try:
-        url = make_url(resolve_settings().tracking_uri)
-    except Exception:
+    """The file of a file-backed SQLite tracking URI, else None."""
+    uri = _tracking_uri()
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
         return None
-    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+    path = uri[len(prefix) :].partition("?")[0]
+    if not path or path == ":memory:" or path.startswith("file:"):
         return None
-    if url.database.startswith("file:"):
-        return None
-    return os.path.abspath(url.database)
+    return path
 
 
 def _load(app: Any, options: ServeOptions) -> None:
@@ -253,7 +247,9 @@ def _load(app: Any, options: ServeOptions) -> None:
         where = ""
         if options.model_uri.startswith(("models:/", "runs:/")):
             where = f" (searched the tracking database {_database_display()})"
-        raise ServeStartupError(f"Cannot serve {options.model_uri}: {exc.message}{where}") from exc
+        from tracking_plugin.urls import redact_uri
+
+        raise ServeStartupError(f"Cannot serve {options.model_uri}: {redact_uri(exc.message)}{where}") from exc
 
 
 def run(options: ServeOptions) -> None:
