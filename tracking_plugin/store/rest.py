@@ -62,6 +62,7 @@ from tracking_plugin.entities import (
     StoredGateDecision,
     TransitionRecord,
     ViewType,
+    _positional_builder,
 )
 from tracking_plugin.errors import (
     AlreadyExists,
@@ -89,6 +90,7 @@ _ERRORS: dict[str, type[MlopsError]] = {
     "TEMPORARILY_UNAVAILABLE": BackendUnavailable,
 }
 _RETRY_STATUS = (429, 503)
+_build_metric = _positional_builder(Metric)  # Metric(key, value, timestamp, step), ~3x faster
 
 
 class RestSession:
@@ -565,12 +567,12 @@ class RestStore:
             params["max_results"] = max_results
         if page_token:
             params["page_token"] = page_token
-        out = self._call("GET", f"{MLFLOW}/metrics/get-history", params=params)
+        # The columnar form of MLflow's get-history: a 100,000-point history is one answer.
+        out = self._call("GET", f"{STORE}/metrics/history", params=params)
         special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-        items = [
-            Metric(m["key"], special[v] if isinstance(v := m["value"], str) else v, m["timestamp"], m["step"])
-            for m in out.get("metrics", ())
-        ]
+        values = [special[v] if v.__class__ is str else v for v in out.get("values", ())]
+        build = _build_metric
+        items = [build(key, v, t, s) for v, t, s in zip(values, out.get("timestamps", ()), out.get("steps", ()))]
         return PagedList(items, out.get("next_page_token"))
 
     def search_runs(

@@ -5,6 +5,7 @@ wherever they carry everything our entities hold, and these where they do not:
 
 - ``POST runs/create``: a run keyed by a Prefect flow-run or task-run id, under a parent;
 - ``POST runs/search``: MLflow's search, each run with its Prefect ids and parent;
+- ``GET metrics/history``: a metric's history in columns (100,000 points in one answer);
 - registry reads and writes whose model versions carry ``storage_location`` (the
   registry-owned copy of the files) and ``gate_decision_id``: ``registered-models/get``,
   ``registered-models/search``, ``registered-models/get-latest-versions``,
@@ -207,6 +208,28 @@ def search_runs(body: schemas.SearchRuns, store: Store, uris: Uris) -> Response:
         page_token=body.page_token or None,
     )
     return _paged("runs", [run_full(r, uris) for r in page], page.token)
+
+
+@router.get("/metrics/history")
+def get_metric_history(
+    store: Store,
+    run_id: Annotated[str, Query()],
+    metric_key: Annotated[str, Query()],
+    max_results: Annotated[int | None, Query(ge=1)] = None,
+    page_token: str | None = None,
+) -> Response:
+    """MLflow's ``metrics/get-history`` in columns (``steps``, ``timestamps``, ``values``):
+    a third of the bytes, and no object per point to build and parse on either side."""
+    page = store.get_metric_history(run_id, metric_key, max_results=max_results, page_token=page_token or None)
+    out: dict[str, Any] = {
+        "key": metric_key,
+        "steps": [m.step for m in page],
+        "timestamps": [m.timestamp for m in page],
+        "values": [wire.float_out(m.value) for m in page],
+    }
+    if page.token:
+        out["next_page_token"] = page.token
+    return wire.json_response(out)
 
 
 # ------------------------------------------------------------------ registry reads
