@@ -533,3 +533,56 @@ def test_core_round_trip_on_postgres_and_s3(
     finally:
         reset_tracking(end_runs=True)
     assert sorted(p.name for p in workdir.iterdir()) == []
+
+
+# ------------------------------------------------------------------- README and block
+
+
+def test_readme_our_client_over_http_runs(url_only: str, readme_section: Any) -> None:
+    import re
+
+    text = readme_section("Our client over HTTP")
+    [example] = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    written = re.search(r'set_tracking_uri\("([^"]+)"\)', example).group(1)  # type: ignore[union-attr]
+    namespace: dict[str, Any] = {"__name__": "__readme__"}
+    exec(compile(example.replace(written, url_only), "README.md[our client over HTTP]", "exec"), namespace)
+    assert list(namespace["champion"].predict([[2.5]])) == [1]
+    assert namespace["version"].storage_location.startswith("mlflow-artifacts:/registry/churn-ours/")
+
+
+def test_a_block_holding_only_the_server_url(url_only: str, prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracking_plugin as mlops
+    from tracking_plugin.blocks import MlopsBackend
+
+    MlopsBackend(tracking_uri=url_only).save("http-team", overwrite=True)
+    monkeypatch.delenv("PREFECT_MLOPS_TRACKING_URI")
+    monkeypatch.setenv("PREFECT_MLOPS_BLOCK", "http-team")
+    reset_tracking()
+    mlops.set_experiment("from-a-block")
+    with mlops.start_run() as run:
+        mlops.log_metric("rows", 1000.0)
+        mlops.log_text("done", "status.txt")
+    assert mlops.TrackingClient().settings.artifact_root == "mlflow-artifacts:/"
+    seen = mlops.TrackingClient(url_only).get_run(run.info.run_id)
+    assert seen.data.metrics == {"rows": 1000.0} and seen.info.artifact_uri.startswith("mlflow-artifacts:/")
+
+
+def test_proxied_artifact_uris_need_a_server_and_a_clean_path(url_only: str) -> None:
+    import doctest
+
+    import tracking_plugin.artifacts.http as http_artifacts
+    from tracking_plugin.artifacts import get_artifact_repository
+    from tracking_plugin.settings import MlopsSettings
+
+    assert doctest.testmod(http_artifacts, raise_on_error=True).attempted > 0
+    with pytest.raises(InvalidArgument, match="set the tracking URI to the server's|Set the tracking URI to the server's"):
+        get_artifact_repository("mlflow-artifacts:/1/run/artifacts", MlopsSettings(tracking_uri="sqlite:///x.db"))
+    repo = get_artifact_repository("mlflow-artifacts:/escape-test")
+    for bad in ("../outside.txt", "a/%2e%2e/b.txt", "/etc/passwd"):
+        with pytest.raises(InvalidArgument):
+            repo.log_bytes(b"x", bad)
+    with pytest.raises(NotFound):
+        repo.read_bytes("never-written.txt")
+    repo.log_bytes(b"kept", "kept.txt")
+    repo.delete_artifacts()
+    assert repo.list_artifacts() == []
