@@ -179,22 +179,26 @@ class RestSession:
                     method, path, content=content() if content is not None else None, params=params, headers=headers
                 )
                 response = self.client.send(request, stream=stream)
-            except httpx.ConnectError as exc:  # never reached the server: always safe to repeat
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent: safe to repeat
                 failure: Exception = exc
-            except (httpx.TransportError,) as exc:
+            except httpx.TransportError as exc:
                 if not idempotent:
                     raise self._unavailable(path, exc) from exc
                 failure = exc
             else:
                 if response.status_code < 400:
                     return response
-                if response.status_code in _RETRY_STATUS and idempotent and attempt < self.retries:
-                    response.close()
-                    failure = BackendUnavailable(f"HTTP {response.status_code}")
-                else:
-                    if stream:
-                        response.read()
-                    raise self._error(response)
+                if stream:
+                    response.read()
+                error = self._error(response)
+                if not (response.status_code in _RETRY_STATUS and idempotent):
+                    raise error
+                if attempt >= self.retries:
+                    raise BackendUnavailable(
+                        f"{error.message} (HTTP {response.status_code} from {redact_uri(self.base_url)} "
+                        f"{1 + attempt} times; try again later)"
+                    ) from None
+                failure = error
             if attempt >= self.retries:
                 raise self._unavailable(path, failure) from failure
             time.sleep(self.backoff * (2**attempt))
@@ -521,7 +525,7 @@ class RestStore:
             "run_id": run_id, "status": RunStatus(status).value if status is not None else None,
             "end_time": end_time, "run_name": run_name,
         }
-        out = self._call("POST", f"{MLFLOW}/runs/update", json=body, idempotent=True)
+        out = self._call("POST", f"{STORE}/runs/update", json=body, idempotent=True)
         return _run_info(out["run_info"])
 
     def delete_run(self, run_id: str) -> None:

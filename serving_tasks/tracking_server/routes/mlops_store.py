@@ -4,6 +4,7 @@ Our own client over HTTP (:mod:`tracking_plugin.store.rest`) uses MLflow's endpo
 wherever they carry everything our entities hold, and these where they do not:
 
 - ``POST runs/create``: a run keyed by a Prefect flow-run or task-run id, under a parent;
+- ``POST runs/update``: MLflow's ``runs/update``, answering with the whole run info;
 - ``POST runs/search``: MLflow's search, each run with its Prefect ids and parent;
 - ``GET metrics/history``: a metric's history in columns (100,000 points in one answer);
 - registry reads and writes whose model versions carry ``storage_location`` (the
@@ -28,7 +29,15 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from tracking_plugin.entities import ModelVersion, ModelVersionStatus, RegisteredModel, Run, RunTag, StoredGateDecision
+from tracking_plugin.entities import (
+    ModelVersion,
+    ModelVersionStatus,
+    RegisteredModel,
+    Run,
+    RunStatus,
+    RunTag,
+    StoredGateDecision,
+)
 from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.store.sql import SqlStore
 
@@ -51,12 +60,19 @@ class _Body(BaseModel):
 class CreateRun(_Body):
     experiment_id: str
     user_id: str
-    start_time: int
+    start_time: schemas.Int64
     run_name: str | None = None
     tags: list[schemas.KeyValue] = []
     parent_run_id: str | None = None
     prefect_flow_run_id: str | None = None
     prefect_task_run_id: str | None = None
+
+
+class UpdateRun(_Body):
+    run_id: str
+    status: RunStatus | None = None
+    end_time: schemas.Int64 | None = None
+    run_name: str | None = None
 
 
 class Audit(_Body):
@@ -195,6 +211,19 @@ def create_run(body: CreateRun, store: Store, uris: Uris) -> Response:
         prefect_task_run_id=body.prefect_task_run_id,
     )
     return wire.json_response({"run": run_full(run, uris)})
+
+
+@router.post("/runs/update")
+def update_run(body: UpdateRun, store: Store, uris: Uris) -> Response:
+    """MLflow's ``runs/update``, answering with the whole ``run_info`` (Prefect ids, parent)."""
+    info = store.update_run_info(body.run_id, status=body.status, end_time=body.end_time, run_name=body.run_name)
+    out = wire.run_info(info, uris)
+    out.update(
+        parent_run_id=info.parent_run_id,
+        prefect_flow_run_id=info.prefect_flow_run_id,
+        prefect_task_run_id=info.prefect_task_run_id,
+    )
+    return wire.json_response({"run_info": out})
 
 
 @router.post("/runs/search")
