@@ -586,3 +586,20 @@ def test_proxied_artifact_uris_need_a_server_and_a_clean_path(url_only: str) -> 
     repo.log_bytes(b"kept", "kept.txt")
     repo.delete_artifacts()
     assert repo.list_artifacts() == []
+
+
+def test_a_large_file_streams_both_ways(url_only: str, tmp_path: Path) -> None:
+    import hashlib
+
+    import tracking_plugin as mlops
+
+    big = tmp_path / "weights.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024) * 4)  # 12 MiB: many upload and download chunks
+    with mlops.start_run() as run:
+        mlops.log_artifact(str(big), artifact_path="model")
+    client = mlops.TrackingClient()
+    [info] = client.list_artifacts(run.info.run_id, "model")
+    assert (info.path, info.file_size) == ("model/weights.bin", big.stat().st_size)
+    back = Path(client.download_artifacts(run.info.run_id, "model", _new_dir(tmp_path / "back")))
+    assert hashlib.sha256((back / "weights.bin").read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+    assert sorted(p.name for p in back.iterdir()) == ["weights.bin"]  # no partial file left behind
