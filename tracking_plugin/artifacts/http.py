@@ -32,7 +32,8 @@ from tracking_plugin.artifacts.base import (
 )
 from tracking_plugin.entities import FileInfo
 from tracking_plugin.errors import InvalidArgument
-from tracking_plugin.store.rest import RestSession, RestStore
+from tracking_plugin.store.rest import RestStore
+from tracking_plugin.store.rest_session import RestSession
 
 if TYPE_CHECKING:
     from tracking_plugin.settings import MlopsSettings

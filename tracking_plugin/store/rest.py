@@ -7,7 +7,7 @@ MLflow's endpoints (``/api/2.0/mlflow/...``) where they carry all of our entitie
 the server's extensions where they do not (``/api/2.0/mlops/...``: runs keyed by Prefect
 ids, model versions with their registry copy and gate decision, promote, rollback, audit).
 
-Transport (:class:`RestSession`):
+Transport (:class:`~tracking_plugin.store.rest_session.RestSession`):
 
 - one ``httpx.Client`` per store, with keep-alive connections; ``close()`` closes it (the
   store reconnects if used again);
@@ -29,20 +29,11 @@ written twice, so a retried call does not duplicate points.
 
 from __future__ import annotations
 
-import math
-import os
-import threading
-import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
-from urllib.parse import quote
-
-import httpx
-import orjson
+from typing import Any, Sequence
 
 from tracking_plugin.entities import (
     DatasetInput,
     Experiment,
-    LifecycleStage,
     LoggedModel,
     LoggedModelStatus,
     Metric,
@@ -52,7 +43,6 @@ from tracking_plugin.entities import (
     Param,
     RegisteredModel,
     Run,
-    RunData,
     RunInfo,
     RunInputs,
     RunOutputs,
@@ -62,346 +52,17 @@ from tracking_plugin.entities import (
     StoredGateDecision,
     TransitionRecord,
     ViewType,
-    _positional_builder,
 )
-from tracking_plugin.errors import (
-    AlreadyExists,
-    BackendUnavailable,
-    Conflict,
-    InvalidArgument,
-    MlopsError,
-    NotFound,
-)
+from tracking_plugin.errors import NotFound
+from tracking_plugin.store import rest_wire as wire
+from tracking_plugin.store.rest_session import RestSession
 from tracking_plugin.urls import redact_uri
 
-__all__ = ["MAX_METRICS_PER_CALL", "MAX_PARAMS_TAGS_PER_CALL", "RestSession", "RestStore"]
+__all__ = ["RestStore"]
 
 MLFLOW = "/api/2.0/mlflow"
 MLOPS = "/api/2.0/mlops"
 STORE = "/api/2.0/mlops/store"
-MAX_METRICS_PER_CALL = 1000  # MLflow's log-batch limits, enforced by the server
-MAX_PARAMS_TAGS_PER_CALL = 100
-
-_ERRORS: dict[str, type[MlopsError]] = {
-    "RESOURCE_DOES_NOT_EXIST": NotFound,
-    "RESOURCE_ALREADY_EXISTS": AlreadyExists,
-    "INVALID_STATE": Conflict,
-    "INVALID_PARAMETER_VALUE": InvalidArgument,
-    "TEMPORARILY_UNAVAILABLE": BackendUnavailable,
-}
-_RETRY_STATUS = (429, 503)
-_build_metric = _positional_builder(Metric)  # Metric(key, value, timestamp, step), ~3x faster
-
-
-class RestSession:
-    """One keep-alive HTTP connection pool to a server, with retries and typed errors.
-
-    Args:
-        base_url: the server's URL (``http://host:5000``, a path prefix allowed).
-        retries: attempts after the first one for a retryable failure.
-        backoff: seconds before the first retry, doubled for each next one.
-        timeout: seconds for connecting and for each read.
-    """
-
-    def __init__(self, base_url: str, *, retries: int = 4, backoff: float = 0.1, timeout: float = 120.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.retries = retries
-        self.backoff = backoff
-        self.timeout = timeout
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"RestSession({redact_uri(self.base_url)!r})"
-
-    @property
-    def client(self) -> httpx.Client:
-        client = self._client
-        if client is None:
-            with self._lock:
-                client = self._client
-                if client is None:
-                    client = self._client = httpx.Client(
-                        base_url=self.base_url,
-                        timeout=self.timeout,
-                        headers=_auth_headers(),
-                        auth=_basic_auth(),
-                        follow_redirects=False,
-                    )
-        return client
-
-    def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    # ------------------------------------------------------------------ requests
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Any = None,
-        idempotent: bool | None = None,
-    ) -> Any:
-        """Send one JSON call; return the decoded JSON answer (``{}`` for an empty one)."""
-        content = orjson.dumps(json) if json is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        response = self.send(
-            method, path, content=lambda: content, params=params, headers=headers,
-            idempotent=method == "GET" if idempotent is None else idempotent,
-        )
-        body = response.content
-        return orjson.loads(body) if body else {}
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        *,
-        content: Callable[[], Any] | None = None,
-        params: Any = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool,
-        stream: bool = False,
-    ) -> httpx.Response:
-        """Send a request, retrying as the module says; raise our errors for non-2xx.
-
-        ``content`` is called for every attempt (a file is opened again for a retry).
-        With ``stream`` the answer's body is not read: the caller iterates and closes it.
-        """
-        attempt = 0
-        while True:
-            try:
-                request = self.client.build_request(
-                    method, path, content=content() if content is not None else None, params=params, headers=headers
-                )
-                response = self.client.send(request, stream=stream)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent: safe to repeat
-                failure: Exception = exc
-            except httpx.TransportError as exc:
-                if not idempotent:
-                    raise self._unavailable(path, exc) from exc
-                failure = exc
-            else:
-                if response.status_code < 400:
-                    return response
-                if stream:
-                    response.read()
-                error = self._error(response)
-                if not (response.status_code in _RETRY_STATUS and idempotent):
-                    raise error
-                if attempt >= self.retries:
-                    raise BackendUnavailable(
-                        f"{error.message} (HTTP {response.status_code} from {redact_uri(self.base_url)} "
-                        f"{1 + attempt} times; try again later)"
-                    ) from None
-                failure = error
-            if attempt >= self.retries:
-                raise self._unavailable(path, failure) from failure
-            time.sleep(self.backoff * (2**attempt))
-            attempt += 1
-
-    def _unavailable(self, path: str, exc: Exception) -> BackendUnavailable:
-        return BackendUnavailable(
-            f"Cannot reach the tracking server at {redact_uri(self.base_url)} ({path}): "
-            f"{type(exc).__name__}: {exc}. Check that `prefect-mlops server` is running there "
-            "and that this machine can reach it (tracking URI, proxy, firewall)."
-        )
-
-    def _error(self, response: httpx.Response) -> MlopsError:
-        try:
-            payload = orjson.loads(response.content)
-            code, message = str(payload.get("error_code", "")), str(payload.get("message", ""))
-        except (orjson.JSONDecodeError, AttributeError):
-            code, message = "", response.text[:500]
-        status = response.status_code
-        where = f"{response.request.method} {redact_uri(str(response.request.url))}"
-        if not message:
-            message = f"HTTP {status} from {where}"
-        if code == "ENDPOINT_NOT_FOUND" or (status == 404 and not code):
-            return InvalidArgument(
-                f"{message} ({where}): the server at {redact_uri(self.base_url)} does not answer this "
-                "call. Point the tracking URI at a `prefect-mlops server` of this version."
-            )
-        if status in (401, 403):
-            return InvalidArgument(
-                f"{message} (HTTP {status}): set MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD, to credentials the server accepts."
-            )
-        cls = _ERRORS.get(code)
-        if cls is None:
-            cls = BackendUnavailable if status >= 500 else InvalidArgument
-        return cls(message)
-
-
-def _auth_headers() -> dict[str, str]:
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _basic_auth() -> httpx.BasicAuth | None:
-    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        return None
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    return httpx.BasicAuth(user, password or "") if user else None
-
-
-# ---------------------------------------------------------------------- JSON -> entities
-
-
-def _float_in(value: Any) -> float:
-    if isinstance(value, str):
-        return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.get(value) or float(value)
-    return float(value)
-
-
-def _float_out(value: float) -> float | str:
-    if value != value:
-        return "NaN"
-    if value in (math.inf, -math.inf):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
-
-
-def _kv(items: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
-    return {i["key"]: i.get("value", "") for i in items or ()}
-
-
-def _kv_out(tags: Mapping[str, str] | Iterable[Any] | None) -> list[dict[str, str]]:
-    if tags is None:
-        return []
-    if isinstance(tags, Mapping):
-        return [{"key": k, "value": v} for k, v in tags.items()]
-    return [{"key": t.key, "value": t.value} for t in tags]
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value is None or value == "" else int(value)
-
-
-def _experiment(e: Mapping[str, Any]) -> Experiment:
-    return Experiment(
-        experiment_id=str(e["experiment_id"]),
-        name=e["name"],
-        artifact_location=e.get("artifact_location", ""),
-        lifecycle_stage=LifecycleStage(e.get("lifecycle_stage", "active")),
-        tags=_kv(e.get("tags")),
-        creation_time=_opt_int(e.get("creation_time")),
-        last_update_time=_opt_int(e.get("last_update_time")),
-    )
-
-
-def _run_info(i: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> RunInfo:
-    return RunInfo(
-        run_id=i["run_id"],
-        experiment_id=str(i["experiment_id"]),
-        run_name=i.get("run_name", ""),
-        status=RunStatus(i.get("status", "RUNNING")),
-        start_time=int(i.get("start_time", 0)),
-        end_time=_opt_int(i.get("end_time")),
-        user_id=i.get("user_id", ""),
-        artifact_uri=i.get("artifact_uri", ""),
-        lifecycle_stage=LifecycleStage(i.get("lifecycle_stage", "active")),
-        parent_run_id=i.get("parent_run_id") or (tags or {}).get("mlflow.parentRunId"),
-        prefect_flow_run_id=i.get("prefect_flow_run_id"),
-        prefect_task_run_id=i.get("prefect_task_run_id"),
-    )
-
-
-def _run(r: Mapping[str, Any]) -> Run:
-    data = r.get("data", {})
-    tags = _kv(data.get("tags"))
-    return Run(
-        info=_run_info(r["info"], tags),
-        data=RunData(
-            metrics={m["key"]: _float_in(m["value"]) for m in data.get("metrics", ())},
-            params=_kv(data.get("params")),
-            tags=tags,
-        ),
-    )
-
-
-def _version(v: Mapping[str, Any]) -> ModelVersion:
-    return ModelVersion(
-        name=v["name"],
-        version=int(v["version"]),
-        creation_timestamp=int(v.get("creation_timestamp", 0)),
-        last_updated_timestamp=int(v.get("last_updated_timestamp", 0)),
-        current_stage=Stage(v.get("current_stage", "None")),
-        status=ModelVersionStatus(v.get("status", "READY")),
-        source=v.get("source", ""),
-        storage_location=v.get("storage_location"),
-        run_id=v.get("run_id") or None,
-        description=v.get("description"),
-        status_message=v.get("status_message"),
-        tags=_kv(v.get("tags")),
-        aliases=tuple(v.get("aliases", ())),
-        gate_decision_id=v.get("gate_decision_id"),
-    )
-
-
-def _registered(m: Mapping[str, Any]) -> RegisteredModel:
-    return RegisteredModel(
-        name=m["name"],
-        creation_timestamp=int(m.get("creation_timestamp", 0)),
-        last_updated_timestamp=int(m.get("last_updated_timestamp", 0)),
-        description=m.get("description"),
-        tags=_kv(m.get("tags")),
-        aliases={a["alias"]: int(a["version"]) for a in m.get("aliases", ())},
-        latest_versions=tuple(_version(v) for v in m.get("latest_versions", ())),
-    )
-
-
-def _logged_model(m: Mapping[str, Any]) -> LoggedModel:
-    info = m["info"]
-    return LoggedModel(
-        model_id=info["model_id"],
-        experiment_id=str(info["experiment_id"]),
-        name=info.get("name", ""),
-        artifact_location=info.get("artifact_uri", ""),
-        creation_timestamp=int(info.get("creation_timestamp_ms", 0)),
-        last_updated_timestamp=int(info.get("last_updated_timestamp_ms", 0)),
-        status=LoggedModelStatus(info.get("status", LoggedModelStatus.PENDING.value)),
-        status_message=info.get("status_message"),
-        model_type=info.get("model_type"),
-        source_run_id=info.get("source_run_id"),
-        tags=_kv(info.get("tags")),
-        params=_kv(m.get("data", {}).get("params")),
-    )
-
-
-def _decision(d: Mapping[str, Any]) -> StoredGateDecision:
-    return StoredGateDecision(
-        id=d["id"], name=d["name"], version=int(d["version"]), passed=bool(d["passed"]), reason=d["reason"],
-        details=d.get("details") or {}, created_time=int(d["created_time"]),
-        prefect_flow_run_id=d.get("prefect_flow_run_id"),
-    )
-
-
-def _transition(t: Mapping[str, Any]) -> TransitionRecord:
-    return TransitionRecord(
-        id=int(t["id"]), name=t["name"], version=_opt_int(t.get("version")), kind=t["kind"],
-        subject=t.get("subject"), from_value=t.get("from_value"), to_value=t.get("to_value"),
-        timestamp=int(t["timestamp"]), actor=t.get("actor"), reason=t.get("reason"),
-        prefect_flow_run_id=t.get("prefect_flow_run_id"), gate_decision_id=t.get("gate_decision_id"),
-    )
-
-
-def _q(segment: str) -> str:
-    return quote(segment, safe="")
-
-
-def _chunks(metrics: Sequence[Metric], others: Sequence[tuple[str, Any]]) -> Iterable[tuple[Sequence[Metric], Sequence[tuple[str, Any]]]]:
-    calls = max(-(-len(metrics) // MAX_METRICS_PER_CALL), -(-len(others) // MAX_PARAMS_TAGS_PER_CALL), 1)
-    for index in range(calls):
-        yield (
-            metrics[index * MAX_METRICS_PER_CALL : (index + 1) * MAX_METRICS_PER_CALL],
-            others[index * MAX_PARAMS_TAGS_PER_CALL : (index + 1) * MAX_PARAMS_TAGS_PER_CALL],
-        )
-
 
 # ---------------------------------------------------------------------- the store
 
@@ -432,21 +93,21 @@ class RestStore:
     def create_experiment(
         self, name: str, artifact_location: str | None = None, tags: dict[str, str] | None = None
     ) -> str:
-        body: dict[str, Any] = {"name": name, "tags": _kv_out(tags)}
+        body: dict[str, Any] = {"name": name, "tags": wire.kv_out(tags)}
         if artifact_location:
             body["artifact_location"] = artifact_location
         return str(self._call("POST", f"{MLFLOW}/experiments/create", json=body)["experiment_id"])
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         out = self._call("GET", f"{MLFLOW}/experiments/get", params={"experiment_id": experiment_id})
-        return _experiment(out["experiment"])
+        return wire.experiment(out["experiment"])
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         try:
             out = self._call("GET", f"{MLFLOW}/experiments/get-by-name", params={"experiment_name": name})
         except NotFound:
             return None
-        return _experiment(out["experiment"])
+        return wire.experiment(out["experiment"])
 
     def search_experiments(
         self,
@@ -461,7 +122,7 @@ class RestStore:
             "order_by": list(order_by or ()), "page_token": page_token,
         }
         out = self._call("POST", f"{MLFLOW}/experiments/search", json=body, idempotent=True)
-        return PagedList([_experiment(e) for e in out.get("experiments", ())], out.get("next_page_token"))
+        return PagedList([wire.experiment(e) for e in out.get("experiments", ())], out.get("next_page_token"))
 
     def rename_experiment(self, experiment_id: str, new_name: str) -> None:
         self._call("POST", f"{MLFLOW}/experiments/update", json={"experiment_id": experiment_id, "new_name": new_name}, idempotent=True)
@@ -495,13 +156,13 @@ class RestStore:
     ) -> Run:
         body = {
             "experiment_id": str(experiment_id), "user_id": user_id, "start_time": start_time,
-            "run_name": run_name, "tags": _kv_out(tags), "parent_run_id": parent_run_id,
+            "run_name": run_name, "tags": wire.kv_out(tags), "parent_run_id": parent_run_id,
             "prefect_flow_run_id": prefect_flow_run_id, "prefect_task_run_id": prefect_task_run_id,
         }
-        return _run(self._call("POST", f"{STORE}/runs/create", json=body)["run"])
+        return wire.run(self._call("POST", f"{STORE}/runs/create", json=body)["run"])
 
     def get_run(self, run_id: str) -> Run:
-        return _run(self._call("GET", f"{MLOPS}/runs/get", params={"run_id": run_id})["run"])
+        return wire.run(self._call("GET", f"{MLOPS}/runs/get", params={"run_id": run_id})["run"])
 
     def get_run_by_prefect_id(
         self, *, flow_run_id: str | None = None, task_run_id: str | None = None
@@ -511,7 +172,7 @@ class RestStore:
             out = self._call("GET", f"{MLOPS}/runs/by-prefect-id", params=params)
         except NotFound:
             return None
-        return _run(out["run"])
+        return wire.run(out["run"])
 
     def update_run_info(
         self,
@@ -526,7 +187,7 @@ class RestStore:
             "end_time": end_time, "run_name": run_name,
         }
         out = self._call("POST", f"{STORE}/runs/update", json=body, idempotent=True)
-        return _run_info(out["run_info"])
+        return wire.run_info(out["run_info"])
 
     def delete_run(self, run_id: str) -> None:
         self._call("POST", f"{MLFLOW}/runs/delete", json={"run_id": run_id}, idempotent=True)
@@ -548,11 +209,11 @@ class RestStore:
         points identical to logged ones whatever ``skip_logged_points`` says)."""
         metrics = list(metrics)
         others = [("p", p) for p in params] + [("t", t) for t in tags]
-        for metric_chunk, other_chunk in _chunks(metrics, others):
+        for metric_chunk, other_chunk in wire.batch_chunks(metrics, others):
             body = {
                 "run_id": run_id,
                 "metrics": [
-                    {"key": m.key, "value": _float_out(m.value), "timestamp": m.timestamp, "step": m.step}
+                    {"key": m.key, "value": wire.float_out(m.value), "timestamp": m.timestamp, "step": m.step}
                     for m in metric_chunk
                 ],
                 "params": [{"key": p.key, "value": p.value} for kind, p in other_chunk if kind == "p"],
@@ -573,9 +234,9 @@ class RestStore:
             params["page_token"] = page_token
         # The columnar form of MLflow's get-history: a 100,000-point history is one answer.
         out = self._call("GET", f"{STORE}/metrics/history", params=params)
-        special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+        special = wire.SPECIAL_FLOATS
         values = [special[v] if v.__class__ is str else v for v in out.get("values", ())]
-        build = _build_metric
+        build = wire.build_metric
         items = [build(key, v, t, s) for v, t, s in zip(values, out.get("timestamps", ()), out.get("steps", ()))]
         return PagedList(items, out.get("next_page_token"))
 
@@ -594,19 +255,19 @@ class RestStore:
             "order_by": list(order_by or ()), "page_token": page_token,
         }
         out = self._call("POST", f"{STORE}/runs/search", json=body, idempotent=True)
-        return PagedList([_run(r) for r in out.get("runs", ())], out.get("next_page_token"))
+        return PagedList([wire.run(r) for r in out.get("runs", ())], out.get("next_page_token"))
 
     # ------------------------------------------------------------ registered models
 
     def create_registered_model(
         self, name: str, tags: dict[str, str] | None = None, description: str | None = None
     ) -> RegisteredModel:
-        body = {"name": name, "tags": _kv_out(tags), "description": description}
-        return _registered(self._call("POST", f"{MLFLOW}/registered-models/create", json=body)["registered_model"])
+        body = {"name": name, "tags": wire.kv_out(tags), "description": description}
+        return wire.registered_model(self._call("POST", f"{MLFLOW}/registered-models/create", json=body)["registered_model"])
 
     def get_registered_model(self, name: str) -> RegisteredModel:
         out = self._call("GET", f"{STORE}/registered-models/get", params={"name": name})
-        return _registered(out["registered_model"])
+        return wire.registered_model(out["registered_model"])
 
     def search_registered_models(
         self,
@@ -617,7 +278,7 @@ class RestStore:
     ) -> PagedList[RegisteredModel]:
         params = _search_params(filter_string, max_results, order_by, page_token)
         out = self._call("GET", f"{STORE}/registered-models/search", params=params)
-        return PagedList([_registered(m) for m in out.get("registered_models", ())], out.get("next_page_token"))
+        return PagedList([wire.registered_model(m) for m in out.get("registered_models", ())], out.get("next_page_token"))
 
     def rename_registered_model(self, name: str, new_name: str) -> RegisteredModel:
         self._call("POST", f"{MLFLOW}/registered-models/rename", json={"name": name, "new_name": new_name})
@@ -654,7 +315,7 @@ class RestStore:
             "name": name, "source": source, "run_id": run_id, "tags": tags, "description": description,
             "user_id": user_id,
         }
-        return _version(self._call("POST", f"{STORE}/model-versions/create", json=body)["model_version"])
+        return wire.model_version(self._call("POST", f"{STORE}/model-versions/create", json=body)["model_version"])
 
     def finish_model_version(
         self,
@@ -669,22 +330,22 @@ class RestStore:
             "name": name, "version": str(version), "status": ModelVersionStatus(status).value,
             "storage_location": storage_location, "status_message": status_message,
         }
-        return _version(self._call("POST", f"{STORE}/model-versions/finish", json=body)["model_version"])
+        return wire.model_version(self._call("POST", f"{STORE}/model-versions/finish", json=body)["model_version"])
 
     def get_model_version(self, name: str, version: int) -> ModelVersion:
         out = self._call("GET", f"{STORE}/model-versions/get", params={"name": name, "version": str(version)})
-        return _version(out["model_version"])
+        return wire.model_version(out["model_version"])
 
     def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
         out = self._call("GET", f"{STORE}/registered-models/alias", params={"name": name, "alias": alias})
-        return _version(out["model_version"])
+        return wire.model_version(out["model_version"])
 
     def get_latest_versions(self, name: str, stages: Sequence[Stage] | None = None) -> list[ModelVersion]:
         params: dict[str, Any] = {"name": name}
         if stages is not None:
             params["stages"] = [Stage(s).value for s in stages]
         out = self._call("GET", f"{STORE}/registered-models/get-latest-versions", params=params)
-        return [_version(v) for v in out.get("model_versions", ())]
+        return [wire.model_version(v) for v in out.get("model_versions", ())]
 
     def search_model_versions(
         self,
@@ -695,7 +356,7 @@ class RestStore:
     ) -> PagedList[ModelVersion]:
         params = _search_params(filter_string, max_results, order_by, page_token)
         out = self._call("GET", f"{STORE}/model-versions/search", params=params)
-        return PagedList([_version(v) for v in out.get("model_versions", ())], out.get("next_page_token"))
+        return PagedList([wire.model_version(v) for v in out.get("model_versions", ())], out.get("next_page_token"))
 
     def update_model_version(self, name: str, version: int, description: str | None) -> ModelVersion:
         body = {"name": name, "version": str(version), "description": description}
@@ -730,7 +391,7 @@ class RestStore:
             "archive_existing_versions": archive_existing_versions, "actor": actor, "reason": reason,
             "prefect_flow_run_id": prefect_flow_run_id, "gate_decision_id": gate_decision_id,
         }
-        return _version(self._call("POST", f"{STORE}/model-versions/transition-stage", json=body)["model_version"])
+        return wire.model_version(self._call("POST", f"{STORE}/model-versions/transition-stage", json=body)["model_version"])
 
     def set_registered_model_alias(
         self,
@@ -774,7 +435,7 @@ class RestStore:
             "archive_existing_versions": archive_existing_versions, "require_passed_gate": require_passed_gate,
             "actor": actor, "reason": reason, "prefect_flow_run_id": prefect_flow_run_id,
         }
-        return _version(self._call("POST", f"{STORE}/registered-models/promote", json=body)["model_version"])
+        return wire.model_version(self._call("POST", f"{STORE}/registered-models/promote", json=body)["model_version"])
 
     def rollback_alias(
         self,
@@ -786,11 +447,11 @@ class RestStore:
         prefect_flow_run_id: str | None = None,
     ) -> ModelVersion:
         body = {"name": name, "alias": alias, "actor": actor, "reason": reason, "prefect_flow_run_id": prefect_flow_run_id}
-        return _version(self._call("POST", f"{STORE}/registered-models/rollback", json=body)["model_version"])
+        return wire.model_version(self._call("POST", f"{STORE}/registered-models/rollback", json=body)["model_version"])
 
     def get_model_history(self, name: str) -> list[TransitionRecord]:
         out = self._call("GET", f"{MLOPS}/registered-models/history", params={"name": name})
-        return [_transition(t) for t in out.get("transitions", ())]
+        return [wire.transition(t) for t in out.get("transitions", ())]
 
     def record_gate_decision(
         self,
@@ -806,10 +467,10 @@ class RestStore:
             "name": name, "version": str(version), "passed": passed, "reason": reason, "details": details,
             "prefect_flow_run_id": prefect_flow_run_id,
         }
-        return _decision(self._call("POST", f"{STORE}/gate-decisions/record", json=body)["gate_decision"])
+        return wire.gate_decision(self._call("POST", f"{STORE}/gate-decisions/record", json=body)["gate_decision"])
 
     def get_gate_decision(self, decision_id: str) -> StoredGateDecision:
-        return _decision(self._call("GET", f"{STORE}/gate-decisions/get", params={"id": decision_id})["gate_decision"])
+        return wire.gate_decision(self._call("GET", f"{STORE}/gate-decisions/get", params={"id": decision_id})["gate_decision"])
 
     # ------------------------------------------------------------ logged models
 
@@ -825,34 +486,34 @@ class RestStore:
     ) -> LoggedModel:
         body = {
             "experiment_id": str(experiment_id), "name": name, "model_type": model_type,
-            "source_run_id": source_run_id, "params": _kv_out(params), "tags": _kv_out(tags),
+            "source_run_id": source_run_id, "params": wire.kv_out(params), "tags": wire.kv_out(tags),
         }
-        return _logged_model(self._call("POST", f"{MLFLOW}/logged-models", json=body)["model"])
+        return wire.logged_model(self._call("POST", f"{MLFLOW}/logged-models", json=body)["model"])
 
     def get_logged_model(self, model_id: str) -> LoggedModel:
-        return _logged_model(self._call("GET", f"{MLFLOW}/logged-models/{_q(model_id)}")["model"])
+        return wire.logged_model(self._call("GET", f"{MLFLOW}/logged-models/{wire.quoted(model_id)}")["model"])
 
     def finalize_logged_model(
         self, model_id: str, status: LoggedModelStatus, status_message: str | None = None
     ) -> LoggedModel:
         body = {"model_id": model_id, "status": LoggedModelStatus(status).value}
-        out = self._call("PATCH", f"{MLFLOW}/logged-models/{_q(model_id)}", json=body, idempotent=True)
-        return _logged_model(out["model"])
+        out = self._call("PATCH", f"{MLFLOW}/logged-models/{wire.quoted(model_id)}", json=body, idempotent=True)
+        return wire.logged_model(out["model"])
 
     def set_logged_model_tags(self, model_id: str, tags: dict[str, str]) -> LoggedModel:
-        body = {"model_id": model_id, "tags": _kv_out(tags)}
-        out = self._call("PATCH", f"{MLFLOW}/logged-models/{_q(model_id)}/tags", json=body, idempotent=True)
-        return _logged_model(out["model"])
+        body = {"model_id": model_id, "tags": wire.kv_out(tags)}
+        out = self._call("PATCH", f"{MLFLOW}/logged-models/{wire.quoted(model_id)}/tags", json=body, idempotent=True)
+        return wire.logged_model(out["model"])
 
     def delete_logged_model_tag(self, model_id: str, key: str) -> None:
-        self._call("DELETE", f"{MLFLOW}/logged-models/{_q(model_id)}/tags/{_q(key)}", idempotent=True)
+        self._call("DELETE", f"{MLFLOW}/logged-models/{wire.quoted(model_id)}/tags/{wire.quoted(key)}", idempotent=True)
 
     def log_logged_model_params(self, model_id: str, params: dict[str, str]) -> None:
-        body = {"model_id": model_id, "params": _kv_out(params)}
-        self._call("POST", f"{MLFLOW}/logged-models/{_q(model_id)}/params", json=body, idempotent=True)
+        body = {"model_id": model_id, "params": wire.kv_out(params)}
+        self._call("POST", f"{MLFLOW}/logged-models/{wire.quoted(model_id)}/params", json=body, idempotent=True)
 
     def delete_logged_model(self, model_id: str) -> None:
-        self._call("DELETE", f"{MLFLOW}/logged-models/{_q(model_id)}")
+        self._call("DELETE", f"{MLFLOW}/logged-models/{wire.quoted(model_id)}")
 
     def search_logged_models(
         self,
@@ -867,7 +528,7 @@ class RestStore:
             "max_results": max_results, "page_token": page_token,
         }
         out = self._call("POST", f"{MLFLOW}/logged-models/search", json=body, idempotent=True)
-        return PagedList([_logged_model(m) for m in out.get("models", ())], out.get("next_page_token"))
+        return PagedList([wire.logged_model(m) for m in out.get("models", ())], out.get("next_page_token"))
 
     def log_run_inputs(
         self, run_id: str, datasets: Sequence[DatasetInput] = (), model_ids: Sequence[str] = ()
@@ -876,7 +537,7 @@ class RestStore:
             "run_id": run_id,
             "datasets": [
                 {
-                    "tags": _kv_out(d.tags),
+                    "tags": wire.kv_out(d.tags),
                     "dataset": {
                         k: v
                         for k, v in (
@@ -903,7 +564,7 @@ class RestStore:
             DatasetInput(
                 name=d["dataset"]["name"], digest=d["dataset"]["digest"], source_type=d["dataset"]["source_type"],
                 source=d["dataset"]["source"], schema=d["dataset"].get("schema"), profile=d["dataset"].get("profile"),
-                tags=_kv(d.get("tags")),
+                tags=wire.kv(d.get("tags")),
             )
             for d in inputs.get("dataset_inputs", ())
         )
