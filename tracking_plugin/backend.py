@@ -13,9 +13,13 @@ URIs. The first of these that is given wins:
 5. the ``PREFECT_MLOPS_*`` environment; 6. the defaults (``sqlite:///mlops.db``,
    ``./mlops-artifacts``).
 
+With a tracking server's ``http(s)://`` URL the artifact root defaults to the server's
+proxy (``mlflow-artifacts:/``) instead of ``./mlops-artifacts``.
+
 A tracking URI's scheme picks the store (:data:`STORE_SCHEMES`): ``sqlite`` and
-``postgresql`` are the SQL store; a new kind of store (e.g. ``http``/``https`` for a
-tracking server) is one more entry there and nowhere else. An unknown scheme raises
+``postgresql`` are the SQL store, ``http``/``https`` a tracking server's REST API
+(:class:`~tracking_plugin.store.rest.RestStore`); a new kind of store is one more entry
+there and nowhere else. An unknown scheme raises
 :class:`~tracking_plugin.errors.InvalidArgument` naming the supported ones.
 
 Caches, all per process and bounded; a forked child starts with none of its parent's
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from tracking_plugin.store.base import Store
 
 __all__ = [
+    "SERVER_ARTIFACT_ROOT",
     "STORE_SCHEMES",
     "acquire_store",
     "get_store",
@@ -78,11 +83,19 @@ def _sql_store(uri: str, settings: MlopsSettings) -> Store:
     return store
 
 
+def _rest_store(uri: str, settings: MlopsSettings) -> Store:
+    from tracking_plugin.store.rest import RestStore  # httpx: loaded when first used
+
+    return RestStore(uri)
+
+
 # Tracking URI scheme (without the driver, ``postgresql+psycopg`` -> ``postgresql``) -> store.
 STORE_SCHEMES: dict[str, StoreFactory] = {
     "sqlite": _sql_store,
     "postgresql": _sql_store,
     "postgres": _sql_store,
+    "http": _rest_store,  # a prefect-mlops tracking server (tracking_plugin.store.rest)
+    "https": _rest_store,
 }
 
 
@@ -176,7 +189,19 @@ def resolve_settings(
         updates["database_password"] = None
     if artifact_root is not None:
         updates["artifact_root"] = os.fspath(artifact_root)
+    elif _serves_artifacts(updates.get("tracking_uri", settings.tracking_uri), settings.artifact_root):
+        updates["artifact_root"] = SERVER_ARTIFACT_ROOT
     return settings.model_copy(update=updates) if updates else settings
+
+
+# With a tracking server's URL and no artifact root of one's own, artifacts go through the
+# server's proxy: a worker needs no storage credentials.
+SERVER_ARTIFACT_ROOT = "mlflow-artifacts:/"
+_DEFAULT_ARTIFACT_ROOT = MlopsSettings.model_fields["artifact_root"].default
+
+
+def _serves_artifacts(tracking_uri: str, artifact_root: str) -> bool:
+    return artifact_root == _DEFAULT_ARTIFACT_ROOT and uri_scheme(tracking_uri) in ("http", "https")
 
 
 def store_factory(uri: str) -> StoreFactory:

@@ -49,6 +49,12 @@ class MlopsBackend(Block):
         backend = MlopsBackend.load("prod")
         client = backend.get_client()
         ```
+
+        A worker that holds only a tracking server's URL (no database password, no S3 keys):
+
+        ```python
+        MlopsBackend(tracking_uri="http://mlops.internal:5000").save("team")
+        ```
     """
 
     _block_type_name = "MLOps Backend"
@@ -65,7 +71,8 @@ class MlopsBackend(Block):
         title="Tracking URI",
         description=(
             "SQLAlchemy URL of the tracking and registry database, e.g. "
-            "postgresql+psycopg://user@host:5432/mlops or sqlite:///mlops.db. "
+            "postgresql+psycopg://user@host:5432/mlops or sqlite:///mlops.db, or a tracking "
+            "server's URL, e.g. http://mlops.internal:5000 (workers then hold only the URL). "
             "Put the password in 'Database password', not here."
         ),
     )
@@ -77,7 +84,10 @@ class MlopsBackend(Block):
     artifact_root: str = Field(
         default="./mlops-artifacts",
         title="Artifact root",
-        description="Where run and model artifacts go: a local path, file:// URI or s3://bucket/prefix.",
+        description=(
+            "Where run and model artifacts go: a local path, file:// URI or s3://bucket/prefix. "
+            "With a tracking server's URL, keep the default: files go through the server."
+        ),
     )
     s3_endpoint_url: str | None = Field(
         default=None,

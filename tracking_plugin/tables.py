@@ -1,4 +1,5 @@
-"""Read and write tables (CSV, gzipped CSV or Parquet) at a path, ``file://`` or ``s3://`` URI.
+"""Read and write tables (CSV, gzipped CSV or Parquet) at a path, ``file://`` or ``s3://`` URI
+(or a tracking server's ``mlflow-artifacts:/`` URI).
 
 The one reader behind batch scoring and the pipeline's file data source, so both speak
 the same URIs and give the same errors::
@@ -30,6 +31,9 @@ from tracking_plugin.errors import BackendUnavailable, InvalidArgument, MlopsErr
 __all__ = ["SUPPORTED_SUFFIXES", "check_table_uri", "local_table_path", "read_table", "table_format", "write_table"]
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+# Read and written through the artifact repositories: S3, and a tracking server's proxy
+# (a run's artifact URI when the tracking URI is a server's).
+_REMOTE = ("s3://", "mlflow-artifacts:")
 
 
 def table_format(uri: str) -> Literal["csv", "parquet"]:
@@ -100,7 +104,7 @@ def read_table(uri: str, *, parse_dates: Sequence[str] = ()) -> pd.DataFrame:
     """
     uri = _as_uri(uri)
     check_table_uri(uri)
-    if uri.startswith("s3://"):
+    if uri.startswith(_REMOTE):
         return _parse(io.BytesIO(_read_s3(uri)), uri, parse_dates)
     path = local_table_path(uri)
     if not path.exists():
@@ -134,7 +138,7 @@ def write_table(df: pd.DataFrame, uri: str) -> str:
             f"Cannot write data file {uri!r} as {fmt.upper()}: {str(exc).strip()}. Give each column one "
             "type (e.g. df[col].astype(str)) and string column names, or write CSV."
         ) from exc
-    if uri.startswith("s3://"):
+    if uri.startswith(_REMOTE):
         from tracking_plugin.artifacts import get_artifact_repository
 
         parent, name = _split_s3(uri)

@@ -32,6 +32,7 @@ from serving_tasks.tracking_server.routes import (
     logged_models,
     metrics,
     mlops,
+    mlops_store,
     registry,
     runs,
 )
@@ -73,7 +74,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.artifact_root = get_artifact_repository(root, backend)
     app.state.uris = ArtifactUris(app.state.artifact_root.artifact_uri.rstrip("/") or root, proxy=settings.serve_artifacts)
     install_error_handlers(app)
-    for router in (experiments.router, runs.router, metrics.router, logged_models.router, registry.router, mlops.router, info.router):
+    for router in (experiments.router, runs.router, metrics.router, logged_models.router, registry.router, mlops.router, mlops_store.router, info.router):
         app.include_router(router)
     if settings.serve_artifacts:
         app.include_router(artifacts.router)

@@ -8,8 +8,9 @@
 ['metrics/accuracy.txt']
 
 ``get_artifact_repository`` picks the implementation by URI scheme: a plain path or
-``file://`` URI (:class:`LocalArtifactRepository`) or ``s3://bucket/prefix``
-(:class:`S3ArtifactRepository`). This package imports neither Prefect nor FastAPI.
+``file://`` URI (:class:`LocalArtifactRepository`), ``s3://bucket/prefix``
+(:class:`S3ArtifactRepository`) or a tracking server's ``mlflow-artifacts:/...``
+(:class:`~tracking_plugin.artifacts.http.HttpArtifactRepository`). This package imports neither Prefect nor FastAPI.
 """
 
 from tracking_plugin.artifacts.base import ArtifactRepository, get_artifact_repository, join_artifact_uri

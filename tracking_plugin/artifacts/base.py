@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ArtifactRepository", "get_artifact_repository", "join_artifact_uri"]
 
-SUPPORTED_SCHEMES = ("a plain path", "file://", "s3://")
+SUPPORTED_SCHEMES = ("a plain path", "file://", "s3://", "mlflow-artifacts:/ (a tracking server's proxy)")
 
 
 @runtime_checkable
@@ -71,10 +71,12 @@ class ArtifactRepository(Protocol):
 
 
 def get_artifact_repository(uri: str, settings: MlopsSettings | None = None) -> ArtifactRepository:
-    """Return the repository for ``uri``: a plain path or ``file://`` URI, or ``s3://``.
+    """Return the repository for ``uri``: a plain path or ``file://`` URI, ``s3://``, or a
+    tracking server's proxy (``mlflow-artifacts:/...``, resolved against the server URL
+    that is the tracking URI of ``settings``).
 
-    S3 clients are configured from ``settings`` (default: those of the backend in use,
-    :func:`tracking_plugin.fluent.current_client`).
+    S3 clients and the server are taken from ``settings`` (default: those of the backend
+    in use, :func:`tracking_plugin.fluent.current_client`).
 
     >>> import tempfile
     >>> get_artifact_repository(tempfile.mkdtemp()).list_artifacts()
@@ -97,6 +99,14 @@ def get_artifact_repository(uri: str, settings: MlopsSettings | None = None) -> 
 
             settings = current_client().settings
         return S3ArtifactRepository(uri, settings=settings)
+    if scheme == "mlflow-artifacts" or (scheme in ("http", "https") and "/api/2.0/mlflow-artifacts/" in uri):
+        from tracking_plugin.artifacts.http import proxy_repository
+
+        if settings is None:
+            from tracking_plugin.fluent import current_client
+
+            settings = current_client().settings
+        return proxy_repository(uri, settings)
     raise InvalidArgument(
         f"Unsupported artifact URI scheme {scheme + '://'!r} in {uri!r}: use "
         f"{', '.join(SUPPORTED_SCHEMES)} (e.g. PREFECT_MLOPS_ARTIFACT_ROOT=s3://bucket/prefix)."
@@ -128,7 +138,7 @@ def join_artifact_uri(base: str, *parts: str | None) -> str:
         # A file:// URI is URL-decoded when read back: encode the names so they stay literal.
         cleaned = [quote(part, safe="/") for part in cleaned]
     path = posixpath.join(split.path.rstrip("/") or "/", *cleaned)
-    if not split.netloc and split.scheme != "file":
+    if not split.netloc and split.scheme not in ("file", "mlflow-artifacts"):
         path = path.lstrip("/")
     return urlunsplit(split._replace(path=path))
 

@@ -1,6 +1,7 @@
 """The ``Store`` protocol: what the client, the Prefect integration and the registry need.
 
-One implementation ships: :class:`tracking_plugin.store.sql.SqlStore` (SQLite, PostgreSQL).
+Two implementations ship: :class:`tracking_plugin.store.sql.SqlStore` (SQLite, PostgreSQL)
+and :class:`tracking_plugin.store.rest.RestStore` (a tracking server, over HTTP).
 Rules every implementation follows:
 
 - every public method is one transaction (one session); a refused call changes nothing;

@@ -1,0 +1,196 @@
+"""``RestSession``: the HTTP transport of :class:`~tracking_plugin.store.rest.RestStore`
+and the proxied artifact repository (:mod:`tracking_plugin.artifacts.http`).
+
+One keep-alive ``httpx.Client`` per session, retries with exponential backoff on
+connection errors, 503 and 429 (a call that is not idempotent only when nothing was
+sent), and every error answer translated once, here, into ``tracking_plugin.errors``
+with the server's message. Credentials come from ``MLFLOW_TRACKING_TOKEN`` (Bearer) or
+``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (Basic) and are never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+import httpx
+import orjson
+
+from tracking_plugin.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    Conflict,
+    InvalidArgument,
+    MlopsError,
+    NotFound,
+)
+from tracking_plugin.urls import redact_uri
+
+__all__ = ["RestSession"]
+
+_ERRORS: dict[str, type[MlopsError]] = {
+    "RESOURCE_DOES_NOT_EXIST": NotFound,
+    "RESOURCE_ALREADY_EXISTS": AlreadyExists,
+    "INVALID_STATE": Conflict,
+    "INVALID_PARAMETER_VALUE": InvalidArgument,
+    "TEMPORARILY_UNAVAILABLE": BackendUnavailable,
+}
+_RETRY_STATUS = (429, 503)
+
+
+class RestSession:
+    """One keep-alive HTTP connection pool to a server, with retries and typed errors.
+
+    Args:
+        base_url: the server's URL (``http://host:5000``, a path prefix allowed).
+        retries: attempts after the first one for a retryable failure.
+        backoff: seconds before the first retry, doubled for each next one.
+        timeout: seconds for connecting and for each read.
+    """
+
+    def __init__(self, base_url: str, *, retries: int = 4, backoff: float = 0.1, timeout: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RestSession({redact_uri(self.base_url)!r})"
+
+    @property
+    def client(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    client = self._client = httpx.Client(
+                        base_url=self.base_url,
+                        timeout=self.timeout,
+                        headers=_auth_headers(),
+                        auth=_basic_auth(),
+                        follow_redirects=False,
+                    )
+        return client
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Send one JSON call; return the decoded JSON answer (``{}`` for an empty one)."""
+        content = orjson.dumps(json) if json is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        response = self.send(
+            method, path, content=lambda: content, params=params, headers=headers,
+            idempotent=method == "GET" if idempotent is None else idempotent,
+        )
+        body = response.content
+        return orjson.loads(body) if body else {}
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: Callable[[], Any] | None = None,
+        params: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Send a request, retrying as the module says; raise our errors for non-2xx.
+
+        ``content`` is called for every attempt (a file is opened again for a retry).
+        With ``stream`` the answer's body is not read: the caller iterates and closes it.
+        """
+        attempt = 0
+        while True:
+            try:
+                request = self.client.build_request(
+                    method, path, content=content() if content is not None else None, params=params, headers=headers
+                )
+                response = self.client.send(request, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent: safe to repeat
+                failure: Exception = exc
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise self._unavailable(path, exc) from exc
+                failure = exc
+            else:
+                if response.status_code < 400:
+                    return response
+                if stream:
+                    response.read()
+                error = self._error(response)
+                if not (response.status_code in _RETRY_STATUS and idempotent):
+                    raise error
+                if attempt >= self.retries:
+                    raise BackendUnavailable(
+                        f"{error.message} (HTTP {response.status_code} from {redact_uri(self.base_url)} "
+                        f"{1 + attempt} times; try again later)"
+                    ) from None
+                failure = error
+            if attempt >= self.retries:
+                raise self._unavailable(path, failure) from failure
+            time.sleep(self.backoff * (2**attempt))
+            attempt += 1
+
+    def _unavailable(self, path: str, exc: Exception) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"Cannot reach the tracking server at {redact_uri(self.base_url)} ({path}): "
+            f"{type(exc).__name__}: {exc}. Check that `prefect-mlops server` is running there "
+            "and that this machine can reach it (tracking URI, proxy, firewall)."
+        )
+
+    def _error(self, response: httpx.Response) -> MlopsError:
+        try:
+            payload = orjson.loads(response.content)
+            code, message = str(payload.get("error_code", "")), str(payload.get("message", ""))
+        except (orjson.JSONDecodeError, AttributeError):
+            code, message = "", response.text[:500]
+        status = response.status_code
+        where = f"{response.request.method} {redact_uri(str(response.request.url))}"
+        if not message:
+            message = f"HTTP {status} from {where}"
+        if code == "ENDPOINT_NOT_FOUND" or (status == 404 and not code):
+            return InvalidArgument(
+                f"{message} ({where}): the server at {redact_uri(self.base_url)} does not answer this "
+                "call. Point the tracking URI at a `prefect-mlops server` of this version."
+            )
+        if status in (401, 403):
+            return InvalidArgument(
+                f"{message} (HTTP {status}): set MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD, to credentials the server accepts."
+            )
+        cls = _ERRORS.get(code)
+        if cls is None:
+            cls = BackendUnavailable if status >= 500 else InvalidArgument
+        return cls(message)
+
+
+def _auth_headers() -> dict[str, str]:
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _basic_auth() -> httpx.BasicAuth | None:
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return None
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    return httpx.BasicAuth(user, password or "") if user else None
