@@ -29,7 +29,6 @@ from tracking_plugin.entities import (
     RunInputs,
     RunOutputs,
 )
-from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.validation import validate_artifact_path
 
 __all__ = [
@@ -248,20 +247,3 @@ def logged_model(lm: LoggedModel, uris: ArtifactUris) -> dict[str, Any]:
         if value is not None:
             info[key] = value
     return {"info": info, "data": {"params": [{"key": k, "value": v} for k, v in lm.params.items()], "metrics": []}}
-
-
-def proto_float(value: Any) -> float:
-    """A double as proto JSON may send it: a number or ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
-    if isinstance(value, bool):
-        raise InvalidArgument(f"Invalid number {value!r}: expected a JSON number.")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-        if value in special:
-            return special[value]
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise InvalidArgument(f"Invalid number {value!r}: expected a JSON number, 'NaN', 'Infinity' or '-Infinity'.")

@@ -115,3 +115,17 @@ def test_ui_command_serves_the_local_default_backend(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_server_command_has_mlflow_servers_flags() -> None:
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    result = CliRunner().invoke(app, ["server", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for flag in ("--backend-store-uri", "--default-artifact-root", "--artifacts-destination",
+                 "--serve-artifacts", "--no-serve-artifacts", "--host", "--port", "--workers"):
+        assert flag in result.output
+    bad = CliRunner().invoke(app, ["server", "--backend-store-uri", "mysql://x/y", "--port", "5999"])
+    assert bad.exit_code == 1 and "mysql" in bad.output and "sqlite" in bad.output

@@ -1,5 +1,6 @@
-"""The README's "Tracking server (team setup)": its command starts the server (with the
-test's database and bucket in place of the team's) and its mlflow snippet runs as written."""
+"""The README's "Tracking server (team setup)": the team's command starts the server on
+PostgreSQL + S3 (the test's database and bucket in place of the team's) and the mlflow
+snippet runs against it. (tests/test_readme.py runs the section's local variant as written.)"""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_readme_team_setup_runs(
 
     pytest.importorskip("mlflow")
     text = readme_section("Tracking server (team setup)")
-    [command] = re.findall(r"^```bash\n(.*?)\n```", text, flags=re.S | re.M)
+    [command] = re.findall(r"^```\n(prefect-mlops server.*?)\n```", text, flags=re.S | re.M)
     [example] = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
     argv = shlex.split(command.replace("\\\n", " "))
     assert argv[:2] == ["prefect-mlops", "server"]
