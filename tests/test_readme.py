@@ -54,8 +54,10 @@ def test_readme_markers_are_known_and_shell_blocks_say_which_binary() -> None:
                 assert program.startswith(".venv/bin/") or program in ("make", "export", "source"), (
                     f"{block.where()}: {command!r} should call .venv/bin/{program}"
                 )
+    # Skipping is for what cannot run on one machine (the suite itself, a team's hosts).
     skipped = [b for b in found if b.skip_reason]
-    assert len(skipped) <= 2, [b.where() for b in skipped]
+    assert all(len(b.skip_reason or "") >= 15 for b in skipped), [b.where() for b in skipped]
+    assert len(skipped) <= len(found) // 6, [b.where() for b in skipped]
 
 
 class _Background:

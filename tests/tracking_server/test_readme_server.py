@@ -25,7 +25,7 @@ def test_readme_team_setup_runs(
     [command] = re.findall(r"^```bash\n(.*?)\n```", text, flags=re.S | re.M)
     [example] = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
     argv = shlex.split(command.replace("\\\n", " "))
-    assert argv[:2] == ["prefect-mlops", "server"]
+    assert argv[0] in ("prefect-mlops", ".venv/bin/prefect-mlops") and argv[1] == "server"
     options = dict(zip(argv[2::2], argv[3::2]))
     assert options["--backend-store-uri"].startswith("postgresql+psycopg://")
     assert options["--default-artifact-root"].startswith("s3://")
