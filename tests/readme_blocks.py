@@ -4,9 +4,10 @@ A fenced block is *run* by ``tests/test_readme.py`` when its language is ``pytho
 ``bash``; other fences (``mermaid``, sample output without a language) are not code. An
 HTML comment on the line just above a fence changes how it runs:
 
-- ``<!-- readme-test: long-running -->``: commands that keep running (servers, workers)
-  are started, given time to start (until the ports they name listen, else a grace
-  period; one that exits early must exit 0) and stopped when the block ends;
+- ``<!-- readme-test: long-running -->``: the block's commands whose comment says
+  ``runs until Ctrl-C`` (servers, workers) are started in the background, given time to
+  start (until the ports they name listen, else a grace period; one that exits early
+  must exit 0) and stopped when the block ends; its other commands run to completion;
   ``<!-- readme-test: long-running, kept for N blocks -->`` stops them only after the
   next N run blocks, for blocks that use them (a request to a server started above).
 - ``<!-- readme-test: skip: <reason> -->``: not run; the reason is required (the test
@@ -93,3 +94,8 @@ def commands(code: str) -> list[str]:
     without blank and comment-only lines."""
     joined = re.sub(r"\\\n\s*", " ", code)
     return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def runs_until_stopped(command: str) -> bool:
+    """Whether a shell command's own comment says it keeps running (``# ... runs until Ctrl-C``)."""
+    return "until Ctrl-C" in command.partition("#")[2]

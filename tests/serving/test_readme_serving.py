@@ -39,7 +39,7 @@ def test_readme_serve_command_and_request_work(readme_section, tmp_path: Path, m
     version = registry.register(str(tmp_path / "model"), "churn")
     registry.promote("churn", version.version, require_passed_gate=False)
 
-    argv = shlex.split(command)
+    argv = shlex.split(command, comments=True)  # the README says "# runs until Ctrl-C"
     assert argv[0].endswith("prefect-mlops") and argv[1] == "serve"
     argv[0] = str(Path(sys.executable).parent / "prefect-mlops")
     proc = subprocess.Popen(argv, cwd=tmp_path, env=dict(os.environ), start_new_session=True,
