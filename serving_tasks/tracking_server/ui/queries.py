@@ -32,6 +32,8 @@ __all__ = [
     "MAX_BUCKETS",
     "downsampled_history",
     "experiments_overview",
+    "history_lengths",
+    "metric_sparkline",
     "run_keys",
 ]
 
@@ -81,6 +83,18 @@ def experiments_overview(store: SqlStore, search: str = "", *, limit: int = 500)
     with store.db.session(write=False) as session:
         rows = session.execute(stmt).all()
     return [ExperimentOverview(str(i), name, int(n), None if t is None else int(t)) for i, name, n, t in rows]
+
+
+def history_lengths(store: SqlStore, run_ids: Sequence[str]) -> dict[str, int]:
+    """Metric key -> the most points any of ``run_ids`` logged for it (charts open on the
+    longest history)."""
+    m = _METRICS.c
+    per_run = (
+        sa.select(m.key, sa.func.count().label("n")).where(m.run_uuid.in_(list(run_ids))).group_by(m.run_uuid, m.key).subquery()
+    )
+    with store.db.session(write=False) as session:
+        rows = session.execute(sa.select(per_run.c.key, sa.func.max(per_run.c.n)).group_by(per_run.c.key)).all()
+    return {key: int(n) for key, n in rows}
 
 
 def run_keys(store: SqlStore, run_ids: Iterable[str], *, limit: int = 500) -> dict[str, list[str]]:

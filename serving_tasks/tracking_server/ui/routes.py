@@ -216,8 +216,10 @@ def run_page(request: Request, run_id: str, store: Store) -> HTMLResponse:
     for key in sorted(run.data.metrics)[:100]:
         series = queries.downsampled_history(store, run_id, key, buckets=30)
         metrics.append((key, run.data.metrics[key], queries.metric_sparkline(series.y), series.total))
+    lengths = queries.history_lengths(store, [run_id])
     return _page(
         request, "run.html", title=run.info.run_name or run_id, run=run, metrics=metrics,
+        chart_keys=sorted(run.data.metrics, key=lambda k: (-lengths.get(k, 0), k))[:200],
         lineage=_lineage(run, store), experiment=store.get_experiment(run.info.experiment_id),
     )
 
@@ -241,8 +243,10 @@ def compare_page(request: Request, store: Store, runs: Annotated[list[str], Quer
         "params": {k: [r.data.params.get(k) for r in found] for k in param_keys},
         "metrics": {k: [r.data.metrics.get(k) for r in found] for k in metric_keys},
     }
+    lengths = queries.history_lengths(store, ids)
     return _page(request, "compare.html", title="Compare runs", runs=found, param_keys=param_keys,
-                 metric_keys=metric_keys, data=data)
+                 metric_keys=metric_keys, data=data,
+                 chart_keys=sorted(metric_keys, key=lambda k: (-lengths.get(k, 0), k))[:200])
 
 
 @pages.get("/models", response_class=HTMLResponse)

@@ -4,7 +4,7 @@
   SQLite database and artifact folder filled by ``populate``; returns ``(url, Populated)``.
   A test module sets ``DENSE_POINTS`` to size the dense metric (default 100,000).
 
-``populate(store)`` writes, through the store's public API, one experiment of runs with
+``populate(store, artifact_root)`` writes, through the store's public API, one experiment of runs with
 params, metrics (one dense series with known spikes), tags (a Prefect flow-run URL, git
 commit, data digest), a parent with child runs, a run whose name is HTML, artifacts (PNG,
 CSV, Markdown with script, JSON, a saved sklearn model), and a registered model with a
@@ -54,7 +54,7 @@ def ui_site(request: pytest.FixtureRequest, start_server: Callable[..., Any],
     db_uri = f"sqlite:///{base / 'mlops.db'}"
     server = start_server(db_uri, str(base / "artifacts"))
     with SqlStore.from_uri(db_uri) as store:
-        data = populate(store, dense_points=getattr(request.module, "DENSE_POINTS", DENSE_POINTS))
+        data = populate(store, str(base / "artifacts"), dense_points=getattr(request.module, "DENSE_POINTS", DENSE_POINTS))
     return server.url, data
 
 
@@ -72,8 +72,8 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-def populate(store: SqlStore, *, dense_points: int = DENSE_POINTS) -> Populated:
-    exp = store.create_experiment("churn-training")
+def populate(store: SqlStore, artifact_root: str, *, dense_points: int = DENSE_POINTS) -> Populated:
+    exp = store.create_experiment("churn-training", f"{artifact_root}/churn-training")
     out = Populated(exp, dense_points=dense_points)
     now = int(time.time() * 1000) - 3_600_000
     models = ["rf", "gb", "lr", "rf", "gb", "lr"]

@@ -117,7 +117,7 @@ def test_a_users_walk_through_the_ui(ui_site: tuple[str, Any], browser: Any) -> 
     page.goto(f"{url}/runs/{data.runs['trial-5']}")
     assert page.locator("#flow-run-link").get_attribute("href").startswith("http://127.0.0.1:4200/runs/flow-run/")
     assert "0000005abcdef" in page.locator("#lineage").inner_text()
-    assert page.locator("#metrics svg.spark").count() >= 3
+    assert page.locator("#metrics svg.spark").count() == 2  # loss and train_loss; auc, rmse have one point
     page.click("#artifact-tree >> text=plots/")
     page.click("#artifact-tree >> text=roc.png")
     page.wait_for_selector("#artifact-preview img.artifact-image")
@@ -129,20 +129,30 @@ def test_a_users_walk_through_the_ui(ui_site: tuple[str, Any], browser: Any) -> 
     page.click("#artifact-tree >> text=model/")
     page.click("#artifact-tree >> text=MLmodel")
     page.wait_for_selector("#artifact-preview .mlmodel")
-    assert "tenure" in page.locator("#artifact-preview table.signature").inner_text()
+    assert "tenure" in page.locator("#artifact-preview table.signature").first.inner_text()
     assert "load_model" in page.locator("#artifact-preview .mlmodel").inner_text()
 
     chart = page.locator(".chart-box").first
-    chart.locator(".chart-metric").select_option("train_loss")
+    assert chart.locator(".chart-metric").input_value() == "train_loss"  # the longest history first
     page.wait_for_function("() => /of 200,000 points/.test(document.querySelector('.chart-info').textContent)")
     assert page.locator(".chart-box canvas").count() >= 1
     shot(page, "ui-chart.png", ".chart-box")
+    plotted = "(i) => { const d = document.querySelector('.chart-box').uplot.data; return [d[0][0], d[0][d[0].length - 1], Math.max(...d[i].filter((v) => v != null))]; }"
+    first_x, last_x, peak = page.evaluate(plotted, 1)
+    assert (first_x, last_x, peak) == (0, 199_999, 1000.0)  # steps; the one-point spike is drawn
     chart.locator(".chart-axis").select_option("time")
-    page.wait_for_function("() => document.querySelector('.chart-box').dataset.ready === 'full' && /of 200,000/.test(document.querySelector('.chart-info').textContent)")
+    page.wait_for_function("() => document.querySelector('.chart-box').uplot.scales.x.time === true")
+    first_x, last_x, _ = page.evaluate(plotted, 1)
+    assert first_x > 1.5e9 and last_x - first_x == pytest.approx(1999.99, abs=0.01)  # epoch seconds, 10 ms apart
     chart.locator(".chart-axis").select_option("relative")
-    page.wait_for_function("() => document.querySelector('.u-legend') !== null")
+    page.wait_for_function("() => document.querySelector('.chart-box').uplot.scales.x.time === false")
+    first_x, last_x, _ = page.evaluate(plotted, 1)
+    assert first_x == 0 and last_x == pytest.approx(1999.99, abs=0.01)  # seconds since the run started
     chart.locator(".chart-smoothing").fill("0.9")
+    _, _, smoothed_peak = page.evaluate(plotted, 1)
+    assert 0.5 < smoothed_peak < 1000.0  # the moving average flattens the spike
     chart.locator(".chart-log").check()
+    page.wait_for_function("() => document.querySelector('.chart-box').uplot.scales.y.distr === 3")
     # Drag to zoom: the server is asked for the zoomed range.
     box = page.locator(".chart-box .u-over").bounding_box()
     page.mouse.move(box["x"] + 20, box["y"] + 50)

@@ -167,6 +167,7 @@
       };
       if (plot) plot.destroy();
       plot = new uPlot(opts, data, plotBox);
+      box.uplot = plot; // for tests and the console
       plot.over.addEventListener("dblclick", () => load());
       box.dataset.ready = zoomed ? "zoomed" : "full";
     }
