@@ -51,6 +51,7 @@ PAGE_SIZES = (25, 50, 100, 200)
 MAX_COMPARE = 50
 ATTRIBUTE_COLUMNS = ("run_name", "status", "start_time", "duration", "user_id")
 _SORTABLE_ATTRIBUTES = {"run_name", "status", "start_time", "end_time", "user_id"}
+SINCE = {"1h": 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000}  # "started within"
 
 
 def _fmt_time(ms: int | None) -> str:
@@ -126,6 +127,7 @@ def runs_page(
     order: str = "",
     cols: str = "",
     status: str = "",
+    since: str = "",
     page: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     size: int = 50,
 ) -> HTMLResponse:
@@ -135,10 +137,13 @@ def runs_page(
         return _not_found(request, f"No experiment with id {experiment_id!r}.")
     size = size if size in PAGE_SIZES else 50
     status = status.upper() if status.upper() in RunStatus.__members__ else ""
-    full_filter = filter.strip()
+    since = since if since in SINCE else ""
+    clauses = [f"({filter.strip()})"] if filter.strip() else []
     if status:
-        clause = f"attributes.status = '{status}'"
-        full_filter = f"({full_filter}) AND {clause}" if full_filter else clause
+        clauses.append(f"attributes.status = '{status}'")
+    if since:
+        clauses.append(f"attributes.start_time >= {int(time.time() * 1000) - SINCE[since]}")
+    full_filter = " AND ".join(clauses)
     order_by = [order] if order else None
     error = ""
     runs: list[Run] = []
@@ -174,12 +179,12 @@ def runs_page(
     for run in top:
         rows.append((run, 0))
         rows.extend((child, 1) for child in children.get(run.info.run_id, []))
-    view = {"filter": filter, "order": order, "cols": cols, "status": status, "size": size if size != 50 else ""}
+    view = {"filter": filter, "order": order, "cols": cols, "status": status, "since": since, "size": size if size != 50 else ""}
     sort_column, _, direction = order.partition(" ")
     return _page(
         request, "runs.html", title=experiment.name, experiment=experiment, rows=rows, columns=columns,
         available=available, attribute_columns=ATTRIBUTE_COLUMNS, error=error, filter=filter, order=order,
-        status=status, statuses=[s.value for s in RunStatus], page=page, size=size, sizes=PAGE_SIZES,
+        status=status, statuses=[s.value for s in RunStatus], since=since, since_options=list(SINCE), page=page, size=size, sizes=PAGE_SIZES,
         has_next=has_next, view={k: v for k, v in view.items() if v}, sort_column=sort_column,
         sort_desc=direction.upper() == "DESC", order_column=_order_column, column_value=_column_value,
         server_ms=(time.perf_counter() - started) * 1000,

@@ -128,6 +128,12 @@ def populate(store: SqlStore, artifact_root: str, *, dense_points: int = DENSE_P
     repo.log_bytes(b"customer_id,churned,score\n1,0,0.12\n2,1,0.93\n3,0,0.40\n", "data/predictions.csv")
     repo.log_bytes(b'{"threshold": 0.5, "classes": ["stay", "churn"]}', "config.json")
     repo.log_bytes(b"# Report\n\nAUC improved to **0.85**.\n", "report.md")
+    import pandas as pd
+
+    parquet = io.BytesIO()
+    pd.DataFrame({"tenure": range(200), "plan": ["basic", "pro"] * 100}).to_parquet(parquet)
+    repo.log_bytes(parquet.getvalue(), "data/features.parquet")
+    repo.log_bytes(b"x" * 2_500_000, "logs/big.log")
     _log_sklearn_model(repo)
     _register(store, out, best)
     return out

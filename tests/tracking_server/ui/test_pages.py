@@ -46,6 +46,10 @@ def test_runs_table_filters_sorts_and_pages_on_the_server(ui: tuple[httpx.Client
     assert 'id="next-page"' not in page0
     r = http.get(url, params={"status": "FAILED", "cols": "run_name,status"})
     assert "trial-4" in r.text and "trial-3" not in r.text
+    # "started within": trial-0 started an hour before the fixture ran, trial-5 55 minutes
+    last_hour = http.get(url, params={"since": "1h", "cols": "run_name"}).text
+    assert ">trial-5<" in last_hour and ">trial-0<" not in last_hour
+    assert ">trial-0<" in http.get(url, params={"since": "24h", "cols": "run_name"}).text
 
 
 def test_a_bad_filter_shows_the_parser_message_not_a_stack_trace(ui: tuple[httpx.Client, Populated]) -> None:
@@ -105,6 +109,10 @@ def test_artifact_previews(ui: tuple[httpx.Client, Populated]) -> None:
     png = http.get(f"/ui-api/runs/{run_id}/artifact", params={"path": "plots/roc.png"})
     assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
     assert "&#34;threshold&#34;" in preview("config.json").text or "&quot;threshold&quot;" in preview("config.json").text
+    parquet = preview("data/features.parquet").text
+    assert "<th>plan</th>" in parquet and "200 rows" in parquet and parquet.count("<tr>") == 51  # header + 50 rows
+    big = preview("logs/big.log").text
+    assert "too large to preview" in big and "xxxx" not in big and "download" in big
     assert preview("nope.txt").status_code == 404
     assert preview("../../etc/passwd").status_code == 400
 

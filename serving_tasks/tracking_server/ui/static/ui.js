@@ -36,7 +36,7 @@
     chooser.addEventListener("change", () => {
       $("#cols").value = $$("input[type=checkbox]:checked", chooser).map((c) => c.value).join(",");
     });
-    for (const sel of ["#status", "#size"]) $(sel).addEventListener("change", () => form.submit());
+    for (const sel of ["#status", "#since", "#size"]) $(sel).addEventListener("change", () => form.submit());
     // Dropping empty fields keeps shared URLs short.
     form.addEventListener("submit", () => {
       for (const input of $$("input, select", form)) if (input.name && !input.value) input.disabled = true;
