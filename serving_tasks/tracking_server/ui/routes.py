@@ -27,6 +27,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from tracking_plugin._lineage import PACKAGE_TAG_PREFIX, TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_PYTHON_VERSION
 from tracking_plugin.artifacts import get_artifact_repository
 from tracking_plugin.entities import Run, RunStatus, ViewType
 from tracking_plugin.errors import InvalidArgument, MlopsError, NotFound
@@ -200,14 +201,18 @@ def _lineage(run: Run, store: SqlStore) -> dict[str, Any]:
     except MlopsError:
         pass
     url = tags.get("prefect.flow_run_url", "")
+    dirty = tags.get(TAG_GIT_DIRTY) == "true"
+    validation = " ".join(f"{k.removeprefix('validation.')}={v}" for k, v in sorted(tags.items()) if k.startswith("validation."))
     return {
         "flow_run_url": url if url.startswith(("http://", "https://")) else "",
         "flow_run_id": run.info.prefect_flow_run_id or tags.get("prefect.flow_run_id", ""),
-        "git_commit": tags.get("mlflow.source.git.commit") or tags.get("prefect.git_commit", ""),
-        "data_digest": tags.get("mlops.data_digest") or tags.get("data.digest", ""),
-        "validation": tags.get("mlops.validation") or tags.get("validation.result", ""),
+        "git_commit": (tags.get(TAG_GIT_COMMIT, "") + (" (dirty tree)" if dirty else "")).strip(),
+        # the pipeline's validate step tags the training data's digest and the validation result
+        "data_digest": tags.get("data.digest", ""),
+        "validation": validation,
         "datasets": datasets,
-        "versions": {k: v for k, v in tags.items() if k.startswith(("mlops.version.", "package."))},
+        "versions": {k.removeprefix(PACKAGE_TAG_PREFIX): v for k, v in tags.items()
+                     if k.startswith(PACKAGE_TAG_PREFIX) or k == TAG_PYTHON_VERSION},
     }
 
 
@@ -257,8 +262,12 @@ def compare_page(request: Request, store: Store, runs: Annotated[list[str], Quer
 @pages.get("/models", response_class=HTMLResponse)
 def models_page(request: Request, store: Store, q: str = "") -> HTMLResponse:
     escaped = q.replace("'", "''")
-    result = store.search_registered_models(filter_string=f"name ILIKE '%{escaped}%'" if q else None, max_results=500)
-    return _page(request, "models.html", title="Models", models=list(result.items), q=q)
+    try:
+        models = list(store.search_registered_models(filter_string=f"name ILIKE '%{escaped}%'" if q else None,
+                                                     max_results=500).items)
+    except InvalidArgument as exc:
+        return _page(request, "models.html", title="Models", models=[], q=q, error=str(exc))
+    return _page(request, "models.html", title="Models", models=models, q=q)
 
 
 @pages.get("/models/{name}", response_class=HTMLResponse)

@@ -87,7 +87,8 @@ def populate(store: SqlStore, artifact_root: str, *, dense_points: int = DENSE_P
             rid, metrics=metrics,
             params=[Param("model", model), Param("max_depth", str(3 + i % 3)), Param("seed", "42")],
             tags=[RunTag("prefect.flow_run_url", f"http://127.0.0.1:4200/runs/flow-run/{i:08d}-0000-0000-0000-000000000000"),
-                  RunTag("mlflow.source.git.commit", f"{i:07d}abcdef"), RunTag("mlops.data_digest", f"sha256:{i:04d}feed")],
+                  RunTag("mlflow.source.git.commit", f"{i:07d}abcdef"), RunTag("data.digest", f"sha256:{i:04d}feed"),
+                  RunTag("validation.success", "true"), RunTag("mlops.package.scikit-learn", "1.7.2")],
         )
         store.update_run_info(rid, status=RunStatus.FINISHED if i != 4 else RunStatus.FAILED, end_time=now + i * 60_000 + 55_000)
     # A parent with two children (a sweep).

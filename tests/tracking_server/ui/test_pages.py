@@ -157,9 +157,20 @@ def test_compare_and_registry_pages(ui: tuple[httpx.Client, Populated]) -> None:
     assert 'class="cmp same"><th>seed' in r.text and 'class="cmp diff"><th>model' in r.text
     models = http.get("/models").text
     assert data.model in models and "@champion" in models
+    assert data.model in http.get("/models", params={"q": "CHURN"}).text
+    assert data.model not in http.get("/models", params={"q": "it's-not-there"}).text
     version = http.get(f"/models/{quote(data.model)}/versions/3").text
     assert "PASSED" in version and "<td>auc</td>" in version
     assert "alias @champion: v2 → v3" in version and "trial-5 passed the gate" in version
     assert f'href="/runs/{data.runs["trial-5"]}"' in version
     failed = http.get(f"/models/{quote(data.model)}/versions/1").text
     assert "FAILED" in failed and "No stage or alias changes yet" in failed
+
+
+def test_run_page_shows_lineage(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    page = http.get(f"/runs/{data.runs['trial-5']}").text
+    lineage = page[page.index('id="lineage"'):page.index("<h2>Tags</h2>")]
+    assert 'href="http://127.0.0.1:4200/runs/flow-run/00000005-' in lineage
+    for shown in ("0000005abcdef", "sha256:0005feed", "success=true", "scikit-learn 1.7.2"):
+        assert shown in lineage, shown
