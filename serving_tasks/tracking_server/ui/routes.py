@@ -224,8 +224,8 @@ def run_page(request: Request, run_id: str, store: Store) -> HTMLResponse:
         return _not_found(request, f"No run with id {run_id!r}.")
     metrics = []
     for key in sorted(run.data.metrics)[:100]:
-        series = queries.downsampled_history(store, run_id, key, buckets=30)
-        metrics.append((key, run.data.metrics[key], queries.metric_sparkline(series.y), series.total))
+        values, length = queries.sparkline_values(store, run_id, key)
+        metrics.append((key, run.data.metrics[key], queries.metric_sparkline(values), length))
     lengths = queries.history_lengths(store, [run_id])
     return _page(
         request, "run.html", title=run.info.run_name or run_id, run=run, metrics=metrics,
