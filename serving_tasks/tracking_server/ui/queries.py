@@ -170,7 +170,11 @@ def downsampled_history(
             edges = [int(x_min) + (int(x_max) - int(x_min) + 1) * b // buckets for b in range(buckets + 1)]
             stmt = sa.select(
                 sa.func.count(), sa.func.min(x), sa.func.max(x), sa.func.min(m.value), sa.func.max(m.value)
-            ).where(*where, x >= sa.bindparam("a"), x < sa.bindparam("b"))
+            ).where(
+                # the bucket's bounds only: with the range's bounds too, SQLite may seek the
+                # index from the range's start for every bucket
+                m.run_uuid == run_id, m.key == key, m.is_nan == sa.false(), x >= sa.bindparam("a"), x < sa.bindparam("b")
+            )
             conn = session.connection()  # Core: one cached compiled statement, little overhead per bucket
             rows = [conn.execute(stmt, {"a": a, "b": b}).one() for a, b in zip(edges, edges[1:]) if b > a]
         else:

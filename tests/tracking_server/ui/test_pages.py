@@ -131,6 +131,11 @@ def test_dense_history_is_downsampled_on_the_server_keeping_spikes(ui: tuple[htt
     zoom = http.get("/ui-api/metric-history", params={"run": run_id, "key": "train_loss", "lo": spike_step - 100,
                                                       "hi": spike_step + 100}).json()["series"][0]
     assert not zoom["sampled"] and zoom["x"] == [float(s) for s in range(spike_step - 100, spike_step + 101)]
+    # A zoomed range still too dense: sampled within the range, every point of it counted.
+    wide = http.get("/ui-api/metric-history", params={"run": run_id, "key": "train_loss", "lo": 1000, "hi": 51000,
+                                                      "buckets": 500}).json()["series"][0]
+    assert wide["sampled"] and wide["total"] == 50_001 and len(wide["x"]) <= 1000
+    assert wide["x"][0] == 1000 and wide["x"][-1] == 51000 and max(wide["y"]) == data.spike[1]
     rel = http.get("/ui-api/metric-history", params={"run": run_id, "key": "train_loss", "axis": "relative",
                                                      "lo": 0, "hi": 1000}).json()["series"][0]
     assert rel["x"][0] == 0 and rel["x"][-1] == 1000  # points every 10 ms from the run's start
