@@ -42,6 +42,13 @@ def test_runs_table_filters_sorts_and_pages_on_the_server(ui: tuple[httpx.Client
     # descending auc: trial-4 (0.82) before sweep-child-1 (0.81) before trial-3 (0.79)
     assert r.text.index("trial-4") < r.text.index("sweep-child-1") < r.text.index("trial-3") < r.text.index("trial-1")
     assert "trial-0" not in r.text and "trial-2" not in r.text
+    # any column sorts on the server: a param, a tag
+    by_param = http.get(url, params={"order": "params.model ASC", "cols": "run_name,params.model",
+                                     "filter": "attributes.run_name LIKE 'trial-%'"}).text
+    assert by_param.index(">trial-1<") < by_param.index(">trial-2<") < by_param.index(">trial-0<")  # gb < lr < rf
+    by_tag = http.get(url, params={"order": "tags.mlflow.source.git.commit DESC", "cols": "run_name",
+                                   "filter": "attributes.run_name LIKE 'trial-%'"}).text
+    assert by_tag.index(">trial-5<") < by_tag.index(">trial-4<") < by_tag.index(">trial-0<")
     page0 = http.get(url, params={"size": 25, "order": "attributes.run_name ASC", "cols": "run_name"}).text
     assert 'id="next-page"' not in page0
     r = http.get(url, params={"status": "FAILED", "cols": "run_name,status"})
