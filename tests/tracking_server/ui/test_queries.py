@@ -4,6 +4,7 @@ axes (the SQL differs: per-bucket range aggregates vs one GROUP BY), sparklines.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -22,8 +23,8 @@ def store(db_uri: str) -> Iterator[SqlStore]:
     s.close()
 
 
-def test_downsampling_keeps_spikes_on_both_axes_and_counts_every_point(store: SqlStore) -> None:
-    exp = store.create_experiment("q", "/tmp/q-artifacts")
+def test_downsampling_keeps_spikes_on_both_axes_and_counts_every_point(store: SqlStore, tmp_path: Path) -> None:
+    exp = store.create_experiment("q", str(tmp_path / "artifacts"))
     run = store.create_run(exp, user_id="u", start_time=1_000, run_name="r").info.run_id
     n = 9_000
     points = [Metric("loss", 1.0 + math.sin(s / 50), 1_000 + 7 * s, s) for s in range(n)]
