@@ -180,6 +180,12 @@ def test_a_users_walk_through_the_ui(ui_site: tuple[str, Any], browser: Any) -> 
     page.wait_for_selector(".chart-box canvas")
     shot(page, "ui-compare.png")
 
+    # The XSS run beside another one: its name in the table, the chart legend and the SVG titles stays text
+    page.goto(f"{url}/compare?runs={data.runs['xss']}&runs={data.runs['trial-0']}")
+    page.wait_for_selector(".chart-box canvas")
+    assert data.xss_name in page.locator("#compare-table thead").inner_text()
+    assert data.xss_name in page.locator(".u-legend").inner_text()
+
     # Registry -> version page with gate table and audit timeline
     page.click("header >> text=Models")
     page.click(f"text={data.model}")
