@@ -2,7 +2,8 @@
 # Both create .venv. `make run` installs only what the product needs (the package and
 # psycopg for PostgreSQL); `make test` (and `make setup`) add the test extras (pytest,
 # moto, schemathesis, dask, and MLflow for the compatibility tests) and install
-# PostgreSQL's server when it is missing (the suite starts its own cluster and S3 endpoint).
+# PostgreSQL's server when it is missing (the suite starts its own cluster and S3 endpoint)
+# and Chromium for the web UI's browser tests.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -33,11 +34,13 @@ run: $(RUN_STAMP)
 
 test: $(STAMP)
 	bash .ci/ensure-postgres
+	bash .ci/ensure-chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Everything but the tests marked slow.
 test-fast: $(STAMP)
 	bash .ci/ensure-postgres
+	bash .ci/ensure-chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 # Side-by-side benchmarks: MLflow goes into its own venv (.venv-peer), never into ours.

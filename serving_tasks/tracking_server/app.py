@@ -37,6 +37,7 @@ from serving_tasks.tracking_server.routes import (
     runs,
 )
 from serving_tasks.tracking_server.settings import ServerSettings
+from serving_tasks.tracking_server.ui import install_ui
 from serving_tasks.tracking_server.wire import ArtifactUris
 
 __all__ = ["create_app"]
@@ -78,5 +79,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.include_router(router)
     if settings.serve_artifacts:
         app.include_router(artifacts.router)
+    install_ui(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
     return app

@@ -1,0 +1,245 @@
+"""Read-only queries the web UI needs beyond the store's public API.
+
+They run on the store's own database (``store.db``, the process-wide engine), in one
+read transaction each, with SQLAlchemy Core over the store's tables, so they work on
+SQLite and PostgreSQL alike:
+
+- :func:`experiments_overview`: experiments with run counts and last activity;
+- :func:`downsampled_history`: one metric's history between two x values, reduced on the
+  database to at most ``2 * buckets`` points by min/max buckets, which keeps every spike
+  (the highest and lowest value of each bucket survive); a range holding no more points
+  than the cap comes back exactly; ``total`` counts the range's points (NaN left out);
+- :func:`run_keys`: the metric/param/tag keys of some runs (the column chooser).
+
+Every result is bounded: a limit on rows, a cap on points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Literal, Sequence
+
+import sqlalchemy as sa
+
+from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.store.schema import ExperimentRow, LatestMetricRow, MetricRow, ParamRow, RunRow, RunTagRow
+from tracking_plugin.store.sql import SqlStore
+
+__all__ = [
+    "ExperimentOverview",
+    "HistoryPoints",
+    "MAX_BUCKETS",
+    "downsampled_history",
+    "experiments_overview",
+    "history_lengths",
+    "metric_sparkline",
+    "sparkline_values",
+    "run_keys",
+]
+
+MAX_BUCKETS = 2_000  # at most 4,000 points per series leave the server
+_EXPERIMENTS = ExperimentRow.__table__
+_RUNS = RunRow.__table__
+_METRICS = MetricRow.__table__
+_KEY_TABLES = {"metrics": LatestMetricRow.__table__, "params": ParamRow.__table__, "tags": RunTagRow.__table__}
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentOverview:
+    experiment_id: str
+    name: str
+    run_count: int
+    last_activity: int | None  # ms since the epoch: latest run start/end, else the experiment's update
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def experiments_overview(store: SqlStore, search: str = "", *, limit: int = 500) -> list[ExperimentOverview]:
+    """Active experiments whose name contains ``search`` (case-insensitive), most recently
+    active first, with their number of active runs."""
+    e, r = _EXPERIMENTS.c, _RUNS.c
+    runs = (
+        sa.select(
+            r.experiment_id,
+            sa.func.count().label("n"),
+            sa.func.max(sa.func.coalesce(r.end_time, r.start_time)).label("last"),
+        )
+        .where(r.lifecycle_stage == "active")
+        .group_by(r.experiment_id)
+        .subquery()
+    )
+    last = sa.func.coalesce(runs.c.last, e.last_update_time)
+    stmt = (
+        sa.select(e.experiment_id, e.name, sa.func.coalesce(runs.c.n, 0), last)
+        .select_from(_EXPERIMENTS.outerjoin(runs, runs.c.experiment_id == e.experiment_id))
+        .where(e.lifecycle_stage == "active")
+        .order_by(last.desc(), e.experiment_id)
+        .limit(limit)
+    )
+    if search:
+        stmt = stmt.where(sa.func.lower(e.name).like(f"%{_escape_like(search.lower())}%", escape="\\"))
+    with store.db.session(write=False) as session:
+        rows = session.execute(stmt).all()
+    return [ExperimentOverview(str(i), name, int(n), None if t is None else int(t)) for i, name, n, t in rows]
+
+
+def history_lengths(store: SqlStore, run_ids: Sequence[str]) -> dict[str, int]:
+    """Metric key -> the most points any of ``run_ids`` logged for it (charts open on the
+    longest history)."""
+    m = _METRICS.c
+    per_run = (
+        sa.select(m.key, sa.func.count().label("n")).where(m.run_uuid.in_(list(run_ids))).group_by(m.run_uuid, m.key).subquery()
+    )
+    with store.db.session(write=False) as session:
+        rows = session.execute(sa.select(per_run.c.key, sa.func.max(per_run.c.n)).group_by(per_run.c.key)).all()
+    return {key: int(n) for key, n in rows}
+
+
+def run_keys(store: SqlStore, run_ids: Iterable[str], *, limit: int = 500) -> dict[str, list[str]]:
+    """Sorted distinct metric, param and tag keys of ``run_ids`` (at most ``limit`` each)."""
+    ids = list(run_ids)
+    out: dict[str, list[str]] = {kind: [] for kind in _KEY_TABLES}
+    if not ids:
+        return out
+    with store.db.session(write=False) as session:
+        for kind, table in _KEY_TABLES.items():
+            stmt = sa.select(table.c.key).where(table.c.run_uuid.in_(ids)).distinct().order_by(table.c.key).limit(limit)
+            out[kind] = list(session.execute(stmt).scalars())
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoints:
+    """Points of one series: ``x`` (step or ms timestamp) and ``y``; ``total`` points lie in
+    the requested range, of which ``len(x)`` are returned (``sampled`` if reduced)."""
+
+    run_id: str
+    key: str
+    x: list[float]
+    y: list[float | None]
+    total: int
+    sampled: bool
+    x_min: float | None
+    x_max: float | None
+
+
+def downsampled_history(
+    store: SqlStore,
+    run_id: str,
+    key: str,
+    *,
+    axis: Literal["step", "time"] = "step",
+    lo: float | None = None,
+    hi: float | None = None,
+    buckets: int = 1000,
+) -> HistoryPoints:
+    """``key`` of ``run_id`` for ``lo <= x <= hi`` (``x`` = step or timestamp), at most
+    ``2 * buckets`` points. NaN points are left out (they cannot be drawn)."""
+    if axis not in ("step", "time"):
+        raise InvalidArgument(f"Invalid x axis {axis!r}: use 'step' or 'time'.")
+    if not 1 <= buckets <= MAX_BUCKETS:
+        raise InvalidArgument(f"Invalid number of buckets {buckets}: use 1 to {MAX_BUCKETS}.")
+    m = _METRICS.c
+    x = m.step if axis == "step" else m.timestamp
+    series = [m.run_uuid == run_id, m.key == key]
+    if lo is not None and math.isfinite(lo):
+        series.append(x >= math.floor(lo))
+    if hi is not None and math.isfinite(hi):
+        series.append(x <= math.ceil(hi))
+    where = [*series, m.is_nan == sa.false()]
+    cap = 2 * buckets
+    with store.db.session(write=False) as session:
+        # At most cap + 1 index entries read to learn whether the range fits as it is.
+        capped = session.execute(
+            sa.select(sa.func.count()).select_from(sa.select(m.step).where(*series).limit(cap + 1).subquery())
+        ).scalar_one()
+        if capped <= cap:
+            rows = session.execute(sa.select(x, m.value).where(*where).order_by(x, m.timestamp, m.id)).all()
+            xs = [float(a) for a, _ in rows]
+            return HistoryPoints(run_id, key, xs, [float(v) for _, v in rows], len(rows), False,
+                                 xs[0] if xs else None, xs[-1] if xs else None)
+        if axis == "step":
+            # Ends of the range from the (run, key, step) index, then one aggregate per
+            # bucket over an index range: no sort of the whole series (SQLite would spill
+            # a GROUP BY over a million rows to a temporary b-tree).
+            x_min = session.execute(sa.select(sa.func.min(x)).where(*series)).scalar_one()
+            x_max = session.execute(sa.select(sa.func.max(x)).where(*series)).scalar_one()
+            edges = [int(x_min) + (int(x_max) - int(x_min) + 1) * b // buckets for b in range(buckets + 1)]
+            stmt = sa.select(
+                sa.func.count(), sa.func.min(x), sa.func.max(x), sa.func.min(m.value), sa.func.max(m.value)
+            ).where(
+                # the bucket's bounds only: with the range's bounds too, SQLite may seek the
+                # index from the range's start for every bucket
+                m.run_uuid == run_id, m.key == key, m.is_nan == sa.false(), x >= sa.bindparam("a"), x < sa.bindparam("b")
+            )
+            conn = session.connection()  # Core: one cached compiled statement, little overhead per bucket
+            rows = [conn.execute(stmt, {"a": a, "b": b}).one() for a, b in zip(edges, edges[1:]) if b > a]
+        else:
+            x_min, x_max = session.execute(sa.select(sa.func.min(x), sa.func.max(x)).where(*where)).one()
+            # Integer floor division renders as plain `/` on both SQLite and PostgreSQL.
+            bucket = (((x - int(x_min)) * buckets) // (int(x_max) - int(x_min) + 1)).label("b")
+            rows = session.execute(
+                sa.select(sa.func.count(), sa.func.min(x), sa.func.max(x), sa.func.min(m.value), sa.func.max(m.value))
+                .where(*where).group_by(bucket).order_by(bucket)
+            ).all()
+    # Each bucket gives its lowest and highest value, drawn at the bucket's first and last
+    # x, so the envelope (every spike) stays visible.
+    xs: list[float] = []
+    ys: list[float | None] = []
+    total = 0
+    for count, first_x, last_x, low, high in rows:
+        if not count:
+            continue
+        total += count
+        xs.append(float(first_x))
+        ys.append(float(low))
+        if last_x != first_x or high != low:
+            xs.append(float(last_x) if last_x != first_x else float(first_x) + 1e-9)
+            ys.append(float(high))
+    return HistoryPoints(run_id, key, xs, ys, total, True, x_min, x_max)
+
+
+def sparkline_values(store: SqlStore, run_id: str, key: str, *, points: int = 48) -> tuple[list[float | None], int]:
+    """About ``points`` values of ``key`` at evenly spaced steps (one index lookup each, so a
+    million-point history costs as little as a short one) and the history's length (capped
+    at 10,000: the run page shows "10,000+"). A thumbnail: the chart is the exact view."""
+    m = _METRICS.c
+    series = [m.run_uuid == run_id, m.key == key]
+    with store.db.session(write=False) as session:
+        conn = session.connection()
+        length = conn.execute(
+            sa.select(sa.func.count()).select_from(sa.select(m.step).where(*series).limit(10_001).subquery())
+        ).scalar_one()
+        if length <= points:
+            rows = conn.execute(sa.select(m.value, m.is_nan).where(*series).order_by(m.step, m.timestamp, m.id)).all()
+            return [None if nan else float(v) for v, nan in rows], int(length)
+        first = conn.execute(sa.select(sa.func.min(m.step)).where(*series)).scalar_one()
+        last = conn.execute(sa.select(sa.func.max(m.step)).where(*series)).scalar_one()
+        at = (
+            sa.select(m.value, m.is_nan).where(*series, m.step >= sa.bindparam("s"))
+            .order_by(m.step, m.timestamp, m.id).limit(1)
+        )
+        values: list[float | None] = []
+        for i in range(points):
+            row = conn.execute(at, {"s": first + (last - first) * i // (points - 1)}).first()
+            values.append(None if row is None or row.is_nan else float(row.value))
+    return values, int(length)
+
+
+def metric_sparkline(values: Sequence[float | None], *, width: int = 120, height: int = 24) -> str:
+    """SVG polyline points for ``values`` scaled to ``width`` x ``height`` ("" if < 2)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if len(finite) < 2:
+        return ""
+    low, high = min(finite), max(finite)
+    span = (high - low) or 1.0
+    n = len(values) - 1
+    points = []
+    for i, v in enumerate(values):
+        if v is None or not math.isfinite(v):
+            continue
+        points.append(f"{i * width / n:.1f},{height - 1 - (v - low) * (height - 2) / span:.1f}")
+    return " ".join(points)

@@ -1,0 +1,188 @@
+"""The web UI over HTTP (no browser): pages, escaping, bad input, bounded JSON, and the
+server-side downsampling of dense metric histories. A real server subprocess on SQLite,
+populated through the store (see conftest.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+DENSE_POINTS = 100_000
+Populated = Any  # conftest.Populated
+
+
+@pytest.fixture(scope="module")
+def ui(ui_site: tuple[str, Any]) -> Iterator[tuple[httpx.Client, Any]]:
+    url, data = ui_site
+    with httpx.Client(base_url=url, timeout=30) as http:
+        yield http, data
+
+
+def test_experiments_page_lists_run_counts_and_searches(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    r = http.get("/")
+    assert r.status_code == 200, r.text
+    assert "churn-training" in r.text
+    # 6 trials + sweep parent + 2 children + the XSS run
+    assert ">10</td>" in r.text
+    assert "churn-training" not in http.get("/", params={"q": "nothing-like-this"}).text
+
+
+def test_runs_table_filters_sorts_and_pages_on_the_server(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    url = f"/experiments/{data.experiment_id}"
+    r = http.get(url, params={"filter": "(params.model = 'rf' or params.model = 'gb') and metrics.auc > 0.72",
+                              "order": "metrics.auc DESC", "cols": "run_name,metrics.auc,params.model"})
+    assert r.status_code == 200, r.text
+    names = [n for n in ("trial-1", "trial-3", "trial-4", "sweep-child-0", "sweep-child-1") if n in r.text]
+    assert names == ["trial-1", "trial-3", "trial-4", "sweep-child-0", "sweep-child-1"]
+    # descending auc: trial-4 (0.82) before sweep-child-1 (0.81) before trial-3 (0.79)
+    assert r.text.index("trial-4") < r.text.index("sweep-child-1") < r.text.index("trial-3") < r.text.index("trial-1")
+    assert "trial-0" not in r.text and "trial-2" not in r.text
+    # any column sorts on the server: a param, a tag
+    by_param = http.get(url, params={"order": "params.model ASC", "cols": "run_name,params.model",
+                                     "filter": "attributes.run_name LIKE 'trial-%'"}).text
+    assert by_param.index(">trial-1<") < by_param.index(">trial-2<") < by_param.index(">trial-0<")  # gb < lr < rf
+    by_tag = http.get(url, params={"order": "tags.mlflow.source.git.commit DESC", "cols": "run_name",
+                                   "filter": "attributes.run_name LIKE 'trial-%'"}).text
+    assert by_tag.index(">trial-5<") < by_tag.index(">trial-4<") < by_tag.index(">trial-0<")
+    page0 = http.get(url, params={"size": 25, "order": "attributes.run_name ASC", "cols": "run_name"}).text
+    assert 'id="next-page"' not in page0
+    r = http.get(url, params={"status": "FAILED", "cols": "run_name,status"})
+    assert "trial-4" in r.text and "trial-3" not in r.text
+    # "started within": trial-0 started an hour before the fixture ran, trial-5 55 minutes
+    last_hour = http.get(url, params={"since": "1h", "cols": "run_name"}).text
+    assert ">trial-5<" in last_hour and ">trial-0<" not in last_hour
+    assert ">trial-0<" in http.get(url, params={"since": "24h", "cols": "run_name"}).text
+
+
+def test_a_bad_filter_shows_the_parser_message_not_a_stack_trace(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    r = http.get(f"/experiments/{data.experiment_id}", params={"filter": "metrics.auc >> 0.9 and ("})
+    assert r.status_code == 200
+    assert 'id="filter-error"' in r.text
+    assert "Traceback" not in r.text and "File \"" not in r.text
+    assert "&gt;&gt;" in r.text or "'>>'" in r.text or "&#39;&gt;&gt;&#39;" in r.text  # the parser names the bad token
+
+
+def test_child_runs_sit_under_their_parent(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    text = http.get(f"/experiments/{data.experiment_id}", params={"cols": "run_name", "order": "attributes.start_time DESC"}).text
+    parent = text.index(f'data-run-id="{data.runs["sweep"]}"')
+    children = [text.index(f'data-run-id="{data.runs[f"sweep-child-{j}"]}"') for j in range(2)]
+    assert all(parent < c for c in children)
+    assert text.count('class="child"') == 2
+
+
+def test_html_in_names_params_tags_and_markdown_is_escaped(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    run_id = data.runs["xss"]
+    for page in (http.get(f"/experiments/{data.experiment_id}").text, http.get(f"/runs/{run_id}").text):
+        assert data.xss_name not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    run_page = http.get(f"/runs/{run_id}").text
+    assert "<img src=x onerror" not in run_page and "<b onmouseover" not in run_page
+    md = http.get(f"/ui-api/runs/{run_id}/preview", params={"path": "notes.md"}).text
+    assert "<script>" not in md and "<img src=\"x\" onerror" not in md and "<img src=x onerror" not in md
+    assert "&lt;script&gt;" in md and 'href="javascript:' not in md
+    # An HTML artifact is never served inline from our origin.
+    raw = http.get(f"/ui-api/runs/{run_id}/artifact", params={"path": "page.html"})
+    assert raw.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in raw.headers["content-security-policy"]
+
+
+def test_missing_things_get_404_pages(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    for url in ("/runs/0123456789abcdef0123456789abcdef", "/experiments/999999", "/models/no-such-model",
+                f"/models/{data.model}/versions/99", f"/models/{data.model}/versions/abc"):
+        r = http.get(url)
+        assert r.status_code == 404, url
+        assert r.headers["content-type"].startswith("text/html")
+        assert 'id="not-found"' in r.text
+
+
+def test_artifact_previews(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    run_id = data.runs["trial-5"]
+    preview = lambda path: http.get(f"/ui-api/runs/{run_id}/preview", params={"path": path})  # noqa: E731
+    csv = preview("data/predictions.csv").text
+    assert "<th>customer_id</th>" in csv and "<td>0.93</td>" in csv
+    mlmodel = preview("model/MLmodel").text
+    assert "<td>tenure</td>" in mlmodel and f"runs:/{run_id}/model" in mlmodel and "prefect-mlops serve" in mlmodel
+    assert "<img" in preview("plots/roc.png").text
+    png = http.get(f"/ui-api/runs/{run_id}/artifact", params={"path": "plots/roc.png"})
+    assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    assert "&#34;threshold&#34;" in preview("config.json").text or "&quot;threshold&quot;" in preview("config.json").text
+    parquet = preview("data/features.parquet").text
+    assert "<th>plan</th>" in parquet and "200 rows" in parquet and parquet.count("<tr>") == 51  # header + 50 rows
+    big = preview("logs/big.log").text
+    assert "too large to preview" in big and "xxxx" not in big and "download" in big
+    assert preview("nope.txt").status_code == 404
+    assert preview("../../etc/passwd").status_code == 400
+
+
+def test_dense_history_is_downsampled_on_the_server_keeping_spikes(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    run_id = data.runs["trial-5"]
+    r = http.get("/ui-api/metric-history", params={"run": run_id, "key": "train_loss", "buckets": 500})
+    assert r.status_code == 200, r.text
+    series = r.json()["series"][0]
+    assert series["total"] == DENSE_POINTS and series["sampled"]
+    assert len(series["x"]) <= 1000
+    assert max(series["y"]) == data.spike[1] and min(series["y"]) == data.dip[1]  # one-point spike and dip survive
+    spike_step = data.spike[0]
+    # Zoomed around the spike, the range comes back point for point.
+    zoom = http.get("/ui-api/metric-history", params={"run": run_id, "key": "train_loss", "lo": spike_step - 100,
+                                                      "hi": spike_step + 100}).json()["series"][0]
+    assert not zoom["sampled"] and zoom["x"] == [float(s) for s in range(spike_step - 100, spike_step + 101)]
+    # A zoomed range still too dense: sampled within the range, every point of it counted.
+    wide = http.get("/ui-api/metric-history", params={"run": run_id, "key": "train_loss", "lo": 1000, "hi": 51000,
+                                                      "buckets": 500}).json()["series"][0]
+    assert wide["sampled"] and wide["total"] == 50_001 and len(wide["x"]) <= 1000
+    assert wide["x"][0] == 1000 and wide["x"][-1] == 51000 and max(wide["y"]) == data.spike[1]
+    rel = http.get("/ui-api/metric-history", params={"run": run_id, "key": "train_loss", "axis": "relative",
+                                                     "lo": 0, "hi": 1000}).json()["series"][0]
+    assert rel["x"][0] == 0 and rel["x"][-1] == 1000  # points every 10 ms from the run's start
+
+
+def test_every_ui_endpoint_is_bounded(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    run_id = data.runs["trial-5"]
+    too_many = http.get("/ui-api/metric-history", params={"run": run_id, "key": "train_loss", "buckets": 100_000})
+    assert too_many.status_code == 400
+    runs = [("run", run_id)] * 51 + [("key", "auc")]
+    assert http.get("/ui-api/metric-history", params=runs).status_code == 400
+    assert http.get("/ui-api/metric-history", params={"run": run_id, "key": "auc", "axis": "sideways"}).status_code == 400
+    many = "&".join(f"runs={i:032x}" for i in range(51))
+    r = http.get(f"/compare?{many}")
+    assert r.status_code == 400 and "Pick 2 to 50 runs" in r.text
+
+
+def test_compare_and_registry_pages(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    ids = [data.runs[f"trial-{i}"] for i in (0, 1, 2)]
+    r = http.get("/compare", params=[("runs", i) for i in ids])
+    assert r.status_code == 200, r.text
+    assert 'class="cmp same"><th>seed' in r.text and 'class="cmp diff"><th>model' in r.text
+    models = http.get("/models").text
+    assert data.model in models and "@champion" in models
+    assert data.model in http.get("/models", params={"q": "CHURN"}).text
+    assert data.model not in http.get("/models", params={"q": "it's-not-there"}).text
+    version = http.get(f"/models/{quote(data.model)}/versions/3").text
+    assert "PASSED" in version and "<td>auc</td>" in version
+    assert "alias @champion: v2 → v3" in version and "trial-5 passed the gate" in version
+    assert f'href="/runs/{data.runs["trial-5"]}"' in version
+    failed = http.get(f"/models/{quote(data.model)}/versions/1").text
+    assert "FAILED" in failed and "No stage or alias changes yet" in failed
+
+
+def test_run_page_shows_lineage(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    page = http.get(f"/runs/{data.runs['trial-5']}").text
+    lineage = page[page.index('id="lineage"'):page.index("<h2>Tags</h2>")]
+    assert 'href="http://127.0.0.1:4200/runs/flow-run/00000005-' in lineage
+    for shown in ("0000005abcdef", "sha256:0005feed", "success=true", "scikit-learn 1.7.2"):
+        assert shown in lineage, shown
