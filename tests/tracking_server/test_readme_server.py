@@ -35,6 +35,10 @@ def test_readme_team_setup_runs(
     # mlflow infers pip requirements in a subprocess (20-40 s on a busy machine); the
     # snippet's result does not depend on them.
     monkeypatch.setenv("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT", "2")
+    # The snippet's registry follows its tracking URI only when no earlier test in this
+    # process left a registry URI behind.
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setattr("mlflow.tracking._model_registry.utils._registry_uri", None)
     bucket = "readme-" + uuid.uuid4().hex[:10]
     boto3.client(
         "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"

@@ -36,7 +36,8 @@ def test_two_servers_on_one_postgres_and_s3_act_as_one(
         "PREFECT_MLOPS_S3_ENDPOINT_URL": s3_server,
     }
     a, b = (start_server(db_uri, f"s3://{bucket}/mlops", env=env) for _ in range(2))
-    via_a, via_b = MlflowClient(a.url), MlflowClient(b.url)
+    # registry_uri given: without it the client takes the registry from the global tracking URI.
+    via_a, via_b = (MlflowClient(s.url, registry_uri=s.url) for s in (a, b))
 
     experiment_id = via_a.create_experiment("shared")
     assert via_b.get_experiment_by_name("shared").experiment_id == experiment_id
