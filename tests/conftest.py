@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support import events_of, free_port, poll  # noqa: F401 - re-exported to fixtures
+from support import create_pg_database, events_of, free_port, poll  # noqa: F401 - re-exported to fixtures
 
 PG_BIN_CANDIDATES = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
 
@@ -90,18 +90,6 @@ def pg_server() -> Iterator[str]:
         yield server.url()
     finally:
         server.stop()
-
-
-def create_pg_database(admin_url: str) -> str:
-    """Create a fresh database on the server and return its SQLAlchemy URL."""
-    import sqlalchemy as sa
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+import uuid
 
 
 def free_port() -> int:
@@ -25,6 +26,18 @@ def poll(predicate, timeout: float = 60.0, what: str = "condition"):  # type: ig
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not seen within {timeout} s")
         time.sleep(0.25)
+
+
+def create_pg_database(admin_url: str) -> str:
+    """Create a fresh database on the server and return its SQLAlchemy URL."""
+    import sqlalchemy as sa
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
 def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list:  # type: ignore[type-arg]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from tracking_plugin import _background, _buffer, backend
 from tracking_plugin import client as client_module
+from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin._context import (
     ActiveRun,
     _resolve,
@@ -541,8 +542,6 @@ def log_image(image: Any, artifact_file: str, *, run_id: str | None = None) -> N
 
 def get_artifact_uri(artifact_path: str | None = None) -> str:
     """Absolute URI of the active run's artifacts, or of ``artifact_path`` inside them."""
-    from tracking_plugin.artifacts import join_artifact_uri
-
     stack = _ACTIVE_RUNS.get()
     if stack:
         base = stack[-1].info.artifact_uri

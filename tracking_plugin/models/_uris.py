@@ -20,7 +20,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin.entities import Stage
+from tracking_plugin.fluent import current_client
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.validation import (
     validate_alias,
@@ -128,9 +130,6 @@ def resolve_model_uri(model_uri: str) -> str:
     parsed = parse_model_uri(model_uri)
     if parsed.kind in (ModelUriKind.LOCAL, ModelUriKind.ARTIFACT):
         return model_uri
-    from tracking_plugin.artifacts import join_artifact_uri
-    from tracking_plugin.fluent import current_client
-
     client = current_client()
     if parsed.kind is ModelUriKind.RUNS:
         run = client.get_run(parsed.run_id)

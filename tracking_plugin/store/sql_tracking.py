@@ -107,6 +107,7 @@ from tracking_plugin.validation import (
     validate_timestamp,
 )
 
+from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin.store.db import Transaction
 
 if TYPE_CHECKING:
@@ -238,8 +239,6 @@ def _view_stages(view_type: Any) -> tuple[str, ...]:
 
 
 def _join_artifact_uri(base: str, *parts: str) -> str:
-    from tracking_plugin.artifacts import join_artifact_uri
-
     return join_artifact_uri(base, *parts)
 
 
