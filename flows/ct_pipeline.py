@@ -50,6 +50,7 @@ from prefect.cache_policies import NO_CACHE
 
 from registry_tasks import EvaluationGate, Guard, RegistryClient, evaluate_gate, promote, register_model, rollback
 from registry_tasks.gates import GateDecision
+from registry_tasks.tasks import retry_if_transient
 from serving_tasks.tasks import deploy_model, smoke_test
 from tracking_plugin import fluent
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument, MlopsError, ModelLoadRefused, NotFound
@@ -115,18 +116,6 @@ class DataValidationFailed(InvalidArgument):
 class ServingRefreshFailed(BackendUnavailable):
     """The serving endpoint could not be brought to the champion (see the message for what
     was rolled back and what keeps serving)."""
-
-
-def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: only errors that may pass (an unreachable store, an OS-level I/O
-    error). A missing file, bad data or a refused model fail the same way every time."""
-    try:
-        state.result()
-    except (BackendUnavailable, OSError):
-        return True
-    except Exception:  # noqa: BLE001 - anything else is final
-        return False
-    return False
 
 
 @dataclass(frozen=True)

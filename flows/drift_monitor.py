@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tracking_plugin import fluent
 from tracking_plugin.errors import InvalidArgument, NotFound
-from tracking_plugin.events import emit
+from tracking_plugin.events import DRIFT_DETECTED, emit
 from tracking_plugin.prefect import track
 
 from flows.ct_pipeline import (
@@ -42,7 +42,6 @@ from flows.drift import DriftMethod, DriftReport, DriftThresholds, compute_drift
 
 __all__ = ["DRIFT_DETECTED", "drift_monitor", "load_reference", "score_drift"]
 
-DRIFT_DETECTED = "mlops.drift.detected"
 
 
 @task(name="load-reference", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)

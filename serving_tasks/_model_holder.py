@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from tracking_plugin.errors import InvalidArgument, MlopsError
+from tracking_plugin.events import MODEL_PROMOTED
 
 from serving_tasks._payload import ParsedPayload
 
@@ -495,7 +496,7 @@ class ModelHolder:
 
 # Prefect events ------------------------------------------------------------------------
 
-PROMOTED_EVENT = "mlops.model.promoted"
+PROMOTED_EVENT = MODEL_PROMOTED
 
 
 class PromotionListener:

@@ -18,7 +18,6 @@ and the schema is brought up to date once per process on first use.
 
 from __future__ import annotations
 
-import getpass
 import io
 import json
 import os
@@ -44,11 +43,13 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin import backend
+from tracking_plugin._lineage import user_name
 from tracking_plugin.artifacts import get_artifact_repository, join_artifact_uri
 from tracking_plugin.artifacts.base import _scheme
 from tracking_plugin.artifacts.local import LocalArtifactRepository
 from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.settings import MlopsSettings
+from tracking_plugin.tags import TAG_PARENT_RUN_ID, TAG_RUN_NAME, TAG_USER
 from tracking_plugin.urls import absolute_sqlite_uri, redact_uri
 from tracking_plugin.validation import validate_key, validate_metric, validate_run_id
 
@@ -58,11 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TrackingClient", "default_client", "resolve_tracking_uri"]
 
-# Tags with MLflow's names (mlflow.utils.mlflow_tags), so MLflow-aware tools read them.
-TAG_RUN_NAME = "mlflow.runName"
-TAG_PARENT_RUN_ID = "mlflow.parentRunId"
-TAG_USER = "mlflow.user"
-TAG_NOTE = "mlflow.note.content"
 
 # Registering a version copies the model's files and checks its format: that is
 # tracking_plugin.registry, a layer above this module. The package root hands it down
@@ -88,7 +84,6 @@ def _model_registrar() -> Callable[..., ModelVersion]:
 
 # Bumped in a forked child: clients then fetch the child's own store (engine, connections).
 _FORK_GENERATION = [0]
-_USER: list[str] = []
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -100,13 +95,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _current_user() -> str:
-    if not _USER:
-        try:
-            _USER.append(getpass.getuser())
-        except Exception:  # noqa: BLE001 - no passwd entry in some containers
-            _USER.append("unknown")
-    return _USER[0]
+_current_user = user_name  # the one rule: tracking_plugin._lineage.user_name
 
 
 def _run_status(status: RunStatus | str) -> RunStatus:
@@ -137,14 +126,7 @@ def _view_type(view_type: ViewType | str | int) -> ViewType:
     )
 
 
-def _stage(stage: Stage | str) -> Stage:
-    if isinstance(stage, Stage):
-        return stage
-    for candidate in Stage:
-        if isinstance(stage, str) and candidate.value.lower() == stage.lower():
-            return candidate
-    valid = ", ".join(s.value for s in Stage)
-    raise InvalidArgument(f"Invalid stage {stage!r}: use one of {valid} (case does not matter).")
+_stage = Stage.parse
 
 
 def _version(version: int | str) -> int:

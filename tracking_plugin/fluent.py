@@ -40,9 +40,6 @@ from tracking_plugin._context import (
     last_active_run_ref,
 )
 from tracking_plugin.client import (
-    TAG_NOTE,
-    TAG_PARENT_RUN_ID,
-    TAG_USER,
     TrackingClient,
     _current_user,
     _experiment_id,
@@ -59,6 +56,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from tracking_plugin.tags import TAG_NOTE, TAG_PARENT_RUN_ID, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_USER
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -263,7 +261,7 @@ def _context_tags() -> dict[str, str]:
     if not _SOURCE_TAGS:
         source = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "<console>"
         _SOURCE_TAGS.update(
-            {TAG_USER: _current_user(), "mlflow.source.name": source, "mlflow.source.type": "LOCAL"}
+            {TAG_USER: _current_user(), TAG_SOURCE_NAME: source, TAG_SOURCE_TYPE: "LOCAL"}
         )
     return _SOURCE_TAGS
 

@@ -71,6 +71,20 @@ from tracking_plugin.entities import Metric, Param, Run, RunStatus, RunTag
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, MlopsError
 from tracking_plugin.events import RUN_FAILED, RUN_FINISHED, emit, flow_run_resource, run_resource
 from tracking_plugin.client import TrackingClient, default_client
+from tracking_plugin.tags import (
+    TAG_DEPLOYMENT_ID,
+    TAG_DEPLOYMENT_NAME,
+    TAG_ERROR,
+    TAG_FLOW_NAME,
+    TAG_FLOW_RUN_ID,
+    TAG_FLOW_RUN_NAME,
+    TAG_FLOW_RUN_URL,
+    TAG_PREFECT_STATE,
+    TAG_SOURCE_TYPE,
+    TAG_STATE_MESSAGE,
+    TAG_TASK_NAME,
+    TAG_TASK_RUN_ID,
+)
 from tracking_plugin.urls import redact_uri
 from tracking_plugin.validation import validate_key
 
@@ -92,17 +106,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TAG_FLOW_RUN_ID = "prefect.flow_run_id"
-TAG_FLOW_RUN_NAME = "prefect.flow_run_name"
-TAG_FLOW_NAME = "prefect.flow_name"
-TAG_DEPLOYMENT_ID = "prefect.deployment_id"
-TAG_DEPLOYMENT_NAME = "prefect.deployment_name"
-TAG_TASK_RUN_ID = "prefect.task_run_id"
-TAG_TASK_NAME = "prefect.task_name"
-TAG_FLOW_RUN_URL = "prefect.flow_run_url"
-TAG_PREFECT_STATE = "prefect.state"
-TAG_STATE_MESSAGE = "mlops.state_message"
-TAG_ERROR = "mlops.error"
 
 # Prefect tag prefix naming the backend block of the tracked flow that created a task run.
 PREFECT_TAG_BACKEND_BLOCK = "mlops-backend-block:"
@@ -524,7 +527,7 @@ def _begin(
         client = _client_for_run(spec, prefect_run)
     params = _bound_params(spec, signature, args, kwargs)
     tags = {**_lineage.lineage_tags(spec.source_file), **_prefect_tags(flow_ctx, task_ctx), **dict(spec.tags)}
-    tags["mlflow.source.type"] = "JOB" if mode != "plain" else "LOCAL"
+    tags[TAG_SOURCE_TYPE] = "JOB" if mode != "plain" else "LOCAL"
     parent_run_id = active.run_id if active is not None else None
     flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx is not None and flow_ctx.flow_run else None
 

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 import tracking_plugin as mlops
 from deployments.cli import app
 from registry_tasks import RegistryClient
-from tracking_plugin import backend
 from tracking_plugin.blocks import MlopsBackend
 from tracking_plugin.errors import BackendUnavailable, InvalidArgument
 from tracking_plugin.prefect import track

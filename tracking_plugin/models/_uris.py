@@ -33,7 +33,6 @@ from tracking_plugin.validation import (
 
 __all__ = ["ModelUri", "ModelUriKind", "parse_model_uri", "resolve_model_uri"]
 
-_STAGES = {stage.value.lower(): stage for stage in Stage}
 
 
 class ModelUriKind(str, enum.Enum):
@@ -111,7 +110,7 @@ def _parse_models(model_uri: str) -> ModelUri:
         return ModelUri(uri=model_uri, kind=ModelUriKind.MODELS, name=name, version=int(selector))
     if selector.lower() == "latest":
         return ModelUri(uri=model_uri, kind=ModelUriKind.MODELS, name=name, latest=True)
-    stage = _STAGES.get(selector.lower())
+    stage = Stage.find(selector)
     if stage is None:
         raise InvalidArgument(
             f"Invalid model URI {model_uri!r}: {selector!r} is neither a version number, 'latest', nor "

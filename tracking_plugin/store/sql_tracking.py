@@ -109,6 +109,7 @@ from tracking_plugin.validation import (
 
 from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin.store.db import Transaction
+from tracking_plugin.tags import TAG_PARENT_RUN_ID, TAG_RUN_NAME, TAG_USER
 
 if TYPE_CHECKING:
     from tracking_plugin.store.db import Database
@@ -116,9 +117,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_SEARCH_RESULTS", "SqlTrackingStore", "generate_run_name"]
 
 # MLflow's system tags, kept so MLflow-aware tools read our runs.
-TAG_RUN_NAME = "mlflow.runName"
-TAG_USER = "mlflow.user"
-TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 
 MAX_SEARCH_RESULTS = 50_000
 MAX_EXPERIMENT_RESULTS = 50_000
