@@ -58,6 +58,28 @@ def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 
     return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
 
 
+def prefect_artifacts(flow_run_id: str) -> list:  # type: ignore[type-arg]
+    """The flow run's Prefect artifacts, read back from the API after ``flush()`` (a
+    tracked flow's artifacts are posted in the background)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    import tracking_plugin
+
+    tracking_plugin.flush(timeout=60)
+    with get_client(sync_client=True) as client:
+        return list(
+            client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+        )
+
+
+def artifacts_of(flow_run_id: str) -> dict[str, str]:
+    """key -> content of the flow run's keyed Prefect artifacts."""
+    return {a.key: str(a.data) for a in prefect_artifacts(flow_run_id) if a.key}
+
+
 def reset_tracking(*, dispose_stores: bool = True, end_runs: bool = False) -> None:
     """Forget the process-wide tracking state between tests: active runs (``end_runs``:
     ended as KILLED first), the last ended run, buffered points, the fluent API's
