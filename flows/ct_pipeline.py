@@ -13,7 +13,7 @@ deploy, smoke-test. Every step is a Prefect task; the flow run is one tracking r
 
 Run it once (SQLite + local folder + Prefect's ephemeral API by default)::
 
-    from flows.ct_pipeline import ct_pipeline
+    from prefect_mlops.flows.ct_pipeline import ct_pipeline
     result = ct_pipeline(source="generator://churn?seed=0&day=0", serve_port=None)
     result["champion_version"]      # 1.0 on a fresh backend
 
@@ -56,8 +56,8 @@ from tracking_plugin import fluent
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument, MlopsError, ModelLoadRefused, NotFound
 from tracking_plugin.prefect import track
 
-from flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, fill_source_date, source_from_uri
-from flows.training import (
+from prefect_mlops.flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, fill_source_date, source_from_uri
+from prefect_mlops.flows.training import (
     TrainingConfig,
     build_pipeline,
     evaluate_classifier,
@@ -65,7 +65,7 @@ from flows.training import (
     known_categories,
     split_batch,
 )
-from flows.validation import DEFAULT_SUITE_PATH, ValidationReport, load_suite, validate_batch
+from prefect_mlops.flows.validation import DEFAULT_SUITE_PATH, ValidationReport, load_suite, validate_batch
 
 __all__ = [
     "CHAMPION_ALIAS",

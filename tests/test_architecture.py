@@ -17,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["tracking_plugin", "registry_tasks", "serving_tasks", "flows", "deployments"]
+# Where each repository folder installs (flows/ and deployments/ under our namespace).
+INSTALLED_AS = {"flows": "prefect_mlops/flows", "deployments": "prefect_mlops/deployments"}
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -45,7 +47,8 @@ def test_import_contracts_are_kept() -> None:
 )
 def test_an_import_that_climbs_a_layer_breaks_the_contracts(tmp_path: Path, added: str) -> None:
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+        target = tmp_path / INSTALLED_AS.get(package, package)
+        shutil.copytree(ROOT / package, target, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     base = tmp_path / "tracking_plugin" / "artifacts" / "base.py"
     base.write_text(base.read_text() + "\n" + added)
@@ -69,7 +72,8 @@ def _third_party_imports() -> set[str]:
                     names.update(alias.name.split(".")[0] for alias in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     names.add(node.module.split(".")[0])
-    return {name for name in names if name not in stdlib and name not in PACKAGES and name != "__future__"}
+    ours = {*PACKAGES, "prefect_mlops"}
+    return {name for name in names if name not in stdlib and name not in ours and name != "__future__"}
 
 
 def test_every_third_party_import_is_a_declared_dependency_and_every_dependency_is_used() -> None:

@@ -14,7 +14,7 @@ from support import create_pg_database, reset_tracking
 from typer.testing import CliRunner
 
 import tracking_plugin as mlops
-from deployments.cli import app
+from prefect_mlops.deployments.cli import app
 from registry_tasks import RegistryClient
 from tracking_plugin.blocks import MlopsBackend
 from tracking_plugin.errors import BackendUnavailable, InvalidArgument
