@@ -58,13 +58,9 @@ from fastapi.responses import Response
 from tracking_plugin.errors import InvalidArgument
 
 from serving_tasks._batcher import MicroBatcher
-from serving_tasks._model_holder import (
-    ModelHolder,
-    ModelPredictError,
-    ServedModel,
-    predictions_to_json,
-    start_promotion_listener,
-)
+from serving_tasks._model_holder import ModelHolder
+from serving_tasks._promotion_listener import start_promotion_listener
+from serving_tasks._served_model import ModelPredictError, ServedModel, predictions_to_json
 from serving_tasks._payload import (
     CONTENT_TYPE_CSV,
     CONTENT_TYPE_JSON,
