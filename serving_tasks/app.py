@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: the scoring app's routes, auth, limits and error mapping are one
+# FastAPI factory; prediction, batching and model swaps live in their own modules.
 """The scoring app: MLflow's scoring protocol over one model URI, as a FastAPI application.
 
 Routes::

@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: it mirrors MlflowClient's ~60 methods, each a thin call into the
+# store; the logic lives in the store, the resolver (backend.py) and the artifact repositories.
 """``TrackingClient``: entity-level access to experiments, runs, artifacts and the registry.
 
 Method names, arguments and meaning follow MLflow's ``MlflowClient``::

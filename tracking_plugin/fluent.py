@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: MLflow's module-level API (~40 functions), each a thin call on the
+# client of the active run; the state they share is the active-run stack in _context.py.
 """The fluent tracking API: module-level functions with MLflow's names and meaning.
 
 >>> import tracking_plugin as mlops                                  # doctest: +SKIP

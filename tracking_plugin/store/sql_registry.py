@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: every registry rule (numbering under a row lock, archive-on-promote,
+# alias moves, audit rows, gate decisions) is one transaction here, sharing private helpers.
 """``SqlRegistryStore``: registered models, versions, stages, aliases, audit log, gates.
 
 Every public method is one transaction (``self.db.session()``). Writes that touch a model

@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: every tracking operation is one transaction written here beside
+# the private helpers it shares with the others; its SQL (statements, planner) is in _sql_search.py.
 """``SqlTrackingStore``: experiments, runs, params, tags and metrics over SQLAlchemy Core.
 
 Every public method opens exactly one transaction through ``self.db`` and shares work
