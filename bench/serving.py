@@ -206,7 +206,7 @@ def main(workdir: Path) -> dict:
     # Our server.
     port = _port()
     url = f"http://127.0.0.1:{port}"
-    proc = _serve([sys.executable, "-m", "serving_tasks.server", "-m", str(ours_path), "-p", str(port)], url)
+    proc = _serve([sys.executable, "-m", "serving_tasks.cli", "-m", str(ours_path), "-p", str(port)], url)
     try:
         _wrk(url, body, 8, workdir)  # warm-up
         results["ours_c8"] = _wrk(url, body, 8, workdir)

@@ -132,7 +132,7 @@ def reconcile_command(
     Completed -> FINISHED, Failed -> FAILED, Crashed/Cancelled (or a flow run that no
     longer exists) -> KILLED. Runs whose flow run is still going are left alone.
     """
-    from flows.demo import ephemeral_api_defaults, require_reachable_api
+    from prefect_mlops.flows.demo import ephemeral_api_defaults, require_reachable_api
     from tracking_plugin.errors import MlopsError
     from tracking_plugin.reconcile import reconcile_runs
 
@@ -176,13 +176,13 @@ def simulate_command(
         # tracebacks) would bury them. Set before Prefect is imported: it configures its
         # loggers from the environment.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
-    from flows.demo import choose_serving_port, ephemeral_api_defaults, quiet_library_logs, require_reachable_api
+    from prefect_mlops.flows.demo import choose_serving_port, ephemeral_api_defaults, quiet_library_logs, require_reachable_api
     from tracking_plugin.errors import MlopsError
 
     if not verbose:
         quiet_library_logs()
     with ephemeral_api_defaults():
-        from flows.simulate import simulate
+        from prefect_mlops.flows.simulate import simulate
 
         try:
             require_reachable_api()
@@ -205,7 +205,7 @@ def demo_command(
     What `make run` runs: SQLite (./mlops.db), ./mlops-artifacts and Prefect's ephemeral
     API unless configured otherwise. Exits 0 after printing a summary.
     """
-    from flows.demo import run_demo
+    from prefect_mlops.flows.demo import run_demo
 
     raise typer.Exit(run_demo(port=port))
 

@@ -1,6 +1,6 @@
 """Run the pipeline's deployments locally, on their schedules, without a work pool.
 
-    .venv/bin/python -m deployments.serve          # from the repository root; Ctrl-C to stop
+    .venv/bin/python -m prefect_mlops.deployments.serve          # from the repository root; Ctrl-C to stop
 
 The same three deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
 nightly retraining (cron, 02:00 UTC) and the hourly drift monitor, both on the batch of
@@ -36,8 +36,8 @@ def build_deployments() -> list[Any]:
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron, Interval
 
-    from flows.ct_pipeline import ct_pipeline
-    from flows.drift_monitor import DRIFT_DETECTED, drift_monitor
+    from prefect_mlops.flows.ct_pipeline import ct_pipeline
+    from prefect_mlops.flows.drift_monitor import DRIFT_DETECTED, drift_monitor
 
     return [
         ct_pipeline.to_deployment(

@@ -13,7 +13,7 @@ deploy, smoke-test. Every step is a Prefect task; the flow run is one tracking r
 
 Run it once (SQLite + local folder + Prefect's ephemeral API by default)::
 
-    from flows.ct_pipeline import ct_pipeline
+    from prefect_mlops.flows.ct_pipeline import ct_pipeline
     result = ct_pipeline(source="generator://churn?seed=0&day=0", serve_port=None)
     result["champion_version"]      # 1.0 on a fresh backend
 
@@ -50,13 +50,14 @@ from prefect.cache_policies import NO_CACHE
 
 from registry_tasks import EvaluationGate, Guard, RegistryClient, evaluate_gate, promote, register_model, rollback
 from registry_tasks.gates import GateDecision
+from registry_tasks.tasks import retry_if_transient
 from serving_tasks.tasks import deploy_model, smoke_test
 from tracking_plugin import fluent
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument, MlopsError, ModelLoadRefused, NotFound
 from tracking_plugin.prefect import track
 
-from flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, fill_source_date, source_from_uri
-from flows.training import (
+from prefect_mlops.flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, fill_source_date, source_from_uri
+from prefect_mlops.flows.training import (
     TrainingConfig,
     build_pipeline,
     evaluate_classifier,
@@ -64,7 +65,7 @@ from flows.training import (
     known_categories,
     split_batch,
 )
-from flows.validation import DEFAULT_SUITE_PATH, ValidationReport, load_suite, validate_batch
+from prefect_mlops.flows.validation import DEFAULT_SUITE_PATH, ValidationReport, load_suite, validate_batch
 
 __all__ = [
     "CHAMPION_ALIAS",
@@ -115,18 +116,6 @@ class DataValidationFailed(InvalidArgument):
 class ServingRefreshFailed(BackendUnavailable):
     """The serving endpoint could not be brought to the champion (see the message for what
     was rolled back and what keeps serving)."""
-
-
-def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: only errors that may pass (an unreachable store, an OS-level I/O
-    error). A missing file, bad data or a refused model fail the same way every time."""
-    try:
-        state.result()
-    except (BackendUnavailable, OSError):
-        return True
-    except Exception:  # noqa: BLE001 - anything else is final
-        return False
-    return False
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Every source has the same two calls, so a flow takes a URI and does not care which one
 it got::
 
-    >>> from flows.data import ChurnGenerator, source_from_uri
+    >>> from prefect_mlops.flows.data import ChurnGenerator, source_from_uri
     >>> batch = ChurnGenerator(seed=1, day=3, n_rows=500).load()
     >>> batch.shape
     (500, 10)

@@ -6,7 +6,7 @@ batch, so running it again shows the gate at work. The scoring server it starts 
 stopped before it returns, and Prefect stops its ephemeral API when the process exits,
 so nothing is left running.
 
-    from flows.demo import run_demo
+    from prefect_mlops.flows.demo import run_demo
     exit_code = run_demo()
 """
 
@@ -150,7 +150,7 @@ def run_demo(*, port: int | None = 5055, model_name: str = "churn", n_rows: int 
             print(f"The demo did not start: {exc.message}")
             return 1
         quiet_library_logs()
-        from flows.ct_pipeline import ct_pipeline
+        from prefect_mlops.flows.ct_pipeline import ct_pipeline
 
         try:
             return _demo(ct_pipeline, started, port=port, model_name=model_name, n_rows=n_rows)
@@ -168,7 +168,7 @@ def _demo(ct_pipeline: Any, started: float, *, port: int | None, model_name: str
     from tracking_plugin.settings import get_settings
     from tracking_plugin.urls import redact_uri
 
-    from flows.data import FEATURE_COLUMNS, ChurnGenerator
+    from prefect_mlops.flows.data import FEATURE_COLUMNS, ChurnGenerator
 
     settings = get_settings()
     registry = RegistryClient()

@@ -10,7 +10,7 @@ Two per-feature scores, both common in production monitoring:
   empirical CDFs, 0..1), numeric columns only; with ``method="ks"`` categorical columns
   are still scored with PSI, and each feature's result says which method scored it.
 
->>> from flows.data import ChurnGenerator, FEATURE_COLUMNS
+>>> from prefect_mlops.flows.data import ChurnGenerator, FEATURE_COLUMNS
 >>> ref = ChurnGenerator(day=0).load()
 >>> compute_drift(ref, ChurnGenerator(day=1).load(), FEATURE_COLUMNS).drifted
 False

@@ -6,7 +6,7 @@ the flow run's tracking run (metrics ``drift/<feature>`` and ``drift_score``), a
 when the batch drifted. The event-triggered retraining deployment in
 ``deployments/prefect.yaml`` reacts to it with ``ct_pipeline(source=<the drifted batch>)``.
 
-    from flows.drift_monitor import drift_monitor
+    from prefect_mlops.flows.drift_monitor import drift_monitor
     drift_monitor(source="generator://churn?seed=0&day=7&drift=0.8")
 
 Event: resource ``mlops.model.<name>`` (labels ``mlops.model.name``, ``mlops.model.version``:
@@ -25,10 +25,10 @@ from prefect.cache_policies import NO_CACHE
 
 from tracking_plugin import fluent
 from tracking_plugin.errors import InvalidArgument, NotFound
-from tracking_plugin.events import emit
+from tracking_plugin.events import DRIFT_DETECTED, emit
 from tracking_plugin.prefect import track
 
-from flows.ct_pipeline import (
+from prefect_mlops.flows.ct_pipeline import (
     CHAMPION_ALIAS,
     MODEL_NAME,
     REFERENCE_ARTIFACT,
@@ -37,12 +37,11 @@ from flows.ct_pipeline import (
     retry_if_transient,
     validate_data,
 )
-from flows.data import FEATURE_COLUMNS
-from flows.drift import DriftMethod, DriftReport, DriftThresholds, compute_drift
+from prefect_mlops.flows.data import FEATURE_COLUMNS
+from prefect_mlops.flows.drift import DriftMethod, DriftReport, DriftThresholds, compute_drift
 
 __all__ = ["DRIFT_DETECTED", "drift_monitor", "load_reference", "score_drift"]
 
-DRIFT_DETECTED = "mlops.drift.detected"
 
 
 @task(name="load-reference", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)

@@ -114,9 +114,9 @@ def simulate(
     from serving_tasks.deploy import stop_server
     from tracking_plugin.errors import InvalidArgument
 
-    from flows.ct_pipeline import DataValidationFailed, ct_pipeline
-    from flows.data import FEATURE_COLUMNS, ChurnGenerator
-    from flows.drift_monitor import drift_monitor
+    from prefect_mlops.flows.ct_pipeline import DataValidationFailed, ct_pipeline
+    from prefect_mlops.flows.data import FEATURE_COLUMNS, ChurnGenerator
+    from prefect_mlops.flows.drift_monitor import drift_monitor
 
     if days < 1:
         raise InvalidArgument(f"days must be at least 1, got {days}.")

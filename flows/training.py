@@ -15,7 +15,7 @@ import pandas as pd
 
 from tracking_plugin.errors import InvalidArgument
 
-from flows.data import CATEGORICAL_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMNS
+from prefect_mlops.flows.data import CATEGORICAL_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMNS
 
 __all__ = [
     "TrainingConfig",

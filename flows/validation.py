@@ -6,7 +6,7 @@ DataFrame in a throwaway ephemeral GX context and returns a :class:`ValidationRe
 with the counts, one outcome per expectation, GX's full result and readable summaries.
 A failing batch is reported, not raised: the flow decides what to do with it.
 
->>> from flows.data import ChurnGenerator
+>>> from prefect_mlops.flows.data import ChurnGenerator
 >>> report = validate_batch(ChurnGenerator(n_rows=500).load(), load_suite())
 >>> report.success, report.unsuccessful
 (True, 0)

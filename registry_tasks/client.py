@@ -16,7 +16,6 @@ that :meth:`RegistryClient.promote` can refuse a version whose gate did not pass
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import os
 from typing import Any, Mapping
 
@@ -24,6 +23,7 @@ from tracking_plugin.entities import ModelVersion, Stage, TransitionRecord
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.registry import register_model
 from tracking_plugin import backend
+from tracking_plugin._lineage import user_name
 from tracking_plugin.settings import MlopsSettings
 from tracking_plugin.store.base import Store
 from tracking_plugin.urls import redact_uri
@@ -258,14 +258,7 @@ class RegistryClient:
 
 
 def _stage(stage: Stage | str | None) -> Stage | None:
-    if stage is None or isinstance(stage, Stage):
-        return stage
-    for member in Stage:
-        if member.value.lower() == str(stage).strip().lower():
-            return member
-    raise InvalidArgument(
-        f"Invalid stage {stage!r}: use one of {[s.value for s in Stage]} (case-insensitive)."
-    )
+    return None if stage is None else Stage.parse(stage)
 
 
 def _decision_from_details(details: Mapping[str, Any], *, decision_id: str, passed: bool, reason: str) -> GateDecision:
@@ -299,8 +292,4 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user database in some containers
-        return "unknown"
+_actor = user_name  # who promotes: the OS user, as on tracking runs

@@ -33,17 +33,23 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tracking_plugin.entities import ModelVersion, Stage
-from tracking_plugin.errors import BackendUnavailable, Conflict, MlopsError
-from tracking_plugin.events import emit
+from tracking_plugin.errors import Conflict, MlopsError, is_transient
+from tracking_plugin.events import MODEL_PROMOTED, MODEL_REGISTERED, MODEL_ROLLED_BACK, emit
 
 from registry_tasks.client import RegistryClient
 from registry_tasks.gates import EvaluationGate, GateDecision
 
-__all__ = ["MODEL_PROMOTED", "MODEL_REGISTERED", "MODEL_ROLLED_BACK", "evaluate_gate", "promote", "register_model", "rollback"]
+__all__ = [
+    "MODEL_PROMOTED",
+    "MODEL_REGISTERED",
+    "MODEL_ROLLED_BACK",
+    "evaluate_gate",
+    "promote",
+    "register_model",
+    "retry_if_transient",
+    "rollback",
+]
 
-MODEL_REGISTERED = "mlops.model.registered"
-MODEL_PROMOTED = "mlops.model.promoted"
-MODEL_ROLLED_BACK = "mlops.model.rolled_back"
 
 
 def _registry_client() -> RegistryClient:
@@ -87,14 +93,13 @@ def _model_resources(name: str, version: int) -> tuple[dict[str, str], list[dict
     return resource, related
 
 
-def _retry_if_unavailable(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only when the backend was unreachable; a bad argument fails at once."""
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only errors that may pass
+    (:func:`tracking_plugin.errors.is_transient`); a bad argument fails at once."""
     try:
         state.result()
-    except BackendUnavailable:
-        return True
-    except Exception:  # noqa: BLE001 - any other error is final
-        return False
+    except Exception as exc:  # noqa: BLE001 - classified, not swallowed: the state keeps it
+        return is_transient(exc)
     return False
 
 
@@ -113,7 +118,7 @@ def _table(title: str, rows: list[tuple[str, Any]], *, footer: str = "") -> str:
     name="register-model",
     retries=2,
     retry_delay_seconds=2,
-    retry_condition_fn=_retry_if_unavailable,
+    retry_condition_fn=retry_if_transient,
     cache_policy=NO_CACHE,
 )
 def register_model(

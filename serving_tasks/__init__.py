@@ -2,7 +2,7 @@
 registry-alias following and optional bearer auth.
 
     prefect-mlops serve -m models:/churn@champion -p 5000
-    python -m serving_tasks.server -m models:/churn@champion -p 5000
+    python -m serving_tasks.cli -m models:/churn@champion -p 5000
 
 or, in Python, ``uvicorn.run(create_app("models:/churn@champion"), port=5000)``.
 Nothing here imports Prefect on the request path, and importing this package imports

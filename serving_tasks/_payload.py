@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: every request format of MLflow's scoring protocol and every input
+# limit are parsed in one place, so that each input problem is the same kind of 400.
 """Parsing of ``/invocations`` request bodies: MLflow's scoring protocol, no I/O.
 
 Accepted bodies (the same as ``mlflow models serve``)::

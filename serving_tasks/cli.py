@@ -10,9 +10,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from serving_tasks.deploy import stop_server
+from serving_tasks.server import ServeOptions, run
 from tracking_plugin.errors import InvalidArgument, MlopsError
 
-__all__ = ["serve_app", "serve_command", "stop_command"]
+__all__ = ["main", "serve_app", "serve_command", "stop_command"]
 
 # Exit code when the model cannot be loaded (uvicorn's own code for a failed startup).
 _STARTUP_FAILED = 3
@@ -73,8 +75,6 @@ def serve_command(
     """
     if ctx.invoked_subcommand is not None:  # `serve stop ...`: the subcommand does the work
         return
-    from serving_tasks.server import ServeOptions, run
-
     if not model_uri:
         raise typer.BadParameter("Missing option '-m' / '--model-uri': the model to serve.")
     try:
@@ -113,8 +113,6 @@ def stop_command(
     Only servers recorded in this user's serving state folder are stopped; exits 1 when
     there is none on that host and port.
     """
-    from serving_tasks.deploy import stop_server
-
     try:
         stopped = stop_server(port, host=host)
     except MlopsError as exc:
@@ -133,3 +131,12 @@ serve_app = typer.Typer(
 )
 serve_app.callback(invoke_without_command=True)(serve_command)
 serve_app.command("stop")(stop_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m serving_tasks.cli`` (the process ``deploy_model`` starts)."""
+    serve_app(args=argv, prog_name="python -m serving_tasks.cli")
+
+
+if __name__ == "__main__":
+    main()

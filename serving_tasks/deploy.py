@@ -1,6 +1,6 @@
 """Start, reuse, stop and probe long-running scoring servers (no Prefect here).
 
-A server is ``python -m serving_tasks.server`` in its own session, so it outlives the flow
+A server is ``python -m serving_tasks.cli`` in its own session, so it outlives the flow
 run that started it. Its pid, model URI, options, log file and a random instance key are
 kept in a small state file per host:port under :func:`state_dir`, so that:
 
@@ -67,7 +67,7 @@ __all__ = [
     "wait_for_version",
 ]
 
-_SERVER_MODULE = "serving_tasks.server"
+_SERVER_MODULE = "serving_tasks.cli"
 # The project root, so the server subprocess imports this very code even when the
 # package is used from a checkout rather than installed.
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
@@ -165,7 +165,7 @@ def _alive(pid: int) -> bool:
 
 
 def _is_scoring_server(pid: int) -> bool:
-    """True if ``pid`` is this user's ``python -m serving_tasks.server`` (a pid may be
+    """True if ``pid`` is this user's ``python -m serving_tasks.cli`` (a pid may be
     reused, and a state file may name anyone's process)."""
     if pid <= 1 or not _alive(pid):
         return False

@@ -1,7 +1,8 @@
 """Run the scoring app under uvicorn (uvloop + httptools), in one or more processes.
 
-``python -m serving_tasks.server -m models:/churn@champion -p 5000`` takes the same options
-as ``prefect-mlops serve`` (see :func:`serving_tasks.cli.serve_command`). Backend settings
+``python -m serving_tasks.cli -m models:/churn@champion -p 5000`` (what ``deploy_model``
+starts) takes the same options as ``prefect-mlops serve`` (see
+:func:`serving_tasks.cli.serve_command`); this module sits below the command line. Backend settings
 (``PREFECT_MLOPS_TRACKING_URI``, ``PREFECT_MLOPS_ARTIFACT_ROOT``, ...) come from the
 environment, as everywhere else.
 
@@ -30,7 +31,7 @@ from tracking_plugin.errors import InvalidArgument, MlopsError
 
 from serving_tasks._payload import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ROWS
 
-__all__ = ["INSTANCE_KEY_ENV", "ServeOptions", "ServeStartupError", "main", "run"]
+__all__ = ["INSTANCE_KEY_ENV", "ServeOptions", "ServeStartupError", "run"]
 
 # With --workers > 1 uvicorn starts fresh processes that import the app by name; they
 # read the options from here. The token itself never goes through it: each worker reads
@@ -293,16 +294,9 @@ def run(options: ServeOptions) -> None:
     uvicorn.run("serving_tasks.server:_app_from_env", factory=True, workers=options.workers, **common)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m serving_tasks.server``."""
-    import typer
-
-    from serving_tasks.cli import serve_command
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(serve_command)
-    app(args=argv, prog_name="python -m serving_tasks.server")
-
-
 if __name__ == "__main__":
-    main()
+    # `python -m serving_tasks.server`, the entry point's former name, still works: it runs
+    # the command line module (which sits above this one) as if started with -m.
+    import runpy
+
+    runpy.run_module("serving_tasks.cli", run_name="__main__", alter_sys=True)

@@ -7,9 +7,13 @@
   test (migrations not applied: call ``Database(uri).upgrade()`` or use ``store``).
 - ``s3_server`` / ``s3_env``: moto's ``ThreadedMotoServer`` on a free port; ``s3_env``
   sets AWS_* and ``PREFECT_MLOPS_S3_ENDPOINT_URL`` so boto3 talks to it over HTTP.
+- ``store`` (both databases) / ``sqlite_store``: a migrated, empty ``SqlStore``, closed after.
 - ``artifact_root``: parametrized over a local folder and ``s3://`` on the moto server.
 - ``prefect_harness``: one ``prefect_test_harness()`` for the whole session;
   ``prefect_events``: read a flow run's events back from its API.
+- ``tracking`` (SQLite) / ``tracking_any_db`` (both databases): the harness plus a fresh
+  backend configured through ``PREFECT_MLOPS_*`` as a user would, as a ``TrackingClient``;
+  ``runs_in(client, experiment)``: its runs, oldest first.
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
-from support import events_of, free_port, poll  # noqa: F401 - re-exported to fixtures
+from support import create_pg_database, events_of, free_port, poll, reset_tracking  # noqa: F401 - re-exported to fixtures
+
+if TYPE_CHECKING:
+    from tracking_plugin.client import TrackingClient
+    from tracking_plugin.entities import Run
+    from tracking_plugin.store.sql import SqlStore
 
 PG_BIN_CANDIDATES = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
 
@@ -92,18 +101,6 @@ def pg_server() -> Iterator[str]:
         server.stop()
 
 
-def create_pg_database(admin_url: str) -> str:
-    """Create a fresh database on the server and return its SQLAlchemy URL."""
-    import sqlalchemy as sa
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database: SQLite file or a new PostgreSQL database."""
@@ -111,6 +108,31 @@ def db_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'mlops.db'}"
     admin = request.getfixturevalue("pg_server")
     return create_pg_database(admin)
+
+
+@pytest.fixture
+def store(db_uri: str) -> Iterator["SqlStore"]:
+    """A migrated, empty store on a fresh database (SQLite file or PostgreSQL database),
+    closed after the test."""
+    from tracking_plugin.store.db import Database
+    from tracking_plugin.store.sql import SqlStore
+
+    db = Database(db_uri)
+    db.upgrade()
+    with SqlStore(db) as store:
+        yield store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator["SqlStore"]:
+    """The same on SQLite only: for behaviour that does not depend on the database."""
+    from tracking_plugin.store.db import Database
+    from tracking_plugin.store.sql import SqlStore
+
+    db = Database(f"sqlite:///{tmp_path / 'mlops.db'}")
+    db.upgrade()
+    with SqlStore(db) as store:
+        yield store
 
 
 @pytest.fixture(scope="session")
@@ -186,3 +208,46 @@ def readme_section():  # type: ignore[no-untyped-def]
 def prefect_events():  # type: ignore[no-untyped-def]
     """:func:`events_of`: read a flow run's Prefect events back, waiting for them."""
     return events_of
+
+
+# ---------------------------------------------- a tracking backend for Prefect flow tests
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str) -> "TrackingClient":
+    from tracking_plugin import fluent
+    from tracking_plugin.client import TrackingClient
+
+    for name in fluent._ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PREFECT_MLOPS_TRACKING_URI", uri)
+    monkeypatch.setenv("PREFECT_MLOPS_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.chdir(tmp_path)
+    reset_tracking(dispose_stores=False)
+    return TrackingClient()
+
+
+@pytest.fixture
+def tracking(prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator["TrackingClient"]:
+    """A fresh SQLite backend (``PREFECT_MLOPS_*`` set) and a client on it."""
+    yield configure(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'mlops.db'}")
+    reset_tracking()
+
+
+@pytest.fixture
+def tracking_any_db(prefect_harness: None, db_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator["TrackingClient"]:
+    """The same over SQLite and PostgreSQL."""
+    yield configure(monkeypatch, tmp_path, db_uri)
+    reset_tracking()
+
+
+def _runs_in(client: "TrackingClient", experiment: str) -> list["Run"]:
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"experiment {experiment!r} was not created"
+    return sorted(client.search_runs([found.experiment_id], max_results=1000), key=lambda r: r.info.start_time)
+
+
+@pytest.fixture
+def runs_in():  # type: ignore[no-untyped-def]
+    """``runs_in(client, experiment_name)``: every run of the experiment, oldest first."""
+    return _runs_in
+

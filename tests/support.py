@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+import uuid
 
 
 def free_port() -> int:
@@ -27,6 +28,18 @@ def poll(predicate, timeout: float = 60.0, what: str = "condition"):  # type: ig
         time.sleep(0.25)
 
 
+def create_pg_database(admin_url: str) -> str:
+    """Create a fresh database on the server and return its SQLAlchemy URL."""
+    import sqlalchemy as sa
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
 def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 60.0) -> list:  # type: ignore[type-arg]
     """The ``name`` events related to a flow run, read back from the Prefect API."""
     from prefect.client.orchestration import get_client
@@ -43,6 +56,28 @@ def events_of(flow_run_id: str, name: str, *, expect: int = 1, timeout: float = 
         return events if len(events) >= expect else None
 
     return poll(read, timeout, f"{expect} {name} event(s) of flow run {flow_run_id}")
+
+
+def prefect_artifacts(flow_run_id: str) -> list:  # type: ignore[type-arg]
+    """The flow run's Prefect artifacts, read back from the API after ``flush()`` (a
+    tracked flow's artifacts are posted in the background)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    import tracking_plugin
+
+    tracking_plugin.flush(timeout=60)
+    with get_client(sync_client=True) as client:
+        return list(
+            client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+        )
+
+
+def artifacts_of(flow_run_id: str) -> dict[str, str]:
+    """key -> content of the flow run's keyed Prefect artifacts."""
+    return {a.key: str(a.data) for a in prefect_artifacts(flow_run_id) if a.key}
 
 
 def reset_tracking(*, dispose_stores: bool = True, end_runs: bool = False) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tracking_plugin import backend as _backend
+from tracking_plugin import client as _client_module
 from tracking_plugin.client import TrackingClient
 from tracking_plugin.entities import (
     Experiment,
@@ -176,9 +177,18 @@ def _load_block(name: str) -> Any:
     return settings_of_block(name)
 
 
-# This package is the composition root: the backend resolver (below Prefect) gets its
-# way of loading saved blocks from here.
+def _model_registrar() -> Any:
+    # Registration needs the model format (tracking_plugin.models): loaded when first used.
+    from tracking_plugin.registry import register_model
+
+    return register_model
+
+
+# This package is the composition root: lower layers get what lives above them from here,
+# the backend resolver (below Prefect) its way of loading saved blocks, the client (below
+# the model format) its way of registering a model version.
 _backend.set_block_loader(_load_block)
+_client_module.set_model_registrar(_model_registrar)
 
 
 def __getattr__(name: str) -> Any:

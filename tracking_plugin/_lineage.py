@@ -43,15 +43,16 @@ __all__ = [
     "user_name",
 ]
 
-# MLflow's system tag names where MLflow has one; ours under "mlops." otherwise.
-TAG_USER = "mlflow.user"
-TAG_SOURCE_NAME = "mlflow.source.name"
-TAG_SOURCE_TYPE = "mlflow.source.type"
-TAG_GIT_COMMIT = "mlflow.source.git.commit"
-TAG_GIT_DIRTY = "mlops.source.git.dirty"
-TAG_HOST = "mlops.host"
-TAG_PYTHON_VERSION = "mlops.python_version"
-PACKAGE_TAG_PREFIX = "mlops.package."
+from tracking_plugin.tags import (  # noqa: E402 - the names this module writes
+    PACKAGE_TAG_PREFIX,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
+    TAG_HOST,
+    TAG_PYTHON_VERSION,
+    TAG_SOURCE_NAME,
+    TAG_SOURCE_TYPE,
+    TAG_USER,
+)
 
 # Distributions whose versions decide whether a run can be reproduced.
 TRACKED_PACKAGES = ("prefect-mlops", "prefect", "scikit-learn", "numpy", "pandas")

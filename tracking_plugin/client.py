@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: it mirrors MlflowClient's ~60 methods, each a thin call into the
+# store; the logic lives in the store, the resolver (backend.py) and the artifact repositories.
 """``TrackingClient``: entity-level access to experiments, runs, artifacts and the registry.
 
 Method names, arguments and meaning follow MLflow's ``MlflowClient``::
@@ -18,7 +20,6 @@ and the schema is brought up to date once per process on first use.
 
 from __future__ import annotations
 
-import getpass
 import io
 import json
 import os
@@ -26,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from tracking_plugin import _buffer
 from tracking_plugin.entities import (
@@ -44,10 +45,15 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin import backend
+from tracking_plugin._lineage import user_name
+from tracking_plugin.artifacts import get_artifact_repository, join_artifact_uri
+from tracking_plugin.artifacts.base import _scheme
+from tracking_plugin.artifacts.local import LocalArtifactRepository
 from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.settings import MlopsSettings
+from tracking_plugin.tags import TAG_PARENT_RUN_ID, TAG_RUN_NAME, TAG_USER
 from tracking_plugin.urls import absolute_sqlite_uri, redact_uri
-from tracking_plugin.validation import validate_key, validate_metric
+from tracking_plugin.validation import validate_key, validate_metric, validate_run_id
 
 if TYPE_CHECKING:
     from tracking_plugin.artifacts import ArtifactRepository
@@ -55,15 +61,31 @@ if TYPE_CHECKING:
 
 __all__ = ["TrackingClient", "default_client", "resolve_tracking_uri"]
 
-# Tags with MLflow's names (mlflow.utils.mlflow_tags), so MLflow-aware tools read them.
-TAG_RUN_NAME = "mlflow.runName"
-TAG_PARENT_RUN_ID = "mlflow.parentRunId"
-TAG_USER = "mlflow.user"
-TAG_NOTE = "mlflow.note.content"
+
+# Registering a version copies the model's files and checks its format: that is
+# tracking_plugin.registry, a layer above this module. The package root hands it down
+# (tracking_plugin/__init__.py calls set_model_registrar), so nothing here imports upwards.
+_REGISTRAR_PROVIDER: list[Callable[[], Callable[..., ModelVersion]] | None] = [None]
+
+
+def set_model_registrar(provider: Callable[[], Callable[..., ModelVersion]]) -> None:
+    """Install ``provider``: it returns the function ``create_model_version`` registers with
+    (``tracking_plugin.registry.register_model``), imported only when first needed."""
+    _REGISTRAR_PROVIDER[0] = provider
+
+
+def _model_registrar() -> Callable[..., ModelVersion]:
+    provider = _REGISTRAR_PROVIDER[0]
+    if provider is None:
+        raise InvalidArgument(
+            "Model registration is not installed: import tracking_plugin (the package "
+            "installs it) before calling create_model_version."
+        )
+    return provider()
+
 
 # Bumped in a forked child: clients then fetch the child's own store (engine, connections).
 _FORK_GENERATION = [0]
-_USER: list[str] = []
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -75,13 +97,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _current_user() -> str:
-    if not _USER:
-        try:
-            _USER.append(getpass.getuser())
-        except Exception:  # noqa: BLE001 - no passwd entry in some containers
-            _USER.append("unknown")
-    return _USER[0]
+_current_user = user_name  # the one rule: tracking_plugin._lineage.user_name
 
 
 def _run_status(status: RunStatus | str) -> RunStatus:
@@ -112,14 +128,7 @@ def _view_type(view_type: ViewType | str | int) -> ViewType:
     )
 
 
-def _stage(stage: Stage | str) -> Stage:
-    if isinstance(stage, Stage):
-        return stage
-    for candidate in Stage:
-        if isinstance(stage, str) and candidate.value.lower() == stage.lower():
-            return candidate
-    valid = ", ".join(s.value for s in Stage)
-    raise InvalidArgument(f"Invalid stage {stage!r}: use one of {valid} (case does not matter).")
+_stage = Stage.parse
 
 
 def _version(version: int | str) -> int:
@@ -319,17 +328,11 @@ class TrackingClient:
         )
 
     def _default_experiment_location(self) -> str:
-        from tracking_plugin.artifacts import join_artifact_uri
-
         return join_artifact_uri(self._absolute_location(self.settings.artifact_root), uuid.uuid4().hex)
 
     @staticmethod
     def _absolute_location(location: str) -> str:
-        from tracking_plugin.artifacts.base import _scheme
-
         if _scheme(location) in ("", "file"):
-            from tracking_plugin.artifacts.local import LocalArtifactRepository
-
             # The repository resolves the path without touching the disk.
             return LocalArtifactRepository(location).artifact_uri
         return location
@@ -456,8 +459,6 @@ class TrackingClient:
             if len(_VALID_KEYS) < 10_000:
                 _VALID_KEYS.add(key)
         if type(run_id) is not str:
-            from tracking_plugin.validation import validate_run_id
-
             validate_run_id(run_id)
         _buffer._BUFFER.enqueue(self.store, run_id, metric)
 
@@ -545,8 +546,6 @@ class TrackingClient:
     def _repo(self, run_id: str) -> ArtifactRepository:
         repo = self._repos.get(run_id)
         if repo is None:
-            from tracking_plugin.artifacts import get_artifact_repository
-
             artifact_uri = self.store.get_run(run_id).info.artifact_uri
             repo = get_artifact_repository(artifact_uri, self.settings)
             if len(self._repos) >= 256:  # artifact URIs never change; only bound the memory
@@ -700,8 +699,7 @@ class TrackingClient:
         """
         import inspect
 
-        from tracking_plugin.registry import register_model
-
+        register_model = _model_registrar()
         kwargs: dict[str, Any] = {
             "tags": {k: str(v) for k, v in (tags or {}).items()} or None,
             "description": description,

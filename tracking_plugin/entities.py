@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Generic, Iterator, Sequence, TypeVar
 
+from tracking_plugin.errors import InvalidArgument
+
 __all__ = [
     "DatasetInput",
     "Experiment",
@@ -71,12 +73,36 @@ class ViewType(str, enum.Enum):
 
 
 class Stage(str, enum.Enum):
-    """Model version stages, with MLflow's spelling."""
+    """Model version stages, with MLflow's spelling; names match case-insensitively.
+
+    >>> Stage.parse(" production ")
+    <Stage.PRODUCTION: 'Production'>
+    """
 
     NONE = "None"
     STAGING = "Staging"
     PRODUCTION = "Production"
     ARCHIVED = "Archived"
+
+    @classmethod
+    def find(cls, name: str) -> Stage | None:
+        """The stage called ``name`` (any case, surrounding blanks ignored), or None."""
+        wanted = name.strip().lower()
+        for stage in cls:
+            if stage.value.lower() == wanted:
+                return stage
+        return None
+
+    @classmethod
+    def parse(cls, value: Stage | str) -> Stage:
+        """``value`` as a stage; ``InvalidArgument`` naming the valid ones otherwise."""
+        if isinstance(value, Stage):
+            return value
+        stage = cls.find(value) if isinstance(value, str) else None
+        if stage is None:
+            valid = ", ".join(repr(s.value) for s in cls)
+            raise InvalidArgument(f"Invalid stage {value!r}: use one of {valid} (case-insensitive).")
+        return stage
 
 
 class ModelVersionStatus(str, enum.Enum):

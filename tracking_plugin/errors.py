@@ -27,6 +27,7 @@ __all__ = [
     "MlopsError",
     "ModelLoadRefused",
     "NotFound",
+    "is_transient",
 ]
 
 
@@ -74,3 +75,10 @@ class ModelLoadRefused(MlopsError):
     """A model was not loaded: its files fail the manifest check, or it needs unsafe opt-in."""
 
     error_code = "INVALID_STATE"
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again may succeed: an unreachable database or store
+    (:class:`BackendUnavailable`) or an OS-level I/O error. Bad input, a missing object or
+    a refused model fail the same way every time. The one rule behind every retry."""
+    return isinstance(error, (BackendUnavailable, OSError))

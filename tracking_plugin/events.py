@@ -24,6 +24,10 @@ import logging
 from typing import Any
 
 __all__ = [
+    "DRIFT_DETECTED",
+    "MODEL_PROMOTED",
+    "MODEL_REGISTERED",
+    "MODEL_ROLLED_BACK",
     "RUN_FAILED",
     "RUN_FINISHED",
     "emit",
@@ -33,8 +37,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Every event we emit; deployment triggers (deployments/prefect.yaml) match these names.
 RUN_FINISHED = "mlops.run.finished"
 RUN_FAILED = "mlops.run.failed"
+MODEL_REGISTERED = "mlops.model.registered"
+MODEL_PROMOTED = "mlops.model.promoted"
+MODEL_ROLLED_BACK = "mlops.model.rolled_back"
+DRIFT_DETECTED = "mlops.drift.detected"
 
 
 def run_resource(run_id: str, *, name: str | None = None, role: str | None = None) -> dict[str, str]:

@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: MLflow's module-level API (~40 functions), each a thin call on the
+# client of the active run; the state they share is the active-run stack in _context.py.
 """The fluent tracking API: module-level functions with MLflow's names and meaning.
 
 >>> import tracking_plugin as mlops                                  # doctest: +SKIP
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from tracking_plugin import _background, _buffer, backend
 from tracking_plugin import client as client_module
+from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin._context import (
     ActiveRun,
     _resolve,
@@ -39,9 +42,6 @@ from tracking_plugin._context import (
     last_active_run_ref,
 )
 from tracking_plugin.client import (
-    TAG_NOTE,
-    TAG_PARENT_RUN_ID,
-    TAG_USER,
     TrackingClient,
     _current_user,
     _experiment_id,
@@ -58,6 +58,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from tracking_plugin.tags import TAG_NOTE, TAG_PARENT_RUN_ID, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_USER
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -262,7 +263,7 @@ def _context_tags() -> dict[str, str]:
     if not _SOURCE_TAGS:
         source = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "<console>"
         _SOURCE_TAGS.update(
-            {TAG_USER: _current_user(), "mlflow.source.name": source, "mlflow.source.type": "LOCAL"}
+            {TAG_USER: _current_user(), TAG_SOURCE_NAME: source, TAG_SOURCE_TYPE: "LOCAL"}
         )
     return _SOURCE_TAGS
 
@@ -541,8 +542,6 @@ def log_image(image: Any, artifact_file: str, *, run_id: str | None = None) -> N
 
 def get_artifact_uri(artifact_path: str | None = None) -> str:
     """Absolute URI of the active run's artifacts, or of ``artifact_path`` inside them."""
-    from tracking_plugin.artifacts import join_artifact_uri
-
     stack = _ACTIVE_RUNS.get()
     if stack:
         base = stack[-1].info.artifact_uri

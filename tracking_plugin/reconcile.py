@@ -35,6 +35,7 @@ from uuid import UUID
 
 from tracking_plugin.entities import Run, RunStatus, RunTag, ViewType
 from tracking_plugin.errors import BackendUnavailable
+from tracking_plugin.tags import TAG_PREFECT_STATE, TAG_STATE_MESSAGE
 
 if TYPE_CHECKING:
     from tracking_plugin.client import TrackingClient
@@ -188,8 +189,8 @@ def reconcile_runs(
         client.log_batch(
             info.run_id,
             tags=[
-                RunTag("prefect.state", state_name),
-                RunTag("mlops.state_message", f"Reconciled: the Prefect run is {state_name}."),
+                RunTag(TAG_PREFECT_STATE, state_name),
+                RunTag(TAG_STATE_MESSAGE, f"Reconciled: the Prefect run is {state_name}."),
             ],
         )
         client.set_terminated(info.run_id, status)

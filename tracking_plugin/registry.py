@@ -32,7 +32,6 @@ This module imports no Prefect; the Prefect task in ``registry_tasks`` wraps it.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import re
@@ -42,8 +41,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from tracking_plugin._lineage import user_name
+from tracking_plugin.artifacts import get_artifact_repository, join_artifact_uri
+from tracking_plugin.backend import get_store
 from tracking_plugin.entities import ModelVersion, ModelVersionStatus
-from tracking_plugin.errors import BackendUnavailable, InvalidArgument, MlopsError, ModelLoadRefused
+from tracking_plugin.errors import BackendUnavailable, InvalidArgument, MlopsError, ModelLoadRefused, NotFound
+from tracking_plugin.fluent import current_client
+from tracking_plugin.models import (
+    MANIFEST_FILE,
+    ModelMetadata,
+    ModelUriKind,
+    check_model_paths,
+    check_model_tree,
+    parse_model_uri,
+    read_manifest,
+    verify_manifest,
+)
 from tracking_plugin.validation import validate_artifact_path, validate_model_name
 
 if TYPE_CHECKING:
@@ -79,11 +92,9 @@ def register_model(
     >>> version.version, version.status.value                        # doctest: +SKIP
     (1, 'READY')
     """
-    from tracking_plugin.artifacts import get_artifact_repository
 
     validate_model_name(name)
     if settings is None:
-        from tracking_plugin.fluent import current_client
 
         settings = current_client().settings
     if store is None:
@@ -101,7 +112,7 @@ def register_model(
     _check_destination_lengths(root, name, expected)
 
     version = store.create_model_version(
-        name, model_uri, run_id=run_id, tags=tags, description=description, user_id=_current_user()
+        name, model_uri, run_id=run_id, tags=tags, description=description, user_id=user_name()
     )
     destination = registry_location(root, name, version.version)
     copy: ArtifactRepository | None = None
@@ -143,7 +154,6 @@ def registry_location(artifact_root: str, name: str, version: int) -> str:
     >>> registry_location("s3://bucket/mlops", "churn v2", 1).split("/")[-2][:20]
     'churn_v2~92fbbc5d899'
     """
-    from tracking_plugin.artifacts import join_artifact_uri
 
     return join_artifact_uri(artifact_root, "registry", registry_key(name), str(int(version)))
 
@@ -161,16 +171,12 @@ def registry_key(name: str) -> str:
 
 def _default_store(settings: MlopsSettings) -> Store:
     # The process-wide store: relative SQLite paths resolved, schema migrated once.
-    from tracking_plugin.backend import get_store
 
     return get_store(settings)
 
 
 def _resolve_source(model_uri: str, store: Store) -> tuple[str, str | None]:
     """The artifact location of the model directory and the run it came from (if known)."""
-    from tracking_plugin.artifacts import join_artifact_uri
-    from tracking_plugin.models import ModelUriKind, parse_model_uri
-
     parsed = parse_model_uri(model_uri)
     if parsed.kind is ModelUriKind.RUNS:
         assert parsed.run_id is not None
@@ -186,7 +192,6 @@ def _resolve_source(model_uri: str, store: Store) -> tuple[str, str | None]:
             stages = [parsed.stage] if parsed.stage is not None else None
             candidates = store.get_latest_versions(parsed.name, stages)
             if not candidates:
-                from tracking_plugin.errors import NotFound
 
                 where = f"in stage {parsed.stage.value!r}" if parsed.stage is not None else "that is READY"
                 raise NotFound(
@@ -208,7 +213,6 @@ def _resolve_source(model_uri: str, store: Store) -> tuple[str, str | None]:
 
 def _check_model_source(source: ArtifactRepository, model_uri: str, location: str) -> dict[str, int | None]:
     """Refuse what cannot be registered; return every source file with its size."""
-    from tracking_plugin.models import ModelMetadata, check_model_paths, check_model_tree
 
     shown = repr(model_uri) if model_uri == location else f"{model_uri!r} ({location})"
     local_root = _local_path(source)
@@ -236,7 +240,6 @@ def _check_model_source(source: ArtifactRepository, model_uri: str, location: st
 
 def _check_destination_lengths(root: str, name: str, expected: dict[str, int | None]) -> None:
     """Refuse, before a number is taken, a copy whose paths the store could not hold."""
-    from tracking_plugin.artifacts import join_artifact_uri
 
     longest = max(expected, key=lambda p: len(p.encode("utf-8")))
     # The longest folder a version can get: a 10-digit number and a fresh-folder suffix.
@@ -259,7 +262,6 @@ def _empty_destination(destination: str, settings: MlopsSettings) -> tuple[str, 
     Files there belong to someone else (a deleted or renamed model, another tool): they
     are never overwritten or deleted.
     """
-    from tracking_plugin.artifacts import get_artifact_repository
 
     copy = get_artifact_repository(destination, settings)
     if not copy.list_artifacts():
@@ -291,7 +293,6 @@ def _file_sizes(repo: ArtifactRepository) -> dict[str, int | None]:
 
 def _verify_copy(expected: dict[str, int | None], copy: ArtifactRepository) -> None:
     """Every source file arrived with its size; with a manifest, every hash matches."""
-    from tracking_plugin.models import MANIFEST_FILE
 
     copied = _file_sizes(copy)
     missing = sorted(path for path in expected if path not in copied)
@@ -317,7 +318,6 @@ def _verify_copy(expected: dict[str, int | None], copy: ArtifactRepository) -> N
 
 
 def _check_manifest(root: Path) -> None:
-    from tracking_plugin.models import read_manifest, verify_manifest
 
     entries = read_manifest(root)
     if entries is not None:
@@ -346,8 +346,3 @@ def _mark_failed(
         )
 
 
-def _current_user() -> str | None:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers; it is optional
-        return None

@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: the whole filter grammar (tokenizer, parser, tree, checks per
+# entity) in one place, so runs, experiments and model versions parse filters identically.
 """The search filter grammar: MLflow's, plus ``OR`` and parentheses.
 
 A filter is parsed once into a small, frozen AST and then compiled to SQLAlchemy by the

@@ -26,7 +26,9 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
+from tracking_plugin.artifacts import get_artifact_repository
 from tracking_plugin.errors import BackendUnavailable, InvalidArgument, MlopsError, NotFound
+from tracking_plugin.fluent import current_client
 
 __all__ = ["SUPPORTED_SUFFIXES", "check_table_uri", "local_table_path", "read_table", "table_format", "write_table"]
 
@@ -139,11 +141,9 @@ def write_table(df: pd.DataFrame, uri: str) -> str:
             "type (e.g. df[col].astype(str)) and string column names, or write CSV."
         ) from exc
     if uri.startswith(_REMOTE):
-        from tracking_plugin.artifacts import get_artifact_repository
-
         parent, name = _split_s3(uri)
         try:
-            get_artifact_repository(parent).log_bytes(buffer.getvalue(), name)
+            get_artifact_repository(parent, current_client().settings).log_bytes(buffer.getvalue(), name)
         except MlopsError as exc:
             raise type(exc)(f"Cannot write data file {uri!r}: {exc.message}") from exc
         return uri
@@ -169,11 +169,10 @@ def _as_uri(uri: Any) -> Any:
 
 
 def _read_s3(uri: str) -> bytes:
-    from tracking_plugin.artifacts import get_artifact_repository
-
     parent, name = _split_s3(uri)
     try:
-        return get_artifact_repository(parent).read_bytes(name)
+        # The S3 endpoint and credentials of the backend in use (e.g. a flow's block).
+        return get_artifact_repository(parent, current_client().settings).read_bytes(name)
     except NotFound as exc:
         raise NotFound(f"Data file {uri!r} does not exist: {exc.message}") from exc
     except BackendUnavailable as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from support import events_of, free_port, poll, reset_tracking  # noqa: F401 - the `helpers` fixture exposes them
+from support import artifacts_of, events_of, free_port, poll, reset_tracking  # noqa: F401 - the `helpers` fixture exposes them
 
 #: Small, quick batches and models: the pipeline's behaviour, not its accuracy, is tested.
 N_ROWS = 1500
@@ -80,21 +80,6 @@ def count_events(flow_run_id: str, name: str) -> int:
         return len(client.read_events(filter=event_filter, limit=50).events)
 
 
-def artifacts_of(flow_run_id: str) -> dict[str, str]:
-    """key -> content of the flow run's keyed Prefect artifacts (after ``flush()``: a
-    tracked flow's artifacts are posted in the background)."""
-    from prefect.client.orchestration import get_client
-
-    import tracking_plugin
-
-    tracking_plugin.flush(timeout=60)
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.key: str(a.data) for a in found if a.key}
 
 
 def task_runs_of(flow_run_id: str, expect: tuple[str, ...] = (), timeout: float = 30.0) -> dict[str, list[Any]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.data import (
+from prefect_mlops.flows.data import (
     ALL_COLUMNS,
     CATEGORICAL_COLUMNS,
     CATEGORY_VALUES,
@@ -342,8 +342,8 @@ def test_s3_malformed_file_names_the_uri(s3_env: str, s3_bucket: str) -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    import flows.data
+    from prefect_mlops.flows import data as module
 
-    outcome = doctest.testmod(flows.data, optionflags=doctest.ELLIPSIS)
+    outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert outcome.attempted > 0
     assert outcome.failed == 0

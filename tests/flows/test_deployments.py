@@ -137,7 +137,7 @@ def test_serve_builds_the_same_three_deployments_as_the_project_file(prefect_har
     import yaml
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
-    from deployments.serve import build_deployments
+    from prefect_mlops.deployments.serve import build_deployments
 
     by_name = {d.name: d for d in build_deployments()}
     assert set(by_name) == {"nightly-retrain", "drift-monitor", "retrain-on-drift"}
@@ -186,8 +186,8 @@ def test_a_scheduled_run_takes_the_batch_of_its_own_date(backend: Any, helpers: 
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    from flows.ct_pipeline import ct_pipeline
-    from flows.data import source_from_uri
+    from prefect_mlops.flows.ct_pipeline import ct_pipeline
+    from prefect_mlops.flows.data import source_from_uri
 
     when = dt.datetime(2026, 3, 5, 2, 0, tzinfo=dt.timezone.utc)
     state = Scheduled(scheduled_time=when)

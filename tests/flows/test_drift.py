@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from flows.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS, ChurnGenerator
-from flows.drift import DriftMethod, DriftReport, DriftThresholds, compute_drift, ks, psi
+from prefect_mlops.flows.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS, ChurnGenerator
+from prefect_mlops.flows.drift import DriftMethod, DriftReport, DriftThresholds, compute_drift, ks, psi
 from tracking_plugin.errors import InvalidArgument
 
 
@@ -198,8 +198,8 @@ def test_other_bad_arguments(reference: pd.DataFrame) -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    import flows.drift
+    from prefect_mlops.flows import drift as module
 
-    outcome = doctest.testmod(flows.drift, optionflags=doctest.ELLIPSIS)
+    outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert outcome.attempted > 0
     assert outcome.failed == 0

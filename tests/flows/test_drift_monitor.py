@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from flows.ct_pipeline import DataValidationFailed, ct_pipeline
-from flows.data import FEATURE_COLUMNS
-from flows.drift_monitor import DRIFT_DETECTED, drift_monitor
+from prefect_mlops.flows.ct_pipeline import DataValidationFailed, ct_pipeline
+from prefect_mlops.flows.data import FEATURE_COLUMNS
+from prefect_mlops.flows.drift_monitor import DRIFT_DETECTED, drift_monitor
 from tracking_plugin.errors import InvalidArgument, NotFound
 
 

@@ -15,9 +15,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from flows.ct_pipeline import DataValidationFailed, ServingRefreshFailed, ct_pipeline
-from flows.data import CATEGORY_VALUES, dataset_digest, source_from_uri
-from flows.training import TrainingConfig, build_pipeline, evaluate_classifier, evaluation_figures, split_batch
+from prefect_mlops.flows.ct_pipeline import DataValidationFailed, ServingRefreshFailed, ct_pipeline
+from prefect_mlops.flows.data import CATEGORY_VALUES, dataset_digest, source_from_uri
+from prefect_mlops.flows.training import TrainingConfig, build_pipeline, evaluate_classifier, evaluation_figures, split_batch
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.models import ALLOWED_VALUES_KEY, load_model
 

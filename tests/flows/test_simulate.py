@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flows.simulate import DayResult, batch_drift, render_table, simulate
+from prefect_mlops.flows.simulate import DayResult, batch_drift, render_table, simulate
 
 
 def test_render_table_shows_every_column_plainly() -> None:

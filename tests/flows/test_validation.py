@@ -11,8 +11,8 @@ from typing import Any, Callable
 import pandas as pd
 import pytest
 
-from flows.data import ChurnGenerator, FileSource
-from flows.validation import DEFAULT_SUITE_PATH, ValidationReport, load_suite, validate_batch
+from prefect_mlops.flows.data import ChurnGenerator, FileSource
+from prefect_mlops.flows.validation import DEFAULT_SUITE_PATH, ValidationReport, load_suite, validate_batch
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.validation import validate_key
 
@@ -302,8 +302,8 @@ def test_validating_10k_rows_is_quick(suite: Any) -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    import flows.validation
+    from prefect_mlops.flows import validation as module
 
-    outcome = doctest.testmod(flows.validation, optionflags=doctest.ELLIPSIS)
+    outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert outcome.attempted > 0
     assert outcome.failed == 0

@@ -131,32 +131,25 @@ def test_a_model_naming_a_path_outside_its_folder_is_refused_at_load(
     assert "SECRET" not in refused.value.message
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqlStore:
-    db = Database(f"sqlite:///{tmp_path / 'mlops.db'}")
-    db.upgrade()
-    return SqlStore(db)
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_model_naming_a_path_outside_its_folder_is_refused_at_registration(
-    saved_model: Path, outside: Path, tmp_path: Path, store: SqlStore, artifact_root: str, variant: str
+    saved_model: Path, outside: Path, tmp_path: Path, sqlite_store: SqlStore, artifact_root: str, variant: str
 ) -> None:
     edit, expected = hostile_variants(outside)[variant]
     model_dir = hostile_copy(saved_model, tmp_path / "hostile", edit, manifest=True)
 
     with pytest.raises(ModelLoadRefused, match="Refusing the model") as refused:
-        register_model(str(model_dir), "m", store=store, artifact_root=artifact_root)
+        register_model(str(model_dir), "m", store=sqlite_store, artifact_root=artifact_root)
     assert expected in refused.value.message
     # refused before a version number was taken: nothing recorded, nothing copied
     with pytest.raises(NotFound):
-        store.get_registered_model("m")
+        sqlite_store.get_registered_model("m")
     from tracking_plugin.artifacts import get_artifact_repository
 
     assert get_artifact_repository(artifact_root).list_artifacts() == []
 
 
-def test_a_fifo_in_a_model_is_refused_without_blocking(saved_model: Path, tmp_path: Path, store: SqlStore) -> None:
+def test_a_fifo_in_a_model_is_refused_without_blocking(saved_model: Path, tmp_path: Path, sqlite_store: SqlStore) -> None:
     def fifo_example(_mlmodel: dict[str, Any], dest: Path) -> None:
         (dest / "input_example.json").unlink()
         os.mkfifo(dest / "input_example.json")
@@ -180,7 +173,7 @@ def test_a_fifo_in_a_model_is_refused_without_blocking(saved_model: Path, tmp_pa
         pytest.fail("loading the model blocked on a FIFO")
     assert isinstance(outcome[0], ModelLoadRefused) and "not a regular file" in outcome[0].message
     with pytest.raises(ModelLoadRefused, match="not a regular file"):
-        register_model(str(model_dir), "m", store=store, artifact_root=str(tmp_path / "root"))
+        register_model(str(model_dir), "m", store=sqlite_store, artifact_root=str(tmp_path / "root"))
 
 
 def test_symlinks_inside_the_folder_are_fine(saved_model: Path, tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_dry_run_and_age_limit_change_nothing(tracking) -> None:
 def test_cli_reconcile_command(tracking) -> None:
     exp = tracking.create_experiment("reconcile-cli")
     run_id = running_run(tracking, exp, prefect_flow_run_id=str(uuid.uuid4()))
-    from deployments.cli import app
+    from prefect_mlops.deployments.cli import app
 
     result = CliRunner().invoke(app, ["reconcile"])
 

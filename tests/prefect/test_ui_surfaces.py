@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from support import prefect_artifacts
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -30,12 +31,8 @@ def scored(alpha: float = 0.5, fail: bool = False) -> dict[str, float]:
 
 
 def artifacts_of(flow_run_id: str) -> dict[str, object]:
-    fluent.flush(timeout=60)  # a tracked flow's artifacts are posted in the background
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.type: a for a in found}
+    """type -> the flow run's artifact of that type."""
+    return {a.type: a for a in prefect_artifacts(flow_run_id)}
 
 
 def events_named(name: str, flow_run_id: str) -> list[object]:

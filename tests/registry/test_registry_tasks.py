@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from support import artifacts_of
 
 from registry_tasks import EvaluationGate, RegistryClient, evaluate_gate, promote, register_model, rollback
 from tracking_plugin.entities import ModelVersionStatus
@@ -27,21 +28,6 @@ GATE = EvaluationGate("accuracy", min_improvement=0.01, thresholds={"accuracy": 
 # ----------------------------------------------------------------------------- helpers
 
 
-def artifacts_of(flow_run_id: str) -> dict[str, str]:
-    """key -> markdown of the flow run's artifacts (after ``flush()``: a tracked flow's
-    are posted in the background)."""
-    from prefect.client.orchestration import get_client
-
-    import tracking_plugin
-
-    tracking_plugin.flush(timeout=60)
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.key: str(a.data) for a in found if a.key}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Fixtures of the serving tests: real scoring servers and real models.
 
-A server is ``python -m serving_tasks.server`` started as a subprocess on a free port and
+A server is ``python -m serving_tasks.cli`` started as a subprocess on a free port and
 spoken to over HTTP with httpx (``start_scoring_server``). Models are scikit-learn
 pipelines saved with ``tracking_plugin.models.save_model``; the alias tests also register
 them in a real registry (SQLite file + local artifact root).
@@ -30,7 +30,7 @@ FEATURES = ["plan", "tenure", "charges"]
 
 
 class ServingServer:
-    """One ``python -m serving_tasks.server`` process; stopped by :meth:`stop`."""
+    """One ``python -m serving_tasks.cli`` process; stopped by :meth:`stop`."""
 
     def __init__(self, model_uri: str, *, workdir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
         self.port = free_port()
@@ -39,7 +39,7 @@ class ServingServer:
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
-        cmd = [sys.executable, "-m", "serving_tasks.server", "-m", model_uri, "-p", str(self.port), *(args or [])]
+        cmd = [sys.executable, "-m", "serving_tasks.cli", "-m", model_uri, "-p", str(self.port), *(args or [])]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=workdir, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.data import FEATURE_COLUMNS, LABEL_COLUMN, ChurnGenerator
-from flows.training import TrainingConfig, build_pipeline
+from prefect_mlops.flows.data import FEATURE_COLUMNS, LABEL_COLUMN, ChurnGenerator
+from prefect_mlops.flows.training import TrainingConfig, build_pipeline
 from registry_tasks import RegistryClient
 from tracking_plugin.models import save_model
 

@@ -50,7 +50,7 @@ def test_a_model_that_cannot_load_stops_the_server_at_startup(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": str(repo)}
     missing = tmp_path / "no-such-model"
     result = subprocess.run(
-        [sys.executable, "-m", "serving_tasks.server", "-m", str(missing), "-p", "0"],
+        [sys.executable, "-m", "serving_tasks.cli", "-m", str(missing), "-p", "0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode != 0

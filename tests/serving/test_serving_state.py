@@ -121,7 +121,7 @@ def foreign_server(private_state: Path, churn_model_dir: str) -> Iterator[dict[s
     env.pop("PREFECT_MLOPS_SERVE_INSTANCE_KEY", None)
     log = open(private_state.parent / "foreign.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving_tasks.server", "-m", churn_model_dir, "-p", str(port), "--poll-interval", "0"],
+        [sys.executable, "-m", "serving_tasks.cli", "-m", churn_model_dir, "-p", str(port), "--poll-interval", "0"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:

@@ -1,5 +1,5 @@
 """``deploy_model`` / ``smoke_test`` (Prefect tasks in real flow runs) and the process
-management under them (``serving_tasks.deploy``): real ``python -m serving_tasks.server``
+management under them (``serving_tasks.deploy``): real ``python -m serving_tasks.cli``
 processes on real ports, spoken to over HTTP. Every server started here is stopped, and
 the tests check that no process is left behind."""
 
@@ -47,7 +47,7 @@ def server_processes(port: int) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"serving_tasks.server" in argv and b"-p" in argv and str(port).encode() in argv:
+        if b"serving_tasks.cli" in argv and b"-p" in argv and str(port).encode() in argv:
             pids.append(int(entry.name))
     return pids
 

@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import pytest
 
-from flows.data import CATEGORY_VALUES, FEATURE_COLUMNS, LABEL_COLUMN, ChurnGenerator
-from flows.training import TrainingConfig, build_pipeline, known_categories
+from prefect_mlops.flows.data import CATEGORY_VALUES, FEATURE_COLUMNS, LABEL_COLUMN, ChurnGenerator
+from prefect_mlops.flows.training import TrainingConfig, build_pipeline, known_categories
 from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.models import ALLOWED_VALUES_KEY, load_model, save_model
 

@@ -63,13 +63,6 @@ def run_at_once(work: Callable[..., int], args_per_worker: list[tuple[Any, ...]]
     return [value for _, value in outcomes]
 
 
-@pytest.fixture
-def store(db_uri: str) -> SqlStore:
-    db = Database(db_uri)
-    db.upgrade()
-    return SqlStore(db)
-
-
 @pytest.mark.slow
 def test_ten_processes_get_versions_1_to_10_without_gaps_or_duplicates(store: SqlStore, db_uri: str) -> None:
     # The model does not exist yet: the workers also race to create it.

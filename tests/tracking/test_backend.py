@@ -10,13 +10,12 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from support import reset_tracking
+from support import create_pg_database, reset_tracking
 from typer.testing import CliRunner
 
 import tracking_plugin as mlops
-from deployments.cli import app
+from prefect_mlops.deployments.cli import app
 from registry_tasks import RegistryClient
-from tracking_plugin import backend
 from tracking_plugin.blocks import MlopsBackend
 from tracking_plugin.errors import BackendUnavailable, InvalidArgument
 from tracking_plugin.prefect import track
@@ -103,8 +102,6 @@ def test_no_output_shows_the_database_password_or_the_aws_secret(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from conftest import create_pg_database
-
     # The suite's PostgreSQL trusts local connections: any password connects, so the
     # password below really goes to the server, and must never come back out.
     url = create_pg_database(pg_server).replace("postgres@", f"postgres:{PG_PASSWORD}@")

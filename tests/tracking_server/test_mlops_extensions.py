@@ -120,7 +120,7 @@ def test_ui_command_serves_the_local_default_backend(tmp_path: Path) -> None:
 def test_server_command_has_mlflow_servers_flags() -> None:
     from typer.testing import CliRunner
 
-    from deployments.cli import app
+    from prefect_mlops.deployments.cli import app
 
     result = CliRunner().invoke(app, ["server", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

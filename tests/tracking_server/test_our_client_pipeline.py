@@ -36,8 +36,8 @@ def use_only_the_url(monkeypatch: pytest.MonkeyPatch, workdir: Path, url: str) -
 def test_ct_pipeline_then_serve_with_only_the_server_url(
     start_server: Callable[..., Any], prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.ct_pipeline import ct_pipeline
-    from flows.data import source_from_uri
+    from prefect_mlops.flows.ct_pipeline import ct_pipeline
+    from prefect_mlops.flows.data import source_from_uri
     from registry_tasks import RegistryClient
     from support import reset_tracking
 

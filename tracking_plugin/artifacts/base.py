@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
+from typing import Iterator, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from tracking_plugin.entities import FileInfo
 from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.settings import MlopsSettings, get_settings
 from tracking_plugin.validation import validate_artifact_path
-
-if TYPE_CHECKING:
-    from tracking_plugin.settings import MlopsSettings
 
 __all__ = ["ArtifactRepository", "get_artifact_repository", "join_artifact_uri"]
 
@@ -75,8 +73,10 @@ def get_artifact_repository(uri: str, settings: MlopsSettings | None = None) -> 
     tracking server's proxy (``mlflow-artifacts:/...``, resolved against the server URL
     that is the tracking URI of ``settings``).
 
-    S3 clients and the server are taken from ``settings`` (default: those of the backend
-    in use, :func:`tracking_plugin.fluent.current_client`).
+    S3 clients and the server are taken from ``settings`` (default: the ``PREFECT_MLOPS_*``
+    environment; code that follows a flow's backend or ``set_tracking_uri()`` passes that
+    backend's settings, e.g. ``tracking_plugin.fluent.current_client().settings``: this
+    layer sits below the resolver).
 
     >>> import tempfile
     >>> get_artifact_repository(tempfile.mkdtemp()).list_artifacts()
@@ -94,19 +94,12 @@ def get_artifact_repository(uri: str, settings: MlopsSettings | None = None) -> 
         from tracking_plugin.artifacts.s3 import S3ArtifactRepository
 
         if settings is None:
-            # The S3 endpoint and credentials of the backend in use (e.g. a flow's block).
-            from tracking_plugin.fluent import current_client
-
-            settings = current_client().settings
+            settings = get_settings()
         return S3ArtifactRepository(uri, settings=settings)
     if scheme == "mlflow-artifacts" or (scheme in ("http", "https") and "/api/2.0/mlflow-artifacts/" in uri):
         from tracking_plugin.artifacts.http import proxy_repository
 
-        if settings is None:
-            from tracking_plugin.fluent import current_client
-
-            settings = current_client().settings
-        return proxy_repository(uri, settings)
+        return proxy_repository(uri, settings if settings is not None else get_settings())
     raise InvalidArgument(
         f"Unsupported artifact URI scheme {scheme + '://'!r} in {uri!r}: use "
         f"{', '.join(SUPPORTED_SCHEMES)} (e.g. PREFECT_MLOPS_ARTIFACT_ROOT=s3://bucket/prefix)."

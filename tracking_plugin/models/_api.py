@@ -17,6 +17,8 @@ from typing import Any, Collection, Literal, Mapping
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from tracking_plugin import fluent
+from tracking_plugin.artifacts import get_artifact_repository
 from tracking_plugin.errors import AlreadyExists, InvalidArgument, ModelLoadRefused, NotFound
 from tracking_plugin.models import _serialization as ser
 from tracking_plugin.models._example import Example, prepare_example
@@ -53,6 +55,7 @@ from tracking_plugin.models._signature import (
     validate_tensor,
 )
 from tracking_plugin.models._uris import ModelUriKind, parse_model_uri, resolve_model_uri
+from tracking_plugin.validation import validate_artifact_path, validate_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -386,15 +389,11 @@ def log_model(
     ``registered_model_name`` a new version of that registered model is created from
     ``runs:/<run_id>/<name>``.
     """
-    from tracking_plugin.validation import validate_artifact_path, validate_model_name
-
     artifact_path = validate_artifact_path(name)
     if not artifact_path:
         raise InvalidArgument(f"Invalid model name {name!r}: give a run-relative path such as 'model'.")
     if registered_model_name is not None:
         validate_model_name(registered_model_name)
-
-    from tracking_plugin import fluent
 
     run = fluent.active_run() or fluent.start_run()
     run_id = run.info.run_id
@@ -466,14 +465,13 @@ def load_model(
     if parsed.kind is ModelUriKind.LOCAL:
         local = _local_path(location)
     else:
-        from tracking_plugin.artifacts import get_artifact_repository
-
         if dst_path is not None and not Path(dst_path).is_dir():
             raise InvalidArgument(f"dst_path {os.fspath(dst_path)!r} must be an existing directory.")
         base = os.fspath(dst_path) if dst_path is not None else tempfile.mkdtemp(prefix="mlops-model-")
         # As MLflow: the model lands in <dst_path>/<last path component of the location>.
         name = urlsplit(location).path.rstrip("/").rpartition("/")[2] or "model"
-        local = Path(get_artifact_repository(location).download_artifacts("", os.path.join(base, name)))
+        repo = get_artifact_repository(location, fluent.current_client().settings)
+        local = Path(repo.download_artifacts("", os.path.join(base, name)))
     return load_local(local, model_uri=uri, allow_pickle=allow_pickle, trusted_classes=trusted_classes)
 
 

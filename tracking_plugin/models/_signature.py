@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: MLflow's schema types, their inference from pandas/numpy and their
+# enforcement at predict time must agree, so they are kept together.
 """Model signatures in MLflow's JSON shape: inference from data and enforcement at predict.
 
 A signature has an input :class:`Schema`, an optional output schema and optional

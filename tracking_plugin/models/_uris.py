@@ -20,7 +20,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin.entities import Stage
+from tracking_plugin.fluent import current_client
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.validation import (
     validate_alias,
@@ -31,7 +33,6 @@ from tracking_plugin.validation import (
 
 __all__ = ["ModelUri", "ModelUriKind", "parse_model_uri", "resolve_model_uri"]
 
-_STAGES = {stage.value.lower(): stage for stage in Stage}
 
 
 class ModelUriKind(str, enum.Enum):
@@ -109,7 +110,7 @@ def _parse_models(model_uri: str) -> ModelUri:
         return ModelUri(uri=model_uri, kind=ModelUriKind.MODELS, name=name, version=int(selector))
     if selector.lower() == "latest":
         return ModelUri(uri=model_uri, kind=ModelUriKind.MODELS, name=name, latest=True)
-    stage = _STAGES.get(selector.lower())
+    stage = Stage.find(selector)
     if stage is None:
         raise InvalidArgument(
             f"Invalid model URI {model_uri!r}: {selector!r} is neither a version number, 'latest', nor "
@@ -128,9 +129,6 @@ def resolve_model_uri(model_uri: str) -> str:
     parsed = parse_model_uri(model_uri)
     if parsed.kind in (ModelUriKind.LOCAL, ModelUriKind.ARTIFACT):
         return model_uri
-    from tracking_plugin.artifacts import join_artifact_uri
-    from tracking_plugin.fluent import current_client
-
     client = current_client()
     if parsed.kind is ModelUriKind.RUNS:
         run = client.get_run(parsed.run_id)

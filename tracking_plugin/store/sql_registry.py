@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: every registry rule (numbering under a row lock, archive-on-promote,
+# alias moves, audit rows, gate decisions) is one transaction here, sharing private helpers.
 """``SqlRegistryStore``: registered models, versions, stages, aliases, audit log, gates.
 
 Every public method is one transaction (``self.db.session()``). Writes that touch a model
@@ -90,7 +92,6 @@ __all__ = [
 SEARCH_REGISTERED_MODEL_MAX_RESULTS = 1000
 SEARCH_MODEL_VERSION_MAX_RESULTS = 200_000
 
-_STAGES_TEXT = ", ".join(repr(s.value) for s in Stage)
 _ACTIVE_STAGES = (Stage.STAGING, Stage.PRODUCTION)
 
 
@@ -101,15 +102,7 @@ def _now_ms() -> int:
 # ---------------------------------------------------------------- argument checks
 
 
-def _stage(value: Any) -> Stage:
-    """A :class:`Stage` from the enum or a case-insensitive name ('production', 'None')."""
-    if isinstance(value, Stage):
-        return value
-    if isinstance(value, str):
-        for stage in Stage:
-            if stage.value.lower() == value.strip().lower():
-                return stage
-    raise InvalidArgument(f"Invalid stage {value!r}: use one of {_STAGES_TEXT} (case-insensitive).")
+_stage = Stage.parse  # the enum or a case-insensitive name ('production', 'None')
 
 
 def _stages(values: Sequence[Any] | None) -> list[Stage]:

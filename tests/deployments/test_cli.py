@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deployments.cli import app
+from prefect_mlops.deployments.cli import app
 
 runner = CliRunner()
 

@@ -49,14 +49,6 @@ def make_model_dir(path: Path, *, files: int = 2, size: int = 64) -> Path:
 
 
 @pytest.fixture
-def store(db_uri: str) -> Iterator[SqlStore]:
-    db = Database(db_uri)
-    db.upgrade()
-    yield SqlStore(db)
-    db.dispose()
-
-
-@pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     return make_model_dir(tmp_path / "model")
 
