@@ -183,6 +183,7 @@ def _run_long_running(block: Block, index: int, folder: Path, env: dict[str, str
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the suite's 600 s is per test; this one runs the whole README (~12 min)
 def test_every_readme_block_runs_as_written_in_order(readme_folder: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     folder, env = readme_folder
     to_run = [b for b in blocks() if b.runs]
