@@ -33,8 +33,7 @@ def _user(role: str) -> str:
 
 @pytest.fixture(scope="module")
 def auth_server(backend: dict[str, Any], start_server: Callable[..., ServerProcess]) -> ServerProcess:
-    env = {**backend["env"], "PREFECT_MLOPS_AUTH_ADMIN_USERNAME": ADMIN, "PREFECT_MLOPS_AUTH_ADMIN_PASSWORD": ADMIN_PW,
-           "PREFECT_MLOPS_AUTH_CREDENTIAL_CACHE_SECONDS": "1"}
+    env = {**backend["env"], "PREFECT_MLOPS_AUTH_ADMIN_USERNAME": ADMIN, "PREFECT_MLOPS_AUTH_ADMIN_PASSWORD": ADMIN_PW}
     server = start_server(backend["db_uri"], backend["artifact_root"], "--auth", env=env)
     admin = httpx.Client(base_url=server.url, auth=(ADMIN, ADMIN_PW), timeout=30)
     for role in ROLES:
@@ -71,7 +70,8 @@ def test_missing_bad_and_malformed_credentials_are_401(auth_server: ServerProces
         "no colon": {"Authorization": "Basic " + __import__("base64").b64encode(b"admin-no-colon").decode()},
         "not base64": {"Authorization": "Basic %%%not-base64%%%"},
         "bad scheme": {"Authorization": "Digest abc"},
-        "empty bearer": {"Authorization": "Bearer "},
+        "empty bearer": {"Authorization": "Bearer"},
+        "two bearer words": {"Authorization": "Bearer a b"},
         "unknown token": {"Authorization": "Bearer mlops_0000_notatoken"},
         "10 KB header": {"Authorization": "Bearer " + "x" * 10_240},
         "unicode user": {"Authorization": httpx.BasicAuth("ユーザー", "pässwörd-123")._auth_header},
@@ -109,8 +109,7 @@ def test_api_tokens_create_list_revoke_expire(auth_server: ServerProcess) -> Non
     # another (non-admin) user may not revoke it; its owner may
     other = as_role(auth_server, "EDIT")
     assert other.post(f"{X}/tokens/revoke", json={"token_id": info["token_id"]}).status_code == 403
-    ok(reader.post(f"{X}/tokens/revoke", json={"token_id": info["token_id"]}))
-    time.sleep(1.2)  # the server's credential cache (1 s here)
+    ok(reader.post(f"{X}/tokens/revoke", json={"token_id": info["token_id"]}))  # also leaves the server's cache
     r = httpx.post(auth_server.url + f"{M}/experiments/search", json={}, headers=bearer)
     assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
     # an expired token
@@ -187,6 +186,8 @@ def _expected(rule: Any, role: str | None) -> str:
         return "allowed"
     if rule.access in (Access.AUTHENTICATED, Access.SELF_OR_ADMIN):
         return "allowed"
+    if rule.access is Access.RUN_BY_PREFECT_ID:
+        return "allowed"  # no run of the fixture has a Prefect id: nothing to protect, the route answers 4xx
     if rule.access in (Access.ADMIN, Access.TOKEN_OWNER):
         return "403"
     return "allowed" if Permission(role).allows(rule.permission) else "403"
@@ -203,7 +204,19 @@ def _routes(server: ServerProcess) -> list[tuple[str, str]]:
         ServerSettings(backend_store_uri=server.db_uri, default_artifact_root=server.artifact_root),
         auth=AuthSettings(enabled=True),
     )
-    return sorted((m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods)
+
+    def walk(routes: list[Any]) -> Iterator[APIRoute]:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            elif hasattr(route, "original_router"):  # FastAPI >= 0.140 keeps included routers whole
+                yield from walk(route.original_router.routes)
+            elif hasattr(route, "routes"):
+                yield from walk(route.routes)
+
+    found = sorted({(m, r.path) for r in walk(app.routes) for m in r.methods})
+    assert len(found) > 80, found
+    return found
 
 
 def test_every_route_has_a_rule_and_unknown_routes_are_denied(auth_server: ServerProcess, admin: httpx.Client) -> None:
@@ -221,15 +234,18 @@ def test_permission_matrix(auth_server: ServerProcess, admin: httpx.Client) -> N
 
     shared = _fixture(admin)
     clients: dict[str | None, httpx.Client] = {
-        None: httpx.Client(base_url=auth_server.url, timeout=30), "admin": admin,
-        **{role: as_role(auth_server, role) for role in ROLES},
+        None: httpx.Client(base_url=auth_server.url, timeout=30),
+        **{role: as_role(auth_server, role) for role in ROLES}, "admin": admin,
     }
     wrong: list[str] = []
     for method, template in _routes(auth_server):
         rule = rule_for(method, template)
         destructive = method == "DELETE" or template.endswith(("/delete", "/restore", "/revoke"))
+        # Roles go from least to most privileged: denied calls change nothing, so on a
+        # fresh fixture the first allowed call is the first to change anything, and the
+        # admin after it is allowed whatever state it left.
+        res = _fixture(admin) if destructive else shared
         for role, client in clients.items():
-            res = _fixture(admin) if destructive and role is not None else shared
             username = None if role is None else ADMIN if role == "admin" else _user(role)
             r = _call(client, method, template, res, username)
             got = "401" if r.status_code == 401 else "403" if r.status_code == 403 else "allowed"

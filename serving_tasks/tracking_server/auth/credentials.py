@@ -133,6 +133,7 @@ class Authenticator:
         cached = self._cached(key)
         if cached is not None:
             return cached
+        trust_until = time.monotonic() + self.cache_seconds
         if isinstance(credentials, BasicCredentials):
             limit_key = (credentials.username, client)
             self._failures.check(limit_key)
@@ -144,13 +145,16 @@ class Authenticator:
         else:
             limit_key = ("<token>", client)
             self._failures.check(limit_key)
-            user = self.store.verify_token(credentials.token) if credentials.token.startswith(TOKEN_PREFIX) else None
-            if user is None:
+            found = self.store.verify_token(credentials.token) if credentials.token.startswith(TOKEN_PREFIX) else None
+            if found is None:
                 self._failures.failed(limit_key)
                 raise Unauthenticated("Invalid API token: unknown, revoked or expired. Create one with "
                                       "`prefect-mlops tokens create`.")
             self._failures.succeeded(limit_key)
-        self._remember(key, user)
+            user, expiry_ms = found
+            if expiry_ms is not None:  # never trusted past its expiry
+                trust_until = min(trust_until, time.monotonic() + (expiry_ms / 1000 - time.time()))
+        self._remember(key, user, trust_until)
         return user
 
     def _cached(self, key: str) -> User | None:
@@ -166,11 +170,11 @@ class Authenticator:
                 return None
             return user
 
-    def _remember(self, key: str, user: User) -> None:
+    def _remember(self, key: str, user: User, until: float) -> None:
         if self.cache_seconds <= 0:
             return
         with self._lock:
-            self._cache[key] = (time.monotonic() + self.cache_seconds, user)
+            self._cache[key] = (until, user)
             self._cache.move_to_end(key)
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)

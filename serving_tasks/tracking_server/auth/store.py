@@ -280,8 +280,8 @@ class AuthStore:
             return ApiToken(row.token_id, username or "", row.name, row.creation_time, row.expiry_time,
                             row.revoked_time)
 
-    def verify_token(self, token: str) -> User | None:
-        """The owner of a live (not revoked, not expired) token, else None."""
+    def verify_token(self, token: str) -> tuple[User, int | None] | None:
+        """The owner of a live (not revoked, not expired) token and its expiry (ms), else None."""
         digest = hash_token(token)
         with self.db.session(write=False) as s:
             found = s.execute(
@@ -295,7 +295,7 @@ class AuthStore:
             return None
         if row.revoked_time is not None or (row.expiry_time is not None and row.expiry_time <= _now_ms()):
             return None
-        return _user(user)
+        return _user(user), row.expiry_time
 
     # ------------------------------------------------------------ permissions
 
