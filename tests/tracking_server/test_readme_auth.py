@@ -14,6 +14,7 @@ import pytest
 from tracking_server.conftest import CONSOLE_SCRIPT
 
 
+@pytest.mark.slow
 def test_readme_auth_section_runs(
     readme_section: Any, start_server: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
