@@ -215,6 +215,9 @@ def _routes(server: ServerProcess) -> list[tuple[str, str]]:
                 yield from walk(route.routes)
 
     found = sorted({(m, r.path) for r in walk(app.routes) for m in r.methods})
+    from tracking_plugin.backend import release_store
+
+    release_store(app.state.store)
     assert len(found) > 80, found
     return found
 
