@@ -404,3 +404,10 @@ def test_audit_rows_name_the_authenticated_user_not_the_claimed_one(
     rollback = [t for t in history if t["actor"] == _user("MANAGE")]
     assert rollback and "[claimed actor: someone-else]" in rollback[-1]["reason"] and "bad" in rollback[-1]["reason"]
     assert "someone-else" not in {t["actor"] for t in history}
+    # MLflow's own alias and stage calls are audited under the authenticated user too
+    ok(manager.post(f"{M}/registered-models/alias", json={"name": name, "alias": "shadow", "version": "1"}))
+    ok(manager.post(f"{M}/model-versions/transition-stage",
+                    json={"name": name, "version": "2", "stage": "Staging", "archive_existing_versions": False}))
+    history = ok(admin.get(f"{X}/registered-models/history", params={"name": name}))["transitions"]
+    moved = [t for t in history if t["subject"] == "shadow" or t["to_value"] == "Staging"]
+    assert len(moved) == 2 and {t["actor"] for t in moved} == {_user("MANAGE")}, moved
