@@ -84,6 +84,10 @@ def parse_authorization(header: str | None) -> BasicCredentials | BearerCredenti
     )
 
 
+def _cache_key(header: str) -> str:
+    return hashlib.sha256(header.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class _FailedLogins:
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
@@ -126,10 +130,16 @@ class Authenticator:
         self._lock = threading.Lock()
         self._failures = _FailedLogins(max_failed_logins, lockout_seconds)
 
+    def cached(self, header: str | None) -> User | None:
+        """The user of a header verified within the cache time (no I/O), else None."""
+        if not header or len(header) > MAX_HEADER_CHARS:
+            return None
+        return self._cached(_cache_key(header))
+
     def authenticate(self, header: str | None, client: str) -> User:
         credentials = parse_authorization(header)
         assert header is not None
-        key = hashlib.sha256(header.encode("utf-8", "surrogatepass")).hexdigest()
+        key = _cache_key(header)
         cached = self._cached(key)
         if cached is not None:
             return cached

@@ -317,6 +317,21 @@ class AuthStore:
         with self.db.session(write=False) as s:
             return s.scalar(sa.select(RunRow.experiment_id).where(RunRow.run_uuid == str(run_id)))
 
+    def run_grant(self, user_id: int, run_id: str) -> tuple[int, Permission | None] | None:
+        """A run's experiment and the user's grant on it (one query: the per-request path of
+        every run write), or None for an unknown run."""
+        with self.db.session(write=False) as s:
+            row = s.execute(
+                sa.select(RunRow.experiment_id, ExperimentPermissionRow.permission)
+                .outerjoin(ExperimentPermissionRow, sa.and_(
+                    ExperimentPermissionRow.experiment_id == RunRow.experiment_id,
+                    ExperimentPermissionRow.user_id == user_id))
+                .where(RunRow.run_uuid == str(run_id))
+            ).first()
+        if row is None:
+            return None
+        return row[0], None if row[1] is None else Permission(row[1])
+
     def runs_experiments(self, run_ids: list[str]) -> dict[str, int]:
         with self.db.session(write=False) as s:
             rows = s.execute(sa.select(RunRow.run_uuid, RunRow.experiment_id).where(RunRow.run_uuid.in_(run_ids)))
