@@ -411,3 +411,36 @@ def test_audit_rows_name_the_authenticated_user_not_the_claimed_one(
     history = ok(admin.get(f"{X}/registered-models/history", params={"name": name}))["transitions"]
     moved = [t for t in history if t["subject"] == "shadow" or t["to_value"] == "Staging"]
     assert len(moved) == 2 and {t["actor"] for t in moved} == {_user("MANAGE")}, moved
+
+
+def test_our_client_with_only_the_url_and_a_token(
+    auth_server: ServerProcess, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from support import reset_tracking
+
+    import tracking_plugin as mlops
+    from tracking_plugin.errors import InvalidArgument
+
+    token = ok(as_role(auth_server, "EDIT").post(f"{X}/tokens/create", json={"name": "worker"}))["token"]
+    for name in list(os.environ):
+        if name.startswith(("PREFECT_MLOPS_", "MLFLOW_TRACKING_", "AWS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PREFECT_MLOPS_TRACKING_URI", auth_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    monkeypatch.chdir(tmp_path)
+    reset_tracking()
+    try:
+        client = mlops.TrackingClient(auth_server.url)
+        eid = client.create_experiment(f"worker-{uuid.uuid4().hex[:6]}")
+        run = client.create_run(eid)
+        client.log_metric(run.info.run_id, "acc", 0.75)
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "acc")] == [0.75]
+        assert ok(admin.get(f"{M}/experiments/permissions/get",
+                            params={"experiment_id": eid, "username": _user("EDIT")}))["experiment_permission"][
+            "permission"] == "MANAGE"
+        res = _fixture(admin)  # EDIT on it: deleting needs MANAGE
+        with pytest.raises(InvalidArgument, match="HTTP 403"):
+            client.delete_experiment(res["experiment_id"])
+        client.close()
+    finally:
+        reset_tracking()

@@ -68,6 +68,7 @@ class Rule:
 M = "/api/2.0/mlflow"
 X = "/api/2.0/mlops"
 A = "/api/2.0/mlflow-artifacts"
+S = "/api/2.0/mlops/store"
 _exp, _run, _model = Access.EXPERIMENT, Access.RUN, Access.MODEL
 
 RULES: dict[tuple[str, str], Rule] = {
@@ -149,6 +150,30 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{X}/registered-models/rollback"): Rule(_model, MANAGE, "name", audited=True),
     ("GET", f"{X}/runs/get"): Rule(_run, READ, "run_id"),
     ("GET", f"{X}/runs/by-prefect-id"): Rule(Access.RUN_BY_PREFECT_ID, READ),
+    # the REST store of our own client (tracking_plugin.store.rest)
+    ("POST", f"{S}/runs/create"): Rule(_exp, EDIT, "experiment_id"),
+    ("POST", f"{S}/runs/update"): Rule(_run, EDIT, "run_id"),
+    ("POST", f"{S}/runs/search"): Rule(Access.EXPERIMENTS, READ, "experiment_ids"),
+    ("GET", f"{S}/metrics/history"): Rule(_run, READ, "run_id"),
+    ("GET", f"{S}/registered-models/get"): Rule(_model, READ, "name"),
+    ("GET", f"{S}/registered-models/search"): Rule(Access.AUTHENTICATED, after=After.FILTER_MODELS),
+    ("GET", f"{S}/registered-models/get-latest-versions"): Rule(_model, READ, "name"),
+    ("GET", f"{S}/registered-models/alias"): Rule(_model, READ, "name"),
+    ("GET", f"{S}/model-versions/get"): Rule(_model, READ, "name"),
+    ("GET", f"{S}/model-versions/search"): Rule(Access.AUTHENTICATED, after=After.FILTER_MODEL_VERSIONS),
+    ("POST", f"{S}/model-versions/create"): Rule(_model, EDIT, "name"),
+    ("POST", f"{S}/model-versions/finish"): Rule(_model, EDIT, "name"),
+    ("POST", f"{S}/model-versions/transition-stage"): Rule(_model, MANAGE, "name", audited=True),
+    ("POST", f"{S}/registered-models/alias"): Rule(_model, MANAGE, "name", audited=True),
+    ("DELETE", f"{S}/registered-models/alias"): Rule(_model, MANAGE, "name", audited=True),
+    ("POST", f"{S}/registered-models/promote"): Rule(
+        _model, MANAGE, "name", admin_unless_true="require_passed_gate", audited=True
+    ),
+    ("POST", f"{S}/registered-models/rollback"): Rule(_model, MANAGE, "name", audited=True),
+    # a passed gate decision is what lets a MANAGE user promote: recording one needs MANAGE
+    ("POST", f"{S}/gate-decisions/record"): Rule(_model, MANAGE, "name"),
+    # by random id only (the decision's model is not in the request); ids come from versions the caller read
+    ("GET", f"{S}/gate-decisions/get"): Rule(Access.AUTHENTICATED),
     # users and permissions (MLflow's basic-auth API)
     ("POST", f"{M}/users/create"): Rule(Access.ADMIN),
     ("GET", f"{M}/users/get"): Rule(Access.SELF_OR_ADMIN, field="username"),
