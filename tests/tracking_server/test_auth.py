@@ -444,3 +444,15 @@ def test_our_client_with_only_the_url_and_a_token(
         client.close()
     finally:
         reset_tracking()
+
+
+def test_the_environment_variable_turns_auth_on(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> None:
+    env = {"PREFECT_MLOPS_AUTH": "true", "PREFECT_MLOPS_AUTH_ADMIN_USERNAME": "env-admin",
+           "PREFECT_MLOPS_AUTH_ADMIN_PASSWORD": "env-admin-password"}
+    server = start_server(f"sqlite:///{tmp_path / 'e.db'}", str(tmp_path / "a"), "--host", "0.0.0.0", env=env)
+    r = httpx.post(server.url + f"{M}/experiments/search", json={})
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
+    assert httpx.post(server.url + f"{M}/experiments/search", json={},
+                      auth=("env-admin", "env-admin-password")).status_code == 200
+    server.stop()
+    assert "--auth" not in server.log.read_text()  # no warning: auth is on
