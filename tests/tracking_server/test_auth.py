@@ -161,10 +161,11 @@ def _fixture(admin: httpx.Client) -> dict[str, str]:
 
 def _call(client: httpx.Client, method: str, template: str, res: dict[str, str], username: str | None) -> httpx.Response:
     path = template.replace("{artifact_path:path}", res["artifact_path"])
-    for key in ("model_id", "tag_key"):
+    for key in ("model_id", "tag_key", "experiment_id", "run_id", "name"):
         path = path.replace("{" + key + "}", res[key])
+    path = path.replace("{version}", "1")
     fields = {k: res[k] for k in ("experiment_id", "run_id", "name", "token_id", "experiment_name", "path")}
-    fields["run_ids"] = res["run_id"]
+    fields.update(run_ids=res["run_id"], runs=res["run_id"], run=res["run_id"], key="acc")
     if username:
         fields["username"] = username
     if method == "GET":

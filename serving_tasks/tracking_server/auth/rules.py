@@ -174,6 +174,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{S}/gate-decisions/record"): Rule(_model, MANAGE, "name"),
     # by random id only (the decision's model is not in the request); ids come from versions the caller read
     ("GET", f"{S}/gate-decisions/get"): Rule(Access.AUTHENTICATED),
+    # the web UI (pages and /ui-api; /ui-static holds only our script, style and uPlot).
+    # The two list pages are not filtered per user yet: any user sees every name there.
+    ("GET", "/"): Rule(Access.AUTHENTICATED),
+    ("GET", "/models"): Rule(Access.AUTHENTICATED),
+    ("GET", "/experiments/{experiment_id}"): Rule(_exp, READ, "experiment_id"),
+    ("GET", "/runs/{run_id}"): Rule(_run, READ, "run_id"),
+    ("GET", "/compare"): Rule(Access.RUNS, READ, "runs"),
+    ("GET", "/models/{name}"): Rule(_model, READ, "name"),
+    ("GET", "/models/{name}/versions/{version}"): Rule(_model, READ, "name"),
+    ("GET", "/ui-api/metric-history"): Rule(Access.RUNS, READ, "run"),
+    ("GET", "/ui-api/runs/{run_id}/artifacts"): Rule(_run, READ, "run_id"),
+    ("GET", "/ui-api/runs/{run_id}/preview"): Rule(_run, READ, "run_id"),
+    ("GET", "/ui-api/runs/{run_id}/artifact"): Rule(_run, READ, "run_id"),
     # users and permissions (MLflow's basic-auth API)
     ("POST", f"{M}/users/create"): Rule(Access.ADMIN),
     ("GET", f"{M}/users/get"): Rule(Access.SELF_OR_ADMIN, field="username"),
