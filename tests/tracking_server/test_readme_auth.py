@@ -25,8 +25,9 @@ def test_readme_auth_section_runs(
     db_uri = f"sqlite:///{tmp_path / 'mlops.db'}"
 
     words = shlex.split(start.replace("\\\n", " "), comments=True)
-    env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-") and "/" not in w.split("=")[0])
-    argv = words[len(env):]
+    assert words[0] == "export" and "&&" in words
+    env = dict(w.split("=", 1) for w in words[1 : words.index("&&")])
+    argv = words[words.index("&&") + 1 :]
     assert argv[0].endswith("prefect-mlops") and argv[1:3] == ["server", "--auth"] and "--host" in argv
     assert set(env) == {"PREFECT_MLOPS_AUTH_ADMIN_USERNAME", "PREFECT_MLOPS_AUTH_ADMIN_PASSWORD"}
     server = start_server(db_uri, str(tmp_path / "artifacts"), "--auth", env=env)
