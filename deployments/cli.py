@@ -10,6 +10,9 @@ Commands import their packages lazily so ``prefect-mlops --help`` stays fast.
     prefect-mlops db upgrade              # apply schema migrations explicitly
     prefect-mlops server --backend-store-uri postgresql+psycopg://... --default-artifact-root s3://...
     prefect-mlops ui                      # the tracking server on ./mlops.db
+    prefect-mlops server --auth --host 0.0.0.0   # credentials and permissions on
+    prefect-mlops users create alice      # users and API tokens of an --auth server
+    prefect-mlops tokens create alice --name ci
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Tracking database maintenance.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="Users of the tracking server (with --auth).", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(users_app, name="users")
+tokens_app = typer.Typer(help="API tokens of the tracking server (with --auth).", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(tokens_app, name="tokens")
 
 app.add_typer(serve_app, name="serve")
 
@@ -43,9 +50,23 @@ def _serve_tracking(
     host: str,
     port: int,
     workers: int,
+    auth: bool = False,
 ) -> None:
+    import os
+
     from serving_tasks.tracking_server import ServerSettings, run_server
     from tracking_plugin.errors import MlopsError
+
+    if auth:
+        os.environ["PREFECT_MLOPS_AUTH"] = "true"  # read by every worker process's create_app
+    from serving_tasks.tracking_server.auth import AuthSettings
+
+    if not AuthSettings().enabled and host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(
+            f"Warning: serving on {host} without authentication: anyone who can reach it can read and "
+            "change every experiment and model. Pass --auth (or set PREFECT_MLOPS_AUTH=true).",
+            err=True,
+        )
 
     settings = ServerSettings(
         backend_store_uri=backend_store_uri,
@@ -80,9 +101,19 @@ def server_command(
     host: Annotated[str, typer.Option("--host", "-h", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port to listen on.")] = 5000,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="Require credentials (HTTP Basic or API token) and check per-experiment/model permissions. "
+            "The first start needs PREFECT_MLOPS_AUTH_ADMIN_USERNAME and PREFECT_MLOPS_AUTH_ADMIN_PASSWORD.",
+        ),
+    ] = False,
 ) -> None:
     """Run the tracking server: MLflow's REST API, so `mlflow.set_tracking_uri("http://host:port")` works."""
-    _serve_tracking(backend_store_uri, default_artifact_root, artifacts_destination, serve_artifacts, host, port, workers)
+    _serve_tracking(
+        backend_store_uri, default_artifact_root, artifacts_destination, serve_artifacts, host, port, workers, auth
+    )
 
 
 @app.command("ui")
@@ -208,6 +239,113 @@ def demo_command(
     from prefect_mlops.flows.demo import run_demo
 
     raise typer.Exit(run_demo(port=port))
+
+
+# ----------------------------------------------------------- users and tokens
+
+_DbUri = Annotated[
+    Optional[str],
+    typer.Option("--backend-store-uri", "--tracking-uri", help="Database of the tracking server (default: settings)."),
+]
+
+
+def _auth_store(uri: Optional[str]):  # type: ignore[no-untyped-def]
+    """The users/tokens store of a backend database, migrated to head."""
+    from serving_tasks.tracking_server.auth import AuthStore
+    from tracking_plugin.backend import resolve_settings
+    from tracking_plugin.store.db import Database
+
+    settings = resolve_settings(uri or None)
+    db = Database(settings.tracking_uri, password=settings.database_password)
+    db.ensure_schema()
+    return AuthStore(db)
+
+
+def _run_auth(action):  # type: ignore[no-untyped-def]
+    from tracking_plugin.errors import MlopsError
+    from tracking_plugin.urls import redact_uri
+
+    try:
+        return action()
+    except MlopsError as exc:
+        typer.echo(f"Error: {redact_uri(exc.message)}", err=True)
+        raise typer.Exit(1) from None
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="The new user's name.")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="Asked for when not given.")
+    ],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an admin.")] = False,
+    backend_store_uri: _DbUri = None,
+) -> None:
+    """Create a user of the tracking server (password hashed with argon2)."""
+    user = _run_auth(lambda: _auth_store(backend_store_uri).create_user(username, password, is_admin=admin))
+    typer.echo(f"created user {user.username!r}{' (admin)' if user.is_admin else ''}")
+
+
+@users_app.command("delete")
+def users_delete(username: Annotated[str, typer.Argument()], backend_store_uri: _DbUri = None) -> None:
+    """Delete a user with their tokens and permissions (never the last admin)."""
+    _run_auth(lambda: _auth_store(backend_store_uri).delete_user(username))
+    typer.echo(f"deleted user {username!r}")
+
+
+@users_app.command("set-admin")
+def users_set_admin(
+    username: Annotated[str, typer.Argument()],
+    admin: Annotated[bool, typer.Option("--admin/--no-admin", help="Grant or remove the admin role.")] = True,
+    backend_store_uri: _DbUri = None,
+) -> None:
+    """Grant (or with --no-admin remove) the admin role."""
+    user = _run_auth(lambda: _auth_store(backend_store_uri).set_admin(username, admin))
+    typer.echo(f"user {user.username!r} is {'an admin' if user.is_admin else 'not an admin'}")
+
+
+@users_app.command("list")
+def users_list(backend_store_uri: _DbUri = None) -> None:
+    """List the users (never their passwords)."""
+    for user in _run_auth(lambda: _auth_store(backend_store_uri).list_users()):
+        typer.echo(f"{user.username}{'  admin' if user.is_admin else ''}")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    username: Annotated[str, typer.Argument(help="Owner of the token.")],
+    name: Annotated[str, typer.Option("--name", help="What the token is for (shown by `tokens list`).")] = "",
+    expires_in_days: Annotated[
+        Optional[float], typer.Option("--expires-in-days", min=0.0, help="Expiry (default: never).")
+    ] = None,
+    backend_store_uri: _DbUri = None,
+) -> None:
+    """Create an API token and print it once (MLFLOW_TRACKING_TOKEN); only its hash is stored."""
+    expires = None if expires_in_days is None else expires_in_days * 86400
+    new = _run_auth(lambda: _auth_store(backend_store_uri).create_token(username, name, expires_in_seconds=expires))
+    typer.echo(f"token {new.info.token_id} of {new.info.username!r} (shown once, store it now):", err=True)
+    typer.echo(new.token)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    username: Annotated[Optional[str], typer.Argument(help="Only this user's tokens.")] = None,
+    backend_store_uri: _DbUri = None,
+) -> None:
+    """List API tokens (id, owner, name, state); never the tokens themselves."""
+    import time
+
+    now = time.time() * 1000
+    for t in _run_auth(lambda: _auth_store(backend_store_uri).list_tokens(username)):
+        state = "revoked" if t.revoked_time else "expired" if t.expiry_time and t.expiry_time <= now else "active"
+        typer.echo(f"{t.token_id}  {t.username}  {state:<8} {t.name}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[str, typer.Argument()], backend_store_uri: _DbUri = None) -> None:
+    """Revoke an API token (servers stop accepting it within their credential cache time)."""
+    _run_auth(lambda: _auth_store(backend_store_uri).revoke_token(token_id))
+    typer.echo(f"revoked token {token_id}")
 
 
 def main() -> None:  # pragma: no cover - console script

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from tracking_plugin.artifacts import get_artifact_repository
 from tracking_plugin.backend import acquire_store, release_store
 
+from serving_tasks.tracking_server.auth import AuthSettings, auth_dependencies, install_auth
 from serving_tasks.tracking_server.errors import install_error_handlers
 from serving_tasks.tracking_server.limits import BodyLimitMiddleware
 from serving_tasks.tracking_server.routes import (
@@ -43,9 +44,11 @@ from serving_tasks.tracking_server.wire import ArtifactUris
 __all__ = ["create_app"]
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    """The tracking server for ``settings`` (default: ``PREFECT_MLOPS_SERVER_*`` variables)."""
+def create_app(settings: ServerSettings | None = None, *, auth: AuthSettings | None = None) -> FastAPI:
+    """The tracking server for ``settings`` (default: ``PREFECT_MLOPS_SERVER_*`` variables);
+    with credentials and permissions when ``auth.enabled`` (default: ``PREFECT_MLOPS_AUTH``)."""
     settings = settings if settings is not None else ServerSettings()
+    auth = auth if auth is not None else AuthSettings()
     backend = settings.backend_settings()
     # The app holds one store (engine and connection pool) for its life; built, and the
     # schema migrated, here, so a bad URI fails before the server listens.
@@ -68,6 +71,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         ),
         docs_url="/docs",
         redoc_url=None,
+        dependencies=auth_dependencies() if auth.enabled else None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -80,5 +84,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     if settings.serve_artifacts:
         app.include_router(artifacts.router)
     install_ui(app)
+    if auth.enabled:
+        install_auth(app, app.state.store.db, auth)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
     return app

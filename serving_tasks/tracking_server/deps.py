@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from serving_tasks.tracking_server.settings import ServerSettings
     from serving_tasks.tracking_server.wire import ArtifactUris
 
-__all__ = ["get_artifact_root", "get_server_settings", "get_store", "get_uris"]
+__all__ = ["get_actor", "get_artifact_root", "get_server_settings", "get_store", "get_uris"]
 
 
 def get_store(request: Request) -> SqlStore:
@@ -37,3 +37,10 @@ def get_artifact_root(request: Request) -> ArtifactRepository:
 
 def get_server_settings(request: Request) -> ServerSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_actor(request: Request) -> str | None:
+    """The authenticated user of the request (``--auth``), recorded as the actor of audit
+    rows; None when authentication is off."""
+    user = getattr(request.state, "auth_user", None)
+    return None if user is None else user.username  # type: ignore[no-any-return]

@@ -377,3 +377,7 @@ class RunModelLinkRow(Base):
     model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     direction: Mapped[str] = mapped_column(String(8), primary_key=True)
     step: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# The tracking server's users, tokens and permissions: same metadata, same migrations.
+from tracking_plugin.store import schema_auth as _schema_auth  # noqa: E402,F401

@@ -20,13 +20,14 @@ from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import schemas, wire
-from serving_tasks.tracking_server.deps import get_store, get_uris
+from serving_tasks.tracking_server.deps import get_actor, get_store, get_uris
 from serving_tasks.tracking_server.routes.experiments import ok
 from serving_tasks.tracking_server.routing import OrjsonRoute
 
 router = APIRouter(prefix="/api/2.0/mlflow", tags=["model registry"], route_class=OrjsonRoute)
 Store = Annotated[SqlStore, Depends(get_store)]
 Uris = Annotated[wire.ArtifactUris, Depends(get_uris)]
+Actor = Annotated["str | None", Depends(get_actor)]
 
 
 def version_number(value: Any) -> int:
@@ -153,14 +154,14 @@ def delete_registered_model_tag(body: schemas.DeleteRegisteredModelTag, store: S
 
 
 @router.post("/registered-models/alias")
-def set_registered_model_alias(body: schemas.SetAlias, store: Store) -> Response:
-    store.set_registered_model_alias(body.name, body.alias, version_number(body.version))
+def set_registered_model_alias(body: schemas.SetAlias, store: Store, actor: Actor) -> Response:
+    store.set_registered_model_alias(body.name, body.alias, version_number(body.version), actor=actor)
     return ok()
 
 
 @router.delete("/registered-models/alias")
-def delete_registered_model_alias(body: schemas.DeleteAlias, store: Store) -> Response:
-    store.delete_registered_model_alias(body.name, body.alias)
+def delete_registered_model_alias(body: schemas.DeleteAlias, store: Store, actor: Actor) -> Response:
+    store.delete_registered_model_alias(body.name, body.alias, actor=actor)
     return ok()
 
 
@@ -236,12 +237,13 @@ def search_model_versions(
 
 
 @router.post("/model-versions/transition-stage")
-def transition_model_version_stage(body: schemas.TransitionStage, store: Store, uris: Uris) -> Response:
+def transition_model_version_stage(body: schemas.TransitionStage, store: Store, uris: Uris, actor: Actor) -> Response:
     mv = store.transition_model_version_stage(
         body.name,
         version_number(body.version),
         stage(body.stage),
         archive_existing_versions=body.archive_existing_versions,
+        actor=actor,
     )
     return _version(mv, uris)
 
