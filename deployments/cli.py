@@ -207,6 +207,9 @@ def simulate_command(
         # tracebacks) would bury them. Set before Prefect is imported: it configures its
         # loggers from the environment.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        # Prefect's own background services log through prefect._internal, configured
+        # apart (an events worker stopped at exit logs one ERROR line with nothing lost).
+        os.environ.setdefault("PREFECT_INTERNAL_LOGGING_LEVEL", "CRITICAL")
     from prefect_mlops.flows.demo import choose_serving_port, ephemeral_api_defaults, quiet_library_logs, require_reachable_api
     from tracking_plugin.errors import MlopsError
 

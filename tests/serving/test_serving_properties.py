@@ -233,8 +233,9 @@ def _bombs(lying_parquet: Callable[[int], bytes]) -> list[tuple[str, bytes, str]
 def memory_bound(
     server: Any, client: httpx.Client, numeric_model_dir: str, churn_data: Any, lying_parquet: Callable[[int], bytes]
 ) -> Callable[[], None]:
-    """``check()`` asserts the server's peak RSS grew by at most 4x the body limit plus the
-    model's size since this fixture warmed up every code path (imports, the parse thread,
+    """``check()`` asserts the server's peak RSS grew by at most 4x the body limit, plus the
+    decoded size a body may legitimately reach before it is refused, plus the model's size
+    (the bombs here decode to hundreds of MB), since this fixture warmed up every code path (imports, the parse thread,
     allocator arenas) with bodies of each kind the server accepts or refuses cheaply."""
     X, _ = churn_data
     frame = pd.concat([X] * 4, ignore_index=True)
@@ -250,7 +251,7 @@ def memory_bound(
         client.post("/invocations", content=body, headers={"Content-Type": content_type})
     before = _peak_rss(server.proc.pid)
     model_size = sum(f.stat().st_size for f in Path(numeric_model_dir).rglob("*") if f.is_file())
-    bound = 4 * BODY_LIMIT + model_size
+    bound = 4 * BODY_LIMIT + MAX_DECODED + model_size
 
     def check() -> None:
         grown = _peak_rss(server.proc.pid) - before

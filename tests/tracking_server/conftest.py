@@ -112,7 +112,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         base = tmp_path_factory.mktemp("backend")
         return {"name": "sqlite", "db_uri": f"sqlite:///{base / 'mlops.db'}", "artifact_root": str(base / "artifacts"), "env": {}}
     import boto3
-    from conftest import create_pg_database
+    from support import create_pg_database
 
     admin = request.getfixturevalue("pg_server")
     endpoint = request.getfixturevalue("s3_server")

@@ -490,7 +490,7 @@ def test_core_round_trip_on_postgres_and_s3(
     start_server: Callable[..., Any], pg_server: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
-    from conftest import create_pg_database
+    from support import create_pg_database
     from sklearn.linear_model import LogisticRegression
 
     import tracking_plugin as mlops

@@ -19,7 +19,7 @@ def test_readme_team_setup_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import boto3
-    from conftest import create_pg_database
+    from support import create_pg_database
 
     pytest.importorskip("mlflow")
     text = readme_section("Tracking server (team setup)")

@@ -21,7 +21,7 @@ def test_two_servers_on_one_postgres_and_s3_act_as_one(
     start_server: Callable[..., Any], pg_server: str, s3_server: str
 ) -> None:
     import boto3
-    from conftest import create_pg_database
+    from support import create_pg_database
 
     mlflow = pytest.importorskip("mlflow")
     from mlflow import MlflowClient
