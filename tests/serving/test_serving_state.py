@@ -29,7 +29,6 @@ from tracking_plugin.errors import BackendUnavailable, Conflict
 STARTUP_TIMEOUT = float(os.environ.get("MLOPS_TEST_SERVER_STARTUP_TIMEOUT", "240"))
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OTHER_UID = 65534  # "nobody": the tests run as root and hand files to another user
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="simulating another user's files needs root (chown)")
 
 
 def _alive(pid: int) -> bool:
@@ -65,7 +64,6 @@ def test_the_default_state_folder_is_private_to_the_user(tmp_path: Path, monkeyp
     assert state_dir() == folder  # an existing private folder of ours is fine
 
 
-@needs_root
 def test_a_state_folder_someone_else_created_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PREFECT_MLOPS_SERVING_STATE_DIR", raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -152,7 +150,6 @@ def _plant(private_state: Path, port: int, state: dict[str, Any], owner: int | N
 
 
 @pytest.mark.slow
-@needs_root
 def test_a_planted_state_file_never_makes_deploy_reuse_a_foreign_server(
     private_state: Path, churn_model_dir: str, foreign_server: dict[str, Any]
 ) -> None:

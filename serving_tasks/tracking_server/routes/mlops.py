@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from tracking_plugin.entities import Run, StoredGateDecision, TransitionRecord
+from tracking_plugin.entities import ModelVersion, Run, StoredGateDecision, TransitionRecord
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.store.sql import SqlStore
 
@@ -102,9 +102,15 @@ def get_model_history(
 
 @router.post("/registered-models/promote")
 def promote(body: Promote, store: Store, uris: Uris) -> Response:
+    mv = promote_version(store, body)
+    return wire.json_response({"model_version": wire.model_version(mv, uris)})
+
+
+def promote_version(store: SqlStore, body: Promote, *, prefect_flow_run_id: str | None = None) -> ModelVersion:
+    """``store.promote`` for a promote request (this route's and the REST store's)."""
     if body.alias is None and body.stage is None:
         raise InvalidArgument("Pass 'alias' or 'stage' (or both): promote needs something to move.")
-    mv = store.promote(
+    return store.promote(
         body.name,
         version_number(body.version),
         alias=body.alias,
@@ -113,8 +119,8 @@ def promote(body: Promote, store: Store, uris: Uris) -> Response:
         require_passed_gate=body.require_passed_gate,
         actor=body.actor,
         reason=body.reason,
+        prefect_flow_run_id=prefect_flow_run_id,
     )
-    return wire.json_response({"model_version": wire.model_version(mv, uris)})
 
 
 @router.post("/registered-models/rollback")

@@ -43,6 +43,7 @@ from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import schemas, wire
 from serving_tasks.tracking_server.deps import get_store, get_uris
+from serving_tasks.tracking_server.routes import mlops
 from serving_tasks.tracking_server.routes.experiments import ok, view_type
 from serving_tasks.tracking_server.routes.registry import stage, version_number
 
@@ -119,15 +120,7 @@ class TransitionStage(Audit):
     archive_existing_versions: bool = False
 
 
-class Promote(_Body):
-    name: str
-    version: str
-    alias: str | None = "champion"
-    stage: str | None = None
-    archive_existing_versions: bool = True
-    require_passed_gate: bool = True
-    actor: str | None = None
-    reason: str | None = None
+class Promote(mlops.Promote):
     prefect_flow_run_id: str | None = None
 
 
@@ -387,20 +380,7 @@ def delete_registered_model_alias(body: DeleteAlias, store: Store) -> Response:
 
 @router.post("/registered-models/promote")
 def promote(body: Promote, store: Store, uris: Uris) -> Response:
-    if body.alias is None and body.stage is None:
-        raise InvalidArgument("Pass 'alias' or 'stage' (or both): promote needs something to move.")
-    mv = store.promote(
-        body.name,
-        version_number(body.version),
-        alias=body.alias,
-        stage=stage(body.stage) if body.stage is not None else None,
-        archive_existing_versions=body.archive_existing_versions,
-        require_passed_gate=body.require_passed_gate,
-        actor=body.actor,
-        reason=body.reason,
-        prefect_flow_run_id=body.prefect_flow_run_id,
-    )
-    return _version(mv, uris)
+    return _version(mlops.promote_version(store, body, prefect_flow_run_id=body.prefect_flow_run_id), uris)
 
 
 @router.post("/registered-models/rollback")
