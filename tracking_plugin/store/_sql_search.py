@@ -1,9 +1,10 @@
 """How search and the hot paths talk SQL: the run row layout, the shared SQLAlchemy Core
 statements (upserts per dialect; see :class:`~tracking_plugin.store.db.Statement`), the
 search statements compiled once per distinct input (with the SQLite join-order extension
-here; index hints are rendered by the SQLite dialect of :data:`~tracking_plugin.store.db.DIALECTS`),
-and the search planner (which filter drives a query, how a page of runs is loaded). Split from :mod:`tracking_plugin.store.sql_tracking`, which owns the store
-API and its transactions; nothing here opens a transaction of its own."""
+here; the SQLite dialect of ``db.DIALECTS`` renders index hints), and the search planner
+(which filter drives a query, how a page of runs is loaded). Split from
+:mod:`tracking_plugin.store.sql_tracking`, which owns the store API and its transactions;
+nothing here opens a transaction of its own."""
 
 from __future__ import annotations
 
@@ -231,10 +232,13 @@ def _page_statements(size: int) -> tuple[Statement, Statement, Statement]:
     """The latest metrics, params and tags of ``size`` runs (parameters ``id0``...)."""
     names = tuple(f"id{i}" for i in range(size))
     ids = [sa.bindparam(name) for name in names]
+    latest, params, tags = _LATEST.c, _PARAMS.c, _TAGS.c
     return (
-        Statement(sa.select(_LATEST.c.run_uuid, _LATEST.c.key, _LATEST.c.value, _LATEST.c.is_nan).where(_LATEST.c.run_uuid.in_(ids)), names),
-        Statement(sa.select(_PARAMS.c.run_uuid, _PARAMS.c.key, _PARAMS.c.value).where(_PARAMS.c.run_uuid.in_(ids)), names),
-        Statement(sa.select(_TAGS.c.run_uuid, _TAGS.c.key, _TAGS.c.value).where(_TAGS.c.run_uuid.in_(ids)), names),
+        Statement(
+            sa.select(latest.run_uuid, latest.key, latest.value, latest.is_nan).where(latest.run_uuid.in_(ids)), names
+        ),
+        Statement(sa.select(params.run_uuid, params.key, params.value).where(params.run_uuid.in_(ids)), names),
+        Statement(sa.select(tags.run_uuid, tags.key, tags.value).where(tags.run_uuid.in_(ids)), names),
     )
 
 

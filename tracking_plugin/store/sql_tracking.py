@@ -148,7 +148,9 @@ _EXPERIMENT_FOR_RUN = Statement(
 _RUN_EXISTS = Statement(
     sa.select(sa.literal_column("1")).select_from(_RUNS).where(_RUNS.c.run_uuid == sa.bindparam("run_id")), ("run_id",)
 )
-_RUN_STAGE = Statement(sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == sa.bindparam("run_id")), ("run_id",))
+_RUN_STAGE = Statement(
+    sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == sa.bindparam("run_id")), ("run_id",)
+)
 _RUN_BY = {
     column: Statement(sa.select(*_RUN_COLUMNS).where(_RUNS.c[column] == sa.bindparam("value")), ("value",))
     for column in ("run_uuid", "prefect_flow_run_id", "prefect_task_run_id")
@@ -445,7 +447,8 @@ class SqlTrackingStore:
                     f"Cannot set tag {key!r} on experiment {experiment_id!r} ({row.name!r}): it is "
                     "deleted. Restore it first with restore_experiment()."
                 )
-            session.execute(_UPSERT_EXPERIMENT_TAG.build(self.db.dialect), [{"experiment_id": pk, "key": key, "value": value}])
+            upsert = _UPSERT_EXPERIMENT_TAG.build(self.db.dialect)
+            session.execute(upsert, [{"experiment_id": pk, "key": key, "value": value}])
             session.execute(
                 sa.update(_EXPERIMENTS).where(_EXPERIMENTS.c.experiment_id == pk).values(last_update_time=_now_ms())
             )
