@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tracking_plugin.store.db import Database
+from tracking_plugin.store.db import Database, Statement
 from tracking_plugin.store.schema import Base
 
 
@@ -74,7 +74,7 @@ def _open_new_files(paths: list[str], barrier, results) -> None:  # type: ignore
         db = Database(f"sqlite:///{path}")
         try:
             with db.transaction(write=False) as tx:
-                errors.append(None if tx.one("PRAGMA journal_mode") == ("wal",) else "not in WAL mode")
+                errors.append(None if tx.one(Statement(sa.text("PRAGMA journal_mode"))) == ("wal",) else "not in WAL mode")
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             errors.append(repr(exc))
         db.dispose()
