@@ -126,6 +126,10 @@ MAX_HISTORY_RESULTS = 1_000_000
 _BULK_METRICS = 1_000
 
 _EXPERIMENTS = ExperimentRow.__table__
+# runs.lifecycle_stage of a run prefect-mlops gc has started removing (never in a view type),
+# and the states of its tombstone (tracking_plugin.store.schema_gc).
+GC_PENDING = "gc_pending"
+GC_DONE = "done"
 _METRICS = MetricRow.__table__
 # The same columns as driver SQL, for the Transaction hot paths.
 _RUN_SELECT = "SELECT " + ", ".join(c.name for c in _RUN_COLUMNS) + " FROM runs"
@@ -540,8 +544,8 @@ class SqlTrackingStore:
         _run_id(run_id)
         with self.db.transaction(write=False) as tx:
             row = tx.one(_RUN_SELECT + " WHERE run_uuid = ?", (run_id,))
-            if row is None:
-                raise _run_not_found(run_id)
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                raise _missing_run(tx, run_id)
             return _load_runs(tx, [row])[0]
 
     def get_run_by_prefect_id(
@@ -556,7 +560,9 @@ class SqlTrackingStore:
             where, value = "prefect_task_run_id", validate_text(task_run_id, "Prefect task run id", limit=64)
         with self.db.transaction(write=False) as tx:
             row = tx.one(f"{_RUN_SELECT} WHERE {where} = ?", (value,))
-            return None if row is None else _load_runs(tx, [row])[0]
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                return None
+            return _load_runs(tx, [row])[0]
 
     def update_run_info(
         self,
@@ -582,8 +588,8 @@ class SqlTrackingStore:
             values["name"] = validate_text(run_name, "run name")
         with self.db.transaction() as tx:
             row = tx.one(_RUN_SELECT + " WHERE run_uuid = ?", (run_id,))
-            if row is None:
-                raise _run_not_found(run_id)
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                raise _missing_run(tx, run_id)
             if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
                 raise _run_deleted(run_id, "update")
             if values:
@@ -727,8 +733,9 @@ class SqlTrackingStore:
         if max_results is not None:
             stmt = stmt.limit(max_results + 1)
         with self.db.session(write=False) as session:
-            if session.execute(sa.select(_RUNS.c.run_uuid).where(_RUNS.c.run_uuid == run_id)).first() is None:
-                raise _run_not_found(run_id)
+            found = session.execute(sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)).first()
+            if found is None or found.lifecycle_stage == GC_PENDING:
+                raise _missing_run(session, run_id)
             rows = session.execute(stmt).all()
         more = max_results is not None and len(rows) > max_results
         if more:
@@ -801,6 +808,32 @@ def _run_not_found(run_id: str) -> NotFound:
     return NotFound(f"Run {run_id!r} does not exist. Check the run id (search_runs() lists runs).")
 
 
+def run_garbage_collected(run_id: str, gc_time: int | None) -> NotFound:
+    """The NotFound of a run ``prefect-mlops gc`` removed (or is removing: no time yet)."""
+    when = (
+        "is being garbage-collected"
+        if gc_time is None
+        else f"was garbage-collected at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(gc_time / 1000))}"
+    )
+    return NotFound(
+        f"Run {run_id!r} {when} (prefect-mlops gc): its data and artifacts are permanently removed. "
+        "A deleted run can be restored only before gc removes it."
+    )
+
+
+def _missing_run(handle: Transaction | Session, run_id: str) -> NotFound:
+    """NotFound for a run with no readable row: garbage-collected (tombstone) or unknown."""
+    if isinstance(handle, Session):
+        found = handle.execute(
+            sa.text("SELECT state, gc_time FROM gc_tombstones WHERE run_uuid = :r"), {"r": run_id}
+        ).first()
+    else:
+        found = handle.one("SELECT state, gc_time FROM gc_tombstones WHERE run_uuid = ?", (run_id,))
+    if found is None:
+        return _run_not_found(run_id)
+    return run_garbage_collected(run_id, found[1] if found[0] == GC_DONE else None)
+
+
 def _run_deleted(run_id: str, action: str) -> Conflict:
     return Conflict(f"Cannot {action} run {run_id!r}: it is deleted. Restore it first with restore_run().")
 
@@ -837,22 +870,31 @@ def _set_experiment_lifecycle(session: Session, pk: int, stage: LifecycleStage) 
         .where(_EXPERIMENTS.c.experiment_id == pk)
         .values(lifecycle_stage=stage.value, last_update_time=now)
     )
-    session.execute(sa.update(_RUNS).where(_RUNS.c.experiment_id == pk).values(lifecycle_stage=stage.value))
+    session.execute(
+        sa.update(_RUNS)
+        .where(_RUNS.c.experiment_id == pk, _RUNS.c.lifecycle_stage != GC_PENDING)
+        .values(lifecycle_stage=stage.value)
+    )
 
 
 def _active_run_row(session: Session, run_id: str, action: str, columns: Sequence[Any] = _RUN_COLUMNS) -> Any:
     row = session.execute(sa.select(*columns).where(_RUNS.c.run_uuid == run_id)).first()
-    if row is None:
-        raise _run_not_found(run_id)
+    if row is None or row.lifecycle_stage == GC_PENDING:
+        raise _missing_run(session, run_id)
     if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
         raise _run_deleted(run_id, action)
     return row
 
 
 def _set_run_lifecycle(session: Session, run_id: str, stage: LifecycleStage) -> None:
-    result = session.execute(sa.update(_RUNS).where(_RUNS.c.run_uuid == run_id).values(lifecycle_stage=stage.value))
+    # A run gc has marked is not brought back: its files may already be gone.
+    result = session.execute(
+        sa.update(_RUNS)
+        .where(_RUNS.c.run_uuid == run_id, _RUNS.c.lifecycle_stage != GC_PENDING)
+        .values(lifecycle_stage=stage.value)
+    )
     if not result.rowcount:
-        raise _run_not_found(run_id)
+        raise _missing_run(session, run_id)
 
 
 def _check_prefect_ids_free(tx: Transaction, flow_run_id: str | None, task_run_id: str | None) -> None:
@@ -1001,8 +1043,8 @@ _METRIC_INSERT = f"INSERT INTO metrics ({', '.join(_METRIC_COLUMNS)}) VALUES ({'
 def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:
     """``_active_run_row`` for the logging hot path."""
     row = tx.one("SELECT lifecycle_stage FROM runs WHERE run_uuid = ?", (run_id,))
-    if row is None:
-        raise _run_not_found(run_id)
+    if row is None or row[0] == GC_PENDING:
+        raise _missing_run(tx, run_id)
     if row[0] != LifecycleStage.ACTIVE.value:
         raise _run_deleted(run_id, action)
 
