@@ -272,3 +272,40 @@ def test_cli_dry_run_json_and_table(tracking_env, tmp_path: Path) -> None:
         client.get_run(run_id)
     bad = runner.invoke(app, ["gc", "--older-than", "soon", "--backend-store-uri", tracking_env.tracking_uri])
     assert bad.exit_code == 1 and "Invalid duration 'soon'" in bad.output
+
+
+def test_a_marked_run_reads_as_gone_is_never_restored_and_the_next_gc_finishes_it(sqlite_store: SqlStore, tmp_path: Path) -> None:
+    """The state a gc killed between marking a run and deleting its rows leaves behind."""
+    from tracking_plugin.store.sql_gc import GcCandidate
+
+    store = sqlite_store
+    exp = store.create_experiment("gc-marked", artifact_location=str(tmp_path / "a"))
+    run = store.create_run(exp, user_id="ana", start_time=int(time.time() * 1000))
+    run_id = run.info.run_id
+    store.log_batch(run_id, metrics=[Metric("m", 1.0, 0, 0)])
+    get_artifact_repository(run.info.artifact_uri).log_bytes(b"abc", "f.txt")
+    store.delete_run(run_id)
+    assert store.gc_mark_run(GcCandidate(run_id, exp, "deleted", run.info.artifact_uri, ()))
+
+    with pytest.raises(NotFound, match=f"{run_id}.*being garbage-collected"):
+        store.get_run(run_id)
+    for call in (
+        lambda: store.restore_run(run_id),
+        lambda: store.delete_run(run_id),
+        lambda: store.log_batch(run_id, metrics=[Metric("m", 2.0, 0, 1)]),
+        lambda: store.get_metric_history(run_id, "m"),
+    ):
+        with pytest.raises(NotFound, match="garbage-collected"):
+            call()
+    assert list(store.search_runs([exp], run_view_type=ViewType.ALL)) == []
+    # Deleting and restoring its experiment does not bring it back either.
+    store.delete_experiment(exp)
+    store.restore_experiment(exp)
+    with pytest.raises(NotFound, match="garbage-collected"):
+        store.get_run(run_id)
+
+    report = collect_garbage(older_than_seconds=parse_duration("30d"), store=store, artifact_root=str(tmp_path))
+    assert [(i.id, i.why, i.bytes) for i in report.removed] == [(run_id, "unfinished gc", 3)]
+    assert _files(run.info.artifact_uri) == []
+    with pytest.raises(NotFound, match=r"was garbage-collected at \d{4}-\d\d-\d\d"):
+        store.get_run(run_id)
