@@ -41,7 +41,7 @@ from typing import Any, Sequence
 from tracking_plugin.artifacts import get_artifact_repository, join_artifact_uri
 from tracking_plugin.artifacts.base import ArtifactRepository
 from tracking_plugin.backend import resolve_settings
-from tracking_plugin.errors import InvalidArgument, NotFound
+from tracking_plugin.errors import InvalidArgument, MlopsError, NotFound
 from tracking_plugin.settings import MlopsSettings
 from tracking_plugin.store.sql import SqlStore
 from tracking_plugin.store.sql_gc import GcCandidate, quarantine_uris
@@ -53,7 +53,9 @@ logger = logging.getLogger(__name__)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_QUARANTINE_STAMP = re.compile(r"^(\d{8}T\d{6})-")
+# <...>/quarantine/<UTC time>-<12 hex digits of the batch digest>, as the pipeline writes them.
+# A tag can name any location: only one shaped like this is ever deleted.
+_QUARANTINE_FOLDER = re.compile(r"(?:^|/)quarantine/(\d{8}T\d{6})-[0-9a-f]{12}$")
 
 
 def parse_duration(value: str) -> float:
@@ -144,7 +146,8 @@ def _size(repos: Sequence[ArtifactRepository]) -> int:
 
 def _quarantined(store: SqlStore, settings: MlopsSettings, root: str, cutoff_s: float) -> list[str]:
     """Quarantine folders older than ``cutoff_s`` (epoch seconds), from the runs' tags and
-    the root's ``quarantine/`` folder. A folder whose name carries no time is never taken."""
+    the root's ``quarantine/`` folder. Only ``.../quarantine/<time>-<digest>`` folders are
+    taken: a tag naming anything else is ignored."""
     found = set(quarantine_uris(store.db, TAG_QUARANTINE_URI))
     try:
         base = get_artifact_repository(root, settings).artifact_uri
@@ -156,7 +159,7 @@ def _quarantined(store: SqlStore, settings: MlopsSettings, root: str, cutoff_s: 
         pass
     old = []
     for uri in sorted(found):
-        match = _QUARANTINE_STAMP.match(uri.rstrip("/").rsplit("/", 1)[-1])
+        match = _QUARANTINE_FOLDER.search(uri.rstrip("/"))
         if match is None:
             continue
         stamp = calendar.timegm(time.strptime(match.group(1), "%Y%m%dT%H%M%S"))  # written in UTC
@@ -243,6 +246,13 @@ def _collect(
     removed: list[RemovedItem] = []
     kept: list[KeptRun] = [KeptRun(k.run_id, k.experiment_id, k.reason) for k in plan.kept]
     for candidate in plan.runs:
+        if candidate.run_id not in candidate.artifact_uri.split("/"):
+            # Never delete a folder that is not the run's own (<location>/<run id>/artifacts).
+            kept.append(KeptRun(
+                candidate.run_id, candidate.experiment_id,
+                f"its artifact location {candidate.artifact_uri!r} is not a folder of the run; remove it by hand",
+            ))
+            continue
         item = _remove_run(store, settings, candidate, dry_run)
         if item is None:
             kept.append(KeptRun(candidate.run_id, candidate.experiment_id, "changed since the plan (restored or registered)"))
@@ -282,7 +292,12 @@ def _remove_run(store: SqlStore, settings: MlopsSettings, candidate: GcCandidate
         return None
     # A failure here leaves the run gc_pending (it reads as gone): the next gc retries it.
     for repo in repos:
-        repo.delete_artifacts()
+        try:
+            repo.delete_artifacts()
+        except MlopsError:
+            if repo.list_artifacts():
+                raise
+            # Nothing left: another gc deleting the same files at the same time won the race.
     store.gc_purge_run(candidate.run_id)
     return RemovedItem("run", candidate.run_id, candidate.why, size)
 

@@ -164,16 +164,20 @@ def test_quarantine_is_kept_unless_older_than_its_policy(tracking_env, tmp_path:
     recent_stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - 3600))
     recent = join_artifact_uri(root, "quarantine", f"{recent_stamp}-bbbbbbbbbbbb")
     elsewhere = str(tmp_path / "elsewhere" / "quarantine" / "20250101T000000-cccccccccccc")
-    for uri in (old, recent, elsewhere):
+    not_quarantine = str(tmp_path / "precious" / "20200101T000000-dddddddddddd")
+    for uri in (old, recent, elsewhere, not_quarantine):
         get_artifact_repository(uri).log_bytes(b"row\n" * 100, "batch.csv")
-    run = client.create_run(client.create_experiment("gc-q")).info.run_id
-    client.set_tag(run, "validation.quarantine_uri", elsewhere)  # found through the run's tag
+    exp = client.create_experiment("gc-q")
+    client.set_tag(client.create_run(exp).info.run_id, "validation.quarantine_uri", elsewhere)  # found by its tag
+    # A tag naming a folder that is not a quarantined batch is ignored.
+    client.set_tag(client.create_run(exp).info.run_id, "validation.quarantine_uri", not_quarantine)
 
     assert collect_garbage(older_than_seconds=0).quarantine_removed == 0
     report = collect_garbage(older_than_seconds=0, quarantine_older_than_seconds=parse_duration("7d"))
     assert {i.id for i in report.removed if i.kind == "quarantine"} == {old, elsewhere}
     assert report.bytes_removed == 800
-    assert _files(old) == [] and _files(elsewhere) == [] and _files(recent) == ["batch.csv"]
+    assert _files(old) == [] and _files(elsewhere) == []
+    assert _files(recent) == ["batch.csv"] and _files(not_quarantine) == ["batch.csv"]
 
 
 def test_bad_options_are_refused_naming_the_value(tracking_env) -> None:
@@ -309,3 +313,41 @@ def test_a_marked_run_reads_as_gone_is_never_restored_and_the_next_gc_finishes_i
     assert _files(run.info.artifact_uri) == []
     with pytest.raises(NotFound, match=r"was garbage-collected at \d{4}-\d\d-\d\d"):
         store.get_run(run_id)
+
+
+_GC_JSON_CHILD = """
+import json, sys
+from tracking_plugin.gc import collect_garbage
+print(json.dumps(collect_garbage(older_than_seconds=0, tracking_uri=sys.argv[1], artifact_root=sys.argv[2]).to_dict()))
+"""
+
+
+@pytest.mark.slow
+def test_two_gc_processes_at_once_remove_everything_once_without_errors(db_uri: str, tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    store = SqlStore.from_uri(db_uri)
+    store.db.upgrade()
+    exp = store.create_experiment("gc-race", artifact_location=str(root / "1"))
+    run_ids = []
+    for _ in range(120):
+        run = store.create_run(exp, user_id="ana", start_time=int(time.time() * 1000))
+        store.log_batch(run.info.run_id, metrics=[Metric("m", 1.0, 0, 0)])
+        get_artifact_repository(run.info.artifact_uri).log_bytes(b"x" * 100, "sub/f.bin")
+        store.delete_run(run.info.run_id)
+        run_ids.append(run.info.run_id)
+    time.sleep(0.01)
+    children = [
+        subprocess.Popen([sys.executable, "-c", _GC_JSON_CHILD, db_uri, str(root)], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [child.communicate(timeout=300) for child in children]
+    for child, (out, err) in zip(children, outputs):
+        assert child.returncode == 0, err[-3000:]
+    removed = [set(i["id"] for i in json.loads(out)["removed"]) for out, _ in outputs]
+    assert removed[0] | removed[1] == set(run_ids)
+    for run_id in run_ids:
+        with pytest.raises(NotFound, match="was garbage-collected"):
+            store.get_run(run_id)
+    assert not any(p.is_file() for p in root.rglob("*"))
+    store.close()

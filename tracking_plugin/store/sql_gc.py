@@ -289,9 +289,9 @@ class SqlGcStore:
         r = _RUNS.c
         with self.db.session() as session:
             row = session.execute(
-                sa.select(r.run_uuid, r.experiment_id, r.artifact_uri, r.lifecycle_stage, r.status).where(
-                    r.run_uuid == candidate.run_id
-                )
+                sa.select(r.run_uuid, r.experiment_id, r.artifact_uri, r.lifecycle_stage, r.status)
+                .where(r.run_uuid == candidate.run_id)
+                .with_for_update()  # PostgreSQL: concurrent gcs mark a run one after the other
             ).first()
             if row is None:
                 # Its rows are gone: a gc finished it after this plan was made (or it
