@@ -199,7 +199,10 @@ def gc_command(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; change nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (for scripts).")] = False,
-    backend_store_uri: _DbUri = None,
+    backend_store_uri: Annotated[
+        Optional[str],
+        typer.Option("--backend-store-uri", "--tracking-uri", help="Tracking database URL (default: settings)."),
+    ] = None,
     artifact_root: Annotated[
         Optional[str], typer.Option("--artifact-root", help="Root holding quarantine/ (default: settings).")
     ] = None,
