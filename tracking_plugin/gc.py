@@ -36,10 +36,12 @@ import dataclasses
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from tracking_plugin.artifacts import get_artifact_repository, join_artifact_uri
 from tracking_plugin.artifacts.base import ArtifactRepository
+from tracking_plugin.artifacts.local import LocalArtifactRepository
 from tracking_plugin.backend import resolve_settings
 from tracking_plugin.errors import InvalidArgument, MlopsError, NotFound
 from tracking_plugin.settings import MlopsSettings
@@ -283,6 +285,24 @@ def _collect(
     return report
 
 
+def _remove_empty_folders(repo: ArtifactRepository, *, stop_at: str) -> None:
+    """A local run folder (``<location>/<run id>/artifacts``) emptied above: remove the
+    empty folders up to and including ``<run id>`` (S3 has no folders)."""
+    if not isinstance(repo, LocalArtifactRepository):
+        return
+    folder = Path(repo.root)
+    for _ in range(3):
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except FileNotFoundError:
+            pass  # a gc killed after removing it: go on with its parent
+        except OSError:
+            return
+        if folder.name == stop_at:
+            return
+        folder = folder.parent
+
+
 def _remove_run(store: SqlStore, settings: MlopsSettings, candidate: GcCandidate, dry_run: bool) -> RemovedItem | None:
     repos = _files([candidate.artifact_uri, *candidate.logged_model_locations], settings)
     size = _size(repos)
@@ -298,6 +318,7 @@ def _remove_run(store: SqlStore, settings: MlopsSettings, candidate: GcCandidate
             if repo.list_artifacts():
                 raise
             # Nothing left: another gc deleting the same files at the same time won the race.
+        _remove_empty_folders(repo, stop_at=candidate.run_id)
     store.gc_purge_run(candidate.run_id)
     return RemovedItem("run", candidate.run_id, candidate.why, size)
 
