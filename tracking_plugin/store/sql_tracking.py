@@ -85,6 +85,7 @@ from tracking_plugin.search import (
     parse_filter,
 )
 from tracking_plugin.store.schema import URI_LEN, ExperimentRow, MetricRow
+from tracking_plugin.store.schema_gc import GcTombstoneRow
 from tracking_plugin.validation import (
     MAX_BATCH_METRICS,
     MAX_BATCH_PARAMS_TAGS,
@@ -135,6 +136,10 @@ MAX_HISTORY_RESULTS = 1_000_000
 _BULK_METRICS = 1_000
 
 _EXPERIMENTS = ExperimentRow.__table__
+# runs.lifecycle_stage of a run prefect-mlops gc has started removing (never in a view type),
+# and the states of its tombstone (tracking_plugin.store.schema_gc).
+GC_PENDING = "gc_pending"
+GC_DONE = "done"
 _METRICS = MetricRow.__table__
 _LIFECYCLE_INDEX = [c.name for c in _RUN_COLUMNS].index("lifecycle_stage")
 
@@ -159,6 +164,11 @@ _RUN_ID_BY = {
     column: Statement(sa.select(_RUNS.c.run_uuid).where(_RUNS.c[column] == sa.bindparam("value")), ("value",))
     for column in ("prefect_flow_run_id", "prefect_task_run_id")
 }
+_TOMBSTONES = GcTombstoneRow.__table__
+_TOMBSTONE = Statement(
+    sa.select(_TOMBSTONES.c.state, _TOMBSTONES.c.gc_time).where(_TOMBSTONES.c.run_uuid == sa.bindparam("run_id")),
+    ("run_id",),
+)
 _INSERT_RUN = Statement(sa.insert(_RUNS), tuple(c.name for c in _RUN_COLUMNS))
 _INSERT_RUN_TAG = Statement(sa.insert(_TAGS), ("run_uuid", "key", "value"))
 # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
@@ -565,8 +575,8 @@ class SqlTrackingStore:
         _run_id(run_id)
         with self.db.transaction(write=False) as tx:
             row = tx.one(_RUN_BY["run_uuid"], (run_id,))
-            if row is None:
-                raise _run_not_found(run_id)
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                raise _missing_run(tx, run_id)
             return _load_runs(tx, [row])[0]
 
     def get_run_by_prefect_id(
@@ -581,7 +591,9 @@ class SqlTrackingStore:
             where, value = "prefect_task_run_id", validate_text(task_run_id, "Prefect task run id", limit=64)
         with self.db.transaction(write=False) as tx:
             row = tx.one(_RUN_BY[where], (value,))
-            return None if row is None else _load_runs(tx, [row])[0]
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                return None
+            return _load_runs(tx, [row])[0]
 
     def update_run_info(
         self,
@@ -607,8 +619,8 @@ class SqlTrackingStore:
             values["name"] = validate_text(run_name, "run name")
         with self.db.transaction() as tx:
             row = tx.one(_RUN_BY["run_uuid"], (run_id,))
-            if row is None:
-                raise _run_not_found(run_id)
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                raise _missing_run(tx, run_id)
             if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
                 raise _run_deleted(run_id, "update")
             if values:
@@ -749,8 +761,9 @@ class SqlTrackingStore:
         if max_results is not None:
             stmt = stmt.limit(max_results + 1)
         with self.db.session(write=False) as session:
-            if session.execute(sa.select(_RUNS.c.run_uuid).where(_RUNS.c.run_uuid == run_id)).first() is None:
-                raise _run_not_found(run_id)
+            found = session.execute(sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)).first()
+            if found is None or found.lifecycle_stage == GC_PENDING:
+                raise _missing_run(session, run_id)
             rows = session.execute(stmt).all()
         more = max_results is not None and len(rows) > max_results
         if more:
@@ -823,6 +836,30 @@ def _run_not_found(run_id: str) -> NotFound:
     return NotFound(f"Run {run_id!r} does not exist. Check the run id (search_runs() lists runs).")
 
 
+def run_garbage_collected(run_id: str, gc_time: int | None) -> NotFound:
+    """The NotFound of a run ``prefect-mlops gc`` removed (or is removing: no time yet)."""
+    when = (
+        "is being garbage-collected"
+        if gc_time is None
+        else f"was garbage-collected at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(gc_time / 1000))}"
+    )
+    return NotFound(
+        f"Run {run_id!r} {when} (prefect-mlops gc): its data and artifacts are permanently removed. "
+        "A deleted run can be restored only before gc removes it."
+    )
+
+
+def _missing_run(handle: Transaction | Session, run_id: str) -> NotFound:
+    """NotFound for a run with no readable row: garbage-collected (tombstone) or unknown."""
+    if isinstance(handle, Session):
+        found = handle.execute(_TOMBSTONE.build(handle.get_bind().dialect.name), {"run_id": run_id}).first()
+    else:
+        found = handle.one(_TOMBSTONE, (run_id,))
+    if found is None:
+        return _run_not_found(run_id)
+    return run_garbage_collected(run_id, found[1] if found[0] == GC_DONE else None)
+
+
 def _run_deleted(run_id: str, action: str) -> Conflict:
     return Conflict(f"Cannot {action} run {run_id!r}: it is deleted. Restore it first with restore_run().")
 
@@ -859,22 +896,31 @@ def _set_experiment_lifecycle(session: Session, pk: int, stage: LifecycleStage) 
         .where(_EXPERIMENTS.c.experiment_id == pk)
         .values(lifecycle_stage=stage.value, last_update_time=now)
     )
-    session.execute(sa.update(_RUNS).where(_RUNS.c.experiment_id == pk).values(lifecycle_stage=stage.value))
+    session.execute(
+        sa.update(_RUNS)
+        .where(_RUNS.c.experiment_id == pk, _RUNS.c.lifecycle_stage != GC_PENDING)
+        .values(lifecycle_stage=stage.value)
+    )
 
 
 def _active_run_row(session: Session, run_id: str, action: str, columns: Sequence[Any] = _RUN_COLUMNS) -> Any:
     row = session.execute(sa.select(*columns).where(_RUNS.c.run_uuid == run_id)).first()
-    if row is None:
-        raise _run_not_found(run_id)
+    if row is None or row.lifecycle_stage == GC_PENDING:
+        raise _missing_run(session, run_id)
     if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
         raise _run_deleted(run_id, action)
     return row
 
 
 def _set_run_lifecycle(session: Session, run_id: str, stage: LifecycleStage) -> None:
-    result = session.execute(sa.update(_RUNS).where(_RUNS.c.run_uuid == run_id).values(lifecycle_stage=stage.value))
+    # A run gc has marked is not brought back: its files may already be gone.
+    result = session.execute(
+        sa.update(_RUNS)
+        .where(_RUNS.c.run_uuid == run_id, _RUNS.c.lifecycle_stage != GC_PENDING)
+        .values(lifecycle_stage=stage.value)
+    )
     if not result.rowcount:
-        raise _run_not_found(run_id)
+        raise _missing_run(session, run_id)
 
 
 def _check_prefect_ids_free(tx: Transaction, flow_run_id: str | None, task_run_id: str | None) -> None:
@@ -1016,8 +1062,8 @@ def _rank(row: tuple[str, str, float, bool, int, int]) -> tuple[int, int, int, f
 def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:
     """``_active_run_row`` for the logging hot path."""
     row = tx.one(_RUN_STAGE, (run_id,))
-    if row is None:
-        raise _run_not_found(run_id)
+    if row is None or row[0] == GC_PENDING:
+        raise _missing_run(tx, run_id)
     if row[0] != LifecycleStage.ACTIVE.value:
         raise _run_deleted(run_id, action)
 
