@@ -293,7 +293,6 @@ def _audit(
     from_value: str | None,
     to_value: str | None,
     audit: _Audit,
-    now: int,
 ) -> None:
     session.add(
         ModelTransitionRow(
@@ -339,7 +338,6 @@ def _move_alias(
         from_value=None if previous is None else str(previous),
         to_value=str(version),
         audit=audit,
-        now=now,
     )
     model.last_updated_time = now
 
@@ -363,7 +361,6 @@ def _set_stage(
         from_value=row.current_stage,
         to_value=stage.value,
         audit=audit,
-        now=now,
     )
     row.current_stage = stage.value
     row.last_updated_time = now
@@ -918,7 +915,6 @@ class SqlRegistryStore:
                     from_value=str(number),
                     to_value=None,
                     audit=_Audit(reason=f"version {number} deleted"),
-                    now=now,
                 )
                 session.delete(alias_row)
             session.delete(row)
@@ -1016,7 +1012,6 @@ class SqlRegistryStore:
                 from_value=str(row.version),
                 to_value=None,
                 audit=audit,
-                now=now,
             )
             session.delete(row)
             model.last_updated_time = now
