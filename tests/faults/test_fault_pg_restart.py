@@ -133,3 +133,48 @@ def test_a_database_gone_past_the_deadline_fails_the_flow_naming_it(
     experiment = client.get_experiment_by_name("pg-gone")
     [run] = client.search_runs([experiment.experiment_id])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "x")] == acknowledged
+
+
+def test_a_batch_whose_connection_is_cut_mid_transaction_is_replayed_once(pg_server: str, tmp_path: Path) -> None:
+    """The backend serving a 100,000-point batch is terminated in the middle of its
+    transaction (what a restart does to it): the batch is replayed whole, once."""
+    import sqlalchemy as sa
+
+    from tracking_plugin.entities import Metric
+    from tracking_plugin.store.db import Database
+
+    uri = create_pg_database(pg_server)
+    Database(uri).upgrade()
+    client = TrackingClient(uri, artifact_root=str(tmp_path / "artifacts"))
+    run_id = client.create_run(client.create_experiment("cut")).info.run_id
+    points = [Metric("x", float(i), 1_700_000_000_000 + i, i) for i in range(100_000)]
+    terminated: list[int] = []
+
+    def cut_the_writer() -> None:
+        watcher = sa.create_engine(uri, isolation_level="AUTOCOMMIT")
+        try:
+            with watcher.connect() as conn:
+                deadline = time.monotonic() + 60
+                while not terminated and time.monotonic() < deadline:
+                    pid = conn.execute(
+                        sa.text(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
+                        )
+                    ).scalar()
+                    if pid is not None and conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar():
+                        terminated.append(pid)
+        finally:
+            watcher.dispose()
+
+    cutter = threading.Thread(target=cut_the_writer)
+    cutter.start()
+    try:
+        client.log_batch(run_id, points)
+    finally:
+        cutter.join(60)
+    assert terminated, "the writer's transaction was never seen, so never cut"
+
+    steps = [m.step for m in client.get_metric_history(run_id, "x")]
+    assert (len(steps), len(set(steps))) == (100_000, 100_000)
+    client.close()
