@@ -92,9 +92,15 @@ class RestartableServer:
                 self.process.wait(5)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RestartableServer]:
-    srv = RestartableServer(f"sqlite:///{tmp_path / 'mlops.db'}", str(tmp_path / "artifacts"), tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RestartableServer]:
+    if request.param == "sqlite":
+        db_uri = f"sqlite:///{tmp_path / 'mlops.db'}"
+    else:
+        from support import create_pg_database
+
+        db_uri = create_pg_database(request.getfixturevalue("pg_server"))
+    srv = RestartableServer(db_uri, str(tmp_path / "artifacts"), tmp_path)
     srv.start()
     try:
         yield srv
