@@ -90,7 +90,6 @@ def _sql_store(uri: str, settings: MlopsSettings) -> Store:
 
 def _rest_store(uri: str, settings: MlopsSettings) -> Store:
     from tracking_plugin.store.rest import RestStore  # httpx: loaded when first used
-
     from tracking_plugin.store.rest_session import RestSession
 
     return RestStore(uri, session=RestSession(uri, retry_deadline=settings.retry_deadline))
