@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
 from tracking_plugin.entities import (
@@ -97,6 +98,25 @@ _ACTIVE_STAGES = (Stage.STAGING, Stage.PRODUCTION)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class _DatabaseClockMs(sa.sql.expression.FunctionElement[int]):
+    """The database's own clock in epoch milliseconds: audit rows take their time from
+    it, not from the writing process, so a worker whose clock is off cannot misdate (or
+    reorder in time) a promotion. SQLite's clock is the machine's that holds the file."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(_DatabaseClockMs, "postgresql")
+def _pg_clock_ms(element: Any, compiler: Any, **kw: Any) -> str:
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+
+@compiles(_DatabaseClockMs, "sqlite")
+def _sqlite_clock_ms(element: Any, compiler: Any, **kw: Any) -> str:
+    return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 
 # ---------------------------------------------------------------- argument checks
@@ -273,7 +293,6 @@ def _audit(
     from_value: str | None,
     to_value: str | None,
     audit: _Audit,
-    now: int,
 ) -> None:
     session.add(
         ModelTransitionRow(
@@ -284,7 +303,7 @@ def _audit(
             subject=subject,
             from_value=from_value,
             to_value=to_value,
-            timestamp=now,
+            timestamp=session.scalar(sa.select(_DatabaseClockMs())),
             actor=audit.actor,
             reason=audit.reason,
             prefect_flow_run_id=audit.prefect_flow_run_id,
@@ -319,7 +338,6 @@ def _move_alias(
         from_value=None if previous is None else str(previous),
         to_value=str(version),
         audit=audit,
-        now=now,
     )
     model.last_updated_time = now
 
@@ -343,7 +361,6 @@ def _set_stage(
         from_value=row.current_stage,
         to_value=stage.value,
         audit=audit,
-        now=now,
     )
     row.current_stage = stage.value
     row.last_updated_time = now
@@ -898,7 +915,6 @@ class SqlRegistryStore:
                     from_value=str(number),
                     to_value=None,
                     audit=_Audit(reason=f"version {number} deleted"),
-                    now=now,
                 )
                 session.delete(alias_row)
             session.delete(row)
@@ -996,7 +1012,6 @@ class SqlRegistryStore:
                 from_value=str(row.version),
                 to_value=None,
                 audit=audit,
-                now=now,
             )
             session.delete(row)
             model.last_updated_time = now
