@@ -25,11 +25,6 @@ __all__ = ["AfterRulesMiddleware"]
 _AFTER = {key: rule.after for key, rule in RULES.items() if rule.after is not None}
 
 
-def _readable(grants: dict[str, Permission], default_reads: bool, key: Any) -> bool:
-    held = grants.get(str(key))
-    return held.allows(Permission.READ) if held is not None else default_reads
-
-
 def apply_after(state: AuthState, step: After, user: User, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a successful answer) after ``step`` for ``user``."""
     if step is After.GRANT_EXPERIMENT_CREATOR:
@@ -44,14 +39,14 @@ def apply_after(state: AuthState, step: After, user: User, data: dict[str, Any])
     if user.is_admin:
         return data
     if step is After.FILTER_EXPERIMENTS:
-        grants, default = state.authorizer.readable_experiments(user)
-        data["experiments"] = [e for e in data.get("experiments", []) if _readable(grants, default, e.get("experiment_id"))]
+        readable = state.authorizer.readable_experiments(user)
+        data["experiments"] = [e for e in data.get("experiments", []) if readable.allows(e.get("experiment_id"))]
     elif step is After.FILTER_MODELS:
-        grants, default = state.authorizer.readable_models(user)
-        data["registered_models"] = [m for m in data.get("registered_models", []) if _readable(grants, default, m.get("name"))]
+        readable = state.authorizer.readable_models(user)
+        data["registered_models"] = [m for m in data.get("registered_models", []) if readable.allows(m.get("name"))]
     elif step is After.FILTER_MODEL_VERSIONS:
-        grants, default = state.authorizer.readable_models(user)
-        data["model_versions"] = [v for v in data.get("model_versions", []) if _readable(grants, default, v.get("name"))]
+        readable = state.authorizer.readable_models(user)
+        data["model_versions"] = [v for v in data.get("model_versions", []) if readable.allows(v.get("name"))]
     for key in ("experiments", "registered_models", "model_versions"):
         if key in data and not data[key]:
             del data[key]  # proto JSON leaves out empty lists, as the unfiltered answer does

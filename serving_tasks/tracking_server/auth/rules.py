@@ -13,7 +13,7 @@ Resources and how they are found (MLflow's basic-auth semantics):
 - run: ``run_id`` (``run_uuid``) -> its experiment
 - logged model: ``model_id`` -> its experiment
 - artifact proxy: the path's first segment is the experiment id (``<exp>/<run>/artifacts/...``)
-- registered model: ``name``
+- registered model: ``name``; gate decision: ``id`` -> its registered model
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Access(Enum):
     LOGGED_MODEL = "logged_model"
     ARTIFACT = "artifact"
     MODEL = "model"
+    GATE_DECISION = "gate_decision"  # ``field`` is a gate decision id -> its registered model
 
 
 class After(Enum):
@@ -76,6 +77,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/health"): Rule(Access.PUBLIC),
     ("GET", "/version"): Rule(Access.PUBLIC),
     ("GET", "/api/3.0/mlflow/server-info"): Rule(Access.PUBLIC),
+    # the API's description (auth's own routes: FastAPI's bypass the dependency)
+    ("GET", "/docs"): Rule(Access.AUTHENTICATED),
+    ("GET", "/openapi.json"): Rule(Access.AUTHENTICATED),
     # experiments
     ("POST", f"{M}/experiments/create"): Rule(Access.AUTHENTICATED, after=After.GRANT_EXPERIMENT_CREATOR),
     ("GET", f"{M}/experiments/get"): Rule(_exp, READ, "experiment_id"),
@@ -172,10 +176,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{S}/registered-models/rollback"): Rule(_model, MANAGE, "name", audited=True),
     # a passed gate decision is what lets a MANAGE user promote: recording one needs MANAGE
     ("POST", f"{S}/gate-decisions/record"): Rule(_model, MANAGE, "name"),
-    # by random id only (the decision's model is not in the request); ids come from versions the caller read
-    ("GET", f"{S}/gate-decisions/get"): Rule(Access.AUTHENTICATED),
+    # by id: READ on the decision's registered model (an unknown id: the route answers 404)
+    ("GET", f"{S}/gate-decisions/get"): Rule(Access.GATE_DECISION, READ, "id"),
     # the web UI (pages and /ui-api; /ui-static holds only our script, style and uPlot).
-    # The two list pages are not filtered per user yet: any user sees every name there.
+    # The two list pages show only what the user may read (deps.get_readable_*).
     ("GET", "/"): Rule(Access.AUTHENTICATED),
     ("GET", "/models"): Rule(Access.AUTHENTICATED),
     ("GET", "/experiments/{experiment_id}"): Rule(_exp, READ, "experiment_id"),

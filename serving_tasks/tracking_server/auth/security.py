@@ -20,7 +20,7 @@ from tracking_plugin.errors import InvalidArgument
 
 from serving_tasks.tracking_server.auth.credentials import Authenticator
 from serving_tasks.tracking_server.auth.errors import PermissionDenied
-from serving_tasks.tracking_server.auth.permissions import Permission
+from serving_tasks.tracking_server.auth.permissions import EVERYTHING, Permission, Readable
 from serving_tasks.tracking_server.auth.rules import Access, Rule, rule_for
 from serving_tasks.tracking_server.auth.store import AuthStore, User, normalize_username
 
@@ -73,11 +73,15 @@ class Authorizer:
         granted = self.store.model_permission(user.id, name)
         return granted if granted is not None else self.default
 
-    def readable_experiments(self, user: User) -> tuple[dict[str, Permission], bool]:
-        return self.store.experiment_grants(user.id), self.default.allows(Permission.READ)
+    def readable_experiments(self, user: User) -> Readable:
+        if user.is_admin:
+            return EVERYTHING
+        return Readable(self.store.experiment_grants(user.id), self.default.allows(Permission.READ))
 
-    def readable_models(self, user: User) -> tuple[dict[str, Permission], bool]:
-        return self.store.model_grants(user.id), self.default.allows(Permission.READ)
+    def readable_models(self, user: User) -> Readable:
+        if user.is_admin:
+            return EVERYTHING
+        return Readable(self.store.model_grants(user.id), self.default.allows(Permission.READ))
 
     # ---------------------------------------------------------------- check
 
@@ -112,6 +116,13 @@ class Authorizer:
             if found is not None:  # an unknown run: the route answers 404
                 held = found[1] if found[1] is not None else self.default
                 self._require(held, need, user, f"the experiment of run {run_id}")
+            return
+        if access is Access.GATE_DECISION:
+            if value is None:
+                raise _missing(field)
+            model = self.store.gate_decision_model(str(value))
+            if model is not None:
+                self._require(self.on_model(user, model), need, user, f"registered model {model!r}")
             return
         if access is Access.MODEL:
             if value is None:
@@ -224,9 +235,10 @@ async def authorize(request: Request) -> User | None:
 
 
 async def _record_actor(request: Request, user: User) -> None:
-    """The audit row names the authenticated user; a different ``actor`` the client claimed
-    is kept in the reason, marked as claimed. The route validates the parsed body after
-    this dependency, from the same (cached) object, so it sees the change."""
+    """The audit row names the authenticated user as ``actor``; the ``actor`` the client
+    claimed goes to its own column (``claimed_actor``, via ``deps.get_claimed_actor``). The
+    route validates the parsed body after this dependency, from the same (cached) object,
+    so it sees the change."""
     try:
         body = await request.json()
     except (json.JSONDecodeError, ValueError, UnicodeDecodeError):
@@ -235,10 +247,7 @@ async def _record_actor(request: Request, user: User) -> None:
         return
     claimed = body.get("actor")
     body["actor"] = user.username
-    if claimed not in (None, "", user.username):
-        reason = body.get("reason")
-        note = f"[claimed actor: {str(claimed)[:200]}]"
-        body["reason"] = f"{note} {reason}" if isinstance(reason, str) and reason else note
+    request.state.claimed_actor = claimed if isinstance(claimed, str) and claimed else None
 
 
 def current_user(request: Request) -> User:

@@ -25,10 +25,11 @@ from sqlalchemy.orm import Session
 
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from tracking_plugin.store.db import Database
-from tracking_plugin.store.schema import ExperimentRow, RegisteredModelRow, RunRow, LoggedModelRow
+from tracking_plugin.store.schema import ExperimentRow, GateDecisionRow, LoggedModelRow, RegisteredModelRow, RunRow
 from tracking_plugin.store.schema_auth import (
     ApiTokenRow,
     ExperimentPermissionRow,
+    FailedLoginRow,
     RegisteredModelPermissionRow,
     UserRow,
 )
@@ -297,6 +298,49 @@ class AuthStore:
             return None
         return _user(user), row.expiry_time
 
+    # ---------------------------------------------------------- failed logins
+    # One row per sha256(username, address), shared by every worker and replica: a fixed
+    # window that starts at the first failure. Only the uncached login path touches it.
+
+    def login_retry_after(self, key: str, limit: int, window_seconds: float) -> int | None:
+        """Seconds until ``key`` may try again (0: it may, but has failures on record), or
+        None when it has no failures on record."""
+        with self.db.session(write=False) as s:
+            row = s.get(FailedLoginRow, key)
+            if row is None:
+                return None
+            left_ms = row.window_start + int(window_seconds * 1000) - _now_ms()
+            if row.failures < limit or left_ms <= 0:
+                return 0
+        return left_ms // 1000 + 1
+
+    def record_failed_login(self, key: str, window_seconds: float) -> None:
+        """Count one failure of ``key`` (one upsert: concurrent failures all count)."""
+        now, window_ms = _now_ms(), int(window_seconds * 1000)
+        table = FailedLoginRow.__table__
+        if self.db.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        stmt = insert(table).values(key=key, window_start=now, failures=1)
+        expired = stmt.excluded.window_start - table.c.window_start >= window_ms
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "failures": sa.case((expired, 1), else_=table.c.failures + 1),
+                "window_start": sa.case((expired, stmt.excluded.window_start), else_=table.c.window_start),
+            },
+        )
+        with self.db.session() as s:
+            s.execute(stmt)
+            # keep the table small: windows long over are dropped now and then
+            if secrets.randbelow(64) == 0:
+                s.execute(sa.delete(FailedLoginRow).where(FailedLoginRow.window_start < now - 10 * window_ms))
+
+    def clear_failed_logins(self, key: str) -> None:
+        with self.db.session() as s:
+            s.execute(sa.delete(FailedLoginRow).where(FailedLoginRow.key == key))
+
     # ------------------------------------------------------------ permissions
 
     def experiment_permission(self, user_id: int, experiment_id: object) -> Permission | None:
@@ -312,6 +356,15 @@ class AuthStore:
             )
         )
         return None if value is None else Permission(value)
+
+    def gate_decision_model(self, decision_id: str) -> str | None:
+        """The name of the registered model a gate decision belongs to, or None (unknown id)."""
+        with self.db.session(write=False) as s:
+            return s.scalar(
+                sa.select(RegisteredModelRow.name)
+                .join(GateDecisionRow, GateDecisionRow.model_id == RegisteredModelRow.id)
+                .where(GateDecisionRow.id == str(decision_id))
+            )
 
     def run_experiment(self, run_id: str) -> int | None:
         with self.db.session(write=False) as s:
