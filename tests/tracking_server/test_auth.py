@@ -397,6 +397,48 @@ def test_creator_gets_manage(auth_server: ServerProcess) -> None:
     ok(reader.post(f"{M}/runs/create", json={"experiment_id": eid}))
 
 
+def test_a_first_version_under_a_new_name_creates_the_model_for_its_creator(
+    auth_server: ServerProcess, admin: httpx.Client
+) -> None:
+    """Our store creates the registered model with its first version: any user may, and
+    becomes its manager; a version of an existing model still needs EDIT on it."""
+    res = _fixture(admin)
+    reader = as_role(auth_server, "READ")
+    source = f"mlflow-artifacts:/{res['path']}"
+    for route in (f"{M}/model-versions/create", f"{X}/store/model-versions/create"):
+        name = f"new-{uuid.uuid4().hex[:8]}"
+        created = ok(reader.post(route, json={"name": name, "source": source, "run_id": res["run_id"]}))
+        assert created["model_version"]["version"] == "1", created
+        grant = ok(admin.get(f"{M}/registered-models/permissions/get", params={"name": name, "username": _user("READ")}))
+        assert grant["registered_model_permission"]["permission"] == "MANAGE"
+        ok(reader.post(route, json={"name": name, "source": source, "run_id": res["run_id"]}))  # its own model
+        r = as_role(auth_server, "EDIT").post(route, json={"name": name, "source": source, "run_id": res["run_id"]})
+        assert r.status_code == 403, r.text  # default READ on someone else's model
+        r = reader.post(route, json={"name": res["name"], "source": source, "run_id": res["run_id"]})
+        assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED", r.text
+
+
+def test_registered_versions_files_follow_the_models_permission(
+    auth_server: ServerProcess, admin: httpx.Client
+) -> None:
+    """The proxy's ``registry/<model>/<version>/`` folders: READ on the model to read, EDIT to write."""
+    res = _fixture(admin)
+    A = "/api/2.0/mlflow-artifacts/artifacts"
+    path = f"registry/{res['name']}/1/MLmodel"
+    ok(admin.put(f"{A}/{path}", content=b"by admin"))
+    for role in ROLES:
+        client = as_role(auth_server, role)
+        r = client.put(f"{A}/{path}", content=f"by {role}".encode())
+        assert r.status_code == (200 if role in ("EDIT", "MANAGE") else 403), (role, r.text)
+        r = client.get(f"{A}/{path}")
+        assert r.status_code == (200 if role != "NO_PERMISSIONS" else 403), (role, r.text)
+        r = client.get(A, params={"path": f"registry/{res['name']}/1"})
+        assert r.status_code == (200 if role != "NO_PERMISSIONS" else 403), (role, r.text)
+    r = as_role(auth_server, "MANAGE").get(f"{A}/registry/no-such-model/1/MLmodel")
+    assert r.status_code == 403 and "registered model's folder" in r.json()["message"]
+    assert admin.get(f"{A}/{path}").content == b"by MANAGE"
+
+
 def test_promotion_without_a_passed_gate_needs_an_admin(auth_server: ServerProcess, admin: httpx.Client) -> None:
     res = _fixture(admin)
     manager = as_role(auth_server, "MANAGE")

@@ -25,8 +25,11 @@ __all__ = ["AfterRulesMiddleware"]
 _AFTER = {key: rule.after for key, rule in RULES.items() if rule.after is not None}
 
 
-def apply_after(state: AuthState, step: After, user: User, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` (a successful answer) after ``step`` for ``user``."""
+def apply_after(
+    state: AuthState, step: After, user: User, data: dict[str, Any], creating_model: str | None = None
+) -> dict[str, Any]:
+    """``data`` (a successful answer) after ``step`` for ``user``; ``creating_model``: the
+    name the request created a version under when no such model existed before it."""
     if step is After.GRANT_EXPERIMENT_CREATOR:
         if not user.is_admin and data.get("experiment_id") is not None:
             state.store.grant_experiment(data["experiment_id"], user.username, Permission.MANAGE)
@@ -35,6 +38,13 @@ def apply_after(state: AuthState, step: After, user: User, data: dict[str, Any])
         name = (data.get("registered_model") or {}).get("name")
         if not user.is_admin and name:
             state.store.grant_model(name, user.username, Permission.MANAGE)
+        return data
+    if step is After.GRANT_NEW_MODEL_CREATOR:
+        version = data.get("model_version") or {}
+        # version 1 under a name that did not exist: this call created the model (two racing
+        # first versions: only the one that got number 1 becomes its manager)
+        if creating_model and version.get("name") == creating_model and str(version.get("version")) == "1":
+            state.store.grant_model(creating_model, user.username, Permission.MANAGE)
         return data
     if user.is_admin:
         return data
@@ -77,10 +87,13 @@ class AfterRulesMiddleware:
             if message.get("more_body"):
                 return
             body = b"".join(chunks)
-            user = (scope.get("state") or {}).get("auth_user")
+            request_state = scope.get("state") or {}
+            user = request_state.get("auth_user")
             if start.get("status") == 200 and user is not None:
                 data = orjson.loads(body) if body else {}
-                data = await run_in_threadpool(apply_after, self.state, step, user, data)
+                data = await run_in_threadpool(
+                    apply_after, self.state, step, user, data, request_state.get("creating_model")
+                )
                 body = orjson.dumps(data)
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))

@@ -124,6 +124,18 @@ class Authorizer:
             if model is not None:
                 self._require(self.on_model(user, model), need, user, f"registered model {model!r}")
             return
+        if access is Access.ARTIFACT and str(value or "").strip("/").startswith("registry/"):
+            # registered versions' files: <root>/registry/<model key>/<version>/...
+            key = str(value).strip("/").split("/")[1]
+            models = self.store.models_at_registry_key(key) if key else []
+            if not models:
+                raise PermissionDenied(
+                    f"Artifact path {str(value)[:200]!r} is not in a registered model's folder; only an admin "
+                    "may read or write there."
+                )
+            for model in models:
+                self._require(self.on_model(user, model), need, user, f"registered model {model!r}")
+            return
         if access is Access.MODEL:
             if value is None:
                 raise _missing(field)
@@ -225,6 +237,11 @@ async def authorize(request: Request) -> User | None:
         user = await run_in_threadpool(state.authenticator.authenticate, header, client)
     request.state.auth_user = user
     params = await _params(request, rule)
+    if rule.creates_model and not user.is_admin and isinstance(params.get(rule.field or ""), str):
+        name = params[rule.field or ""]
+        if await run_in_threadpool(state.store.model_exists, name) is False:
+            request.state.creating_model = name  # see responses: MANAGE for its creator
+            return user
     if user.is_admin or rule.access in (Access.AUTHENTICATED, Access.SELF_OR_ADMIN, Access.ADMIN):
         state.authorizer.check(rule, user, params)  # no I/O
     else:

@@ -357,6 +357,10 @@ class AuthStore:
         )
         return None if value is None else Permission(value)
 
+    def model_exists(self, name: str) -> bool:
+        with self.db.session(write=False) as s:
+            return s.scalar(sa.select(RegisteredModelRow.id).where(RegisteredModelRow.name == str(name))) is not None
+
     def gate_decision_model(self, decision_id: str) -> str | None:
         """The name of the registered model a gate decision belongs to, or None (unknown id)."""
         with self.db.session(write=False) as s:
@@ -405,6 +409,18 @@ class AuthStore:
     def experiment_by_name(self, name: str) -> int | None:
         with self.db.session(write=False) as s:
             return s.scalar(sa.select(ExperimentRow.experiment_id).where(ExperimentRow.name == str(name)))
+
+    def models_at_registry_key(self, key: str) -> list[str]:
+        """The registered models whose versions are stored under ``<root>/registry/<key>/``
+        (``tracking_plugin.registry.registry_key``): a plain name is its own key; a hashed
+        key ('~') is matched against every name (rare: names that are not plain file names)."""
+        from tracking_plugin.registry import registry_key
+
+        with self.db.session(write=False) as s:
+            if "~" not in key:
+                found = s.scalar(sa.select(RegisteredModelRow.name).where(RegisteredModelRow.name == key))
+                return [] if found is None else [found]
+            return [n for n in s.scalars(sa.select(RegisteredModelRow.name)) if registry_key(n) == key]
 
     def experiments_at_location(self, location: str) -> list[int]:
         """The experiments whose artifact location is exactly ``location``."""
