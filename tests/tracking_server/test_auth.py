@@ -439,6 +439,26 @@ def test_registered_versions_files_follow_the_models_permission(
     assert admin.get(f"{A}/{path}").content == b"by MANAGE"
 
 
+def test_grant_changes_apply_at_once_despite_the_grant_cache(auth_server: ServerProcess, admin: httpx.Client) -> None:
+    """Checks answer from a short cache of grants; a change made through the server clears it."""
+    res = _fixture(admin)
+    reader = as_role(auth_server, "READ")
+    metric = {"run_id": res["run_id"], "key": "k", "value": 1.0, "timestamp": 0, "step": 0}
+    for _ in range(3):  # READ, now cached
+        assert reader.get(f"{M}/runs/get", params={"run_id": res["run_id"]}).status_code == 200
+        assert reader.post(f"{M}/runs/log-metric", json=metric).status_code == 403
+    ok(admin.patch(f"{M}/experiments/permissions/update",
+                   json={"experiment_id": res["experiment_id"], "username": _user("READ"), "permission": "EDIT"}))
+    assert reader.post(f"{M}/runs/log-metric", json=metric).status_code == 200
+    ok(admin.patch(f"{M}/experiments/permissions/update", json={
+        "experiment_id": res["experiment_id"], "username": _user("READ"), "permission": "NO_PERMISSIONS"}))
+    assert reader.get(f"{M}/runs/get", params={"run_id": res["run_id"]}).status_code == 403
+    ok(admin.request("DELETE", f"{M}/experiments/permissions/delete",
+                     json={"experiment_id": res["experiment_id"], "username": _user("READ")}))
+    assert reader.get(f"{M}/runs/get", params={"run_id": res["run_id"]}).status_code == 200  # the default: READ
+    assert reader.post(f"{M}/runs/log-metric", json=metric).status_code == 403
+
+
 def test_promotion_without_a_passed_gate_needs_an_admin(auth_server: ServerProcess, admin: httpx.Client) -> None:
     res = _fixture(admin)
     manager = as_role(auth_server, "MANAGE")

@@ -104,7 +104,10 @@ def install_auth(app: FastAPI, db: Database, settings: AuthSettings) -> None:
         store, cache_seconds=settings.credential_cache_seconds, max_failed_logins=settings.max_failed_logins,
         lockout_seconds=settings.lockout_seconds,
     )
-    state = AuthState(store, authenticator, Authorizer(store, settings.default_permission, app.state.uris.root))
+    authorizer = Authorizer(
+        store, settings.default_permission, app.state.uris.root, cache_seconds=settings.credential_cache_seconds
+    )
+    state = AuthState(store, authenticator, authorizer)
     app.state.auth = state
     install_auth_error_handler(app)
     app.include_router(router)

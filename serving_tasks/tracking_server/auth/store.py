@@ -10,12 +10,14 @@ is returned once, by :meth:`AuthStore.create_token`, and never stored or logged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Callable, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -130,11 +132,34 @@ def _experiment_id(value: object) -> int:
         raise InvalidArgument(f"Invalid experiment id {value!r}: experiment ids are integers.") from None
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _notifies(method: Callable[Concatenate[AuthStore, _P], _R]) -> Callable[Concatenate[AuthStore, _P], _R]:
+    """After the method (a grant changed, or a user went), call the store's ``on_change``."""
+
+    @functools.wraps(method)
+    def wrapper(self: AuthStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._changed()
+
+    return wrapper
+
+
 class AuthStore:
     """Users, tokens and grants of one backend database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # called after this store changed a grant (or deleted a user): caches of grants drop theirs
+        self.on_change: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()
 
     # ------------------------------------------------------------------ users
 
@@ -200,6 +225,7 @@ class AuthStore:
             row.last_update_time = _now_ms()
             return _user(row)
 
+    @_notifies
     def delete_user(self, username: str) -> None:
         name = normalize_username(username)
         with self.db.session() as s:
@@ -463,6 +489,7 @@ class AuthStore:
             )
             return {n: Permission(p) for n, p in rows}
 
+    @_notifies
     def grant_experiment(self, experiment_id: object, username: str, permission: Permission, *,
                          create: bool | None = None) -> dict[str, object]:
         """Set a user's permission on an experiment. ``create=True`` refuses an existing
@@ -496,6 +523,7 @@ class AuthStore:
                 raise NotFound(f"User {name!r} has no permission on experiment {eid}.")
             return {"experiment_id": str(eid), "user_id": user.id, "permission": row.permission}
 
+    @_notifies
     def revoke_experiment(self, experiment_id: object, username: str) -> None:
         eid = _experiment_id(experiment_id)
         name = normalize_username(username)
@@ -506,6 +534,7 @@ class AuthStore:
                 raise NotFound(f"User {name!r} has no permission on experiment {eid} to delete.")
             s.delete(row)
 
+    @_notifies
     def grant_model(self, model_name: str, username: str, permission: Permission, *,
                     create: bool | None = None) -> dict[str, object]:
         name = normalize_username(username)
@@ -542,6 +571,7 @@ class AuthStore:
                 raise NotFound(f"User {name!r} has no permission on model {model_name!r}.")
             return {"name": model_name, "user_id": user.id, "permission": value}
 
+    @_notifies
     def revoke_model(self, model_name: str, username: str) -> None:
         name = normalize_username(username)
         with self.db.session() as s:
