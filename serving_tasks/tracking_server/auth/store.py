@@ -338,7 +338,7 @@ class AuthStore:
             left_ms = row.window_start + int(window_seconds * 1000) - _now_ms()
             if row.failures < limit or left_ms <= 0:
                 return 0
-        return left_ms // 1000 + 1
+        return -(-left_ms // 1000)  # whole seconds, rounded up
 
     def record_failed_login(self, key: str, window_seconds: float) -> None:
         """Count one failure of ``key`` (one upsert: concurrent failures all count)."""
