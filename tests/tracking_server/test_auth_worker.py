@@ -56,10 +56,10 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def auth_server(start_server: Callable[..., ServerProcess], tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
-    root = tmp_path_factory.mktemp("auth-worker-server")
-    env = {"PREFECT_MLOPS_AUTH_ADMIN_USERNAME": ADMIN, "PREFECT_MLOPS_AUTH_ADMIN_PASSWORD": ADMIN_PW}
-    server = start_server(f"sqlite:///{root / 'mlops.db'}", str(root / "artifacts"), "--auth", env=env)
+def auth_server(backend: dict[str, Any], start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """SQLite + folder, or PostgreSQL + S3 (the worker holds no S3 keys: the server proxies)."""
+    env = {**backend["env"], "PREFECT_MLOPS_AUTH_ADMIN_USERNAME": ADMIN, "PREFECT_MLOPS_AUTH_ADMIN_PASSWORD": ADMIN_PW}
+    server = start_server(backend["db_uri"], backend["artifact_root"], "--auth", env=env)
     r = httpx.post(server.url + f"{M}/users/create", json={"username": WORKER, "password": WORKER_PW},
                    auth=(ADMIN, ADMIN_PW), timeout=30)
     assert r.status_code == 200, r.text
