@@ -194,6 +194,21 @@ class AuthStore:
 
     def verify_password(self, username: str, password: str) -> User | None:
         """The user when ``password`` is theirs, else None (same cost either way)."""
+        found = self.verify_password_hash(username, password)
+        return None if found is None else found[0]
+
+    def password_hash(self, username: str) -> tuple[User, str] | None:
+        """A user and their stored password hash (no hashing: one indexed read), or None."""
+        try:
+            name = normalize_username(username)
+        except InvalidArgument:
+            return None
+        with self.db.session(write=False) as s:
+            row = s.scalar(sa.select(UserRow).where(UserRow.username == name))
+            return None if row is None else (_user(row), row.password_hash)
+
+    def verify_password_hash(self, username: str, password: str) -> tuple[User, str] | None:
+        """The user and the hash ``password`` was verified against, else None."""
         try:
             name = normalize_username(username)
         except InvalidArgument:
@@ -205,7 +220,7 @@ class AuthStore:
             _hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
             return None
-        return user
+        return None if user is None else (user, stored)
 
     def update_password(self, username: str, password: str) -> None:
         name = normalize_username(username)
