@@ -290,10 +290,13 @@ class ModelTransitionRow(Base):
     from_value: Mapped[str | None] = mapped_column(String(64), nullable=True)
     to_value: Mapped[str | None] = mapped_column(String(64), nullable=True)
     timestamp: Mapped[int] = mapped_column(BigInteger)
+    # With --auth, ``actor`` is the authenticated user and ``claimed_actor`` what the client
+    # said it was (unverified); without auth, ``actor`` is the client's word.
     actor: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     gate_decision_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    claimed_actor: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
 
 
 class GateDecisionRow(Base):

@@ -26,6 +26,8 @@ from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.store.schema import ExperimentRow, LatestMetricRow, MetricRow, ParamRow, RunRow, RunTagRow
 from tracking_plugin.store.sql import SqlStore
 
+from serving_tasks.tracking_server.auth.permissions import EVERYTHING, Readable
+
 __all__ = [
     "ExperimentOverview",
     "HistoryPoints",
@@ -57,8 +59,11 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def experiments_overview(store: SqlStore, search: str = "", *, limit: int = 500) -> list[ExperimentOverview]:
-    """Active experiments whose name contains ``search`` (case-insensitive), most recently
+def experiments_overview(
+    store: SqlStore, search: str = "", *, limit: int = 500, readable: Readable = EVERYTHING
+) -> list[ExperimentOverview]:
+    """Active experiments whose name contains ``search`` (case-insensitive) and that
+    ``readable`` allows (in the query, so the limit counts only those), most recently
     active first, with their number of active runs."""
     e, r = _EXPERIMENTS.c, _RUNS.c
     runs = (
@@ -79,6 +84,10 @@ def experiments_overview(store: SqlStore, search: str = "", *, limit: int = 500)
         .order_by(last.desc(), e.experiment_id)
         .limit(limit)
     )
+    if readable.default_reads and readable.denied:
+        stmt = stmt.where(e.experiment_id.not_in([int(i) for i in readable.denied]))
+    elif not readable.default_reads:
+        stmt = stmt.where(e.experiment_id.in_([int(i) for i in readable.allowed]))
     if search:
         stmt = stmt.where(sa.func.lower(e.name).like(f"%{_escape_like(search.lower())}%", escape="\\"))
     with store.db.session(write=False) as session:
