@@ -360,6 +360,8 @@ def start_server(
     max_rows: int | None = None,
     max_decoded_mb: float | None = None,
     poll_interval: float | None = None,
+    log_predictions: float | None = None,
+    prediction_log_uri: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
     settings: MlopsSettings | None = None,
@@ -369,7 +371,8 @@ def start_server(
     The server reads the backend in ``settings`` (default: this process's environment),
     given to it as ``PREFECT_MLOPS_*`` variables, plus any ``env``. The options left None
     keep ``prefect-mlops serve``'s defaults (``max_body_mb``, ``max_rows`` and
-    ``max_decoded_mb`` are its request limits; see the README).
+    ``max_decoded_mb`` are its request limits; see the README). ``log_predictions`` (a
+    share of requests) turns on prediction logging, to ``prediction_log_uri``.
 
     Returns once ``GET /health`` answers 200. The same URI and options on the same port
     reuse the running server (``reused=True``, same pid); anything different replaces it.
@@ -392,6 +395,8 @@ def start_server(
         ("--max-rows", max_rows),
         ("--max-decoded-mb", max_decoded_mb),
         ("--poll-interval", poll_interval),
+        ("--log-predictions", log_predictions),
+        ("--prediction-log-uri", prediction_log_uri),
     ):
         if value is not None:
             args += [flag, str(value)]
