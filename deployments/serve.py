@@ -2,10 +2,11 @@
 
     .venv/bin/python -m prefect_mlops.deployments.serve          # from the repository root; Ctrl-C to stop
 
-The same three deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
+The same four deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
 nightly retraining (cron, 02:00 UTC) and the hourly drift monitor, both on the batch of
-the day they run for (``{date}`` in ``source``), and retraining triggered by
-``mlops.drift.detected`` with the drifted batch as ``source``.
+the day they run for (``{date}`` in ``source``), retraining triggered by
+``mlops.drift.detected`` with the drifted batch as ``source``, and retraining triggered by
+the performance monitor's ``mlops.performance.degraded`` (its ``retrain_source``).
 ``prefect.serve`` registers them with the configured Prefect API and runs their flow
 runs in subprocesses of this process, so the backend comes from this process's
 ``PREFECT_MLOPS_*`` environment. Schedules need a Prefect server with its scheduler
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DAILY_SOURCE", "DRIFT_TRIGGER_PARAMETERS", "SERVE_PORT", "build_deployments", "main"]
+__all__ = ["DAILY_SOURCE", "DRIFT_TRIGGER_PARAMETERS", "PERFORMANCE_TRIGGER_PARAMETERS", "SERVE_PORT", "build_deployments", "main"]
 
 #: The batch of the day a run is scheduled for (the flows fill in ``{date}``).
 DAILY_SOURCE = "generator://churn?seed=0&date={date}"
@@ -29,6 +30,11 @@ DRIFT_TRIGGER_PARAMETERS = {
     "source": "{{ event.payload.source }}",
     "model_name": "{{ event.resource['mlops.model.name'] }}",
 }
+#: How the retraining on a performance drop fills its parameters from the event.
+PERFORMANCE_TRIGGER_PARAMETERS = {
+    "source": "{{ event.payload.retrain_source }}",
+    "model_name": "{{ event.resource['mlops.model.name'] }}",
+}
 
 
 def build_deployments() -> list[Any]:
@@ -38,6 +44,7 @@ def build_deployments() -> list[Any]:
 
     from prefect_mlops.flows.ct_pipeline import ct_pipeline
     from prefect_mlops.flows.drift_monitor import DRIFT_DETECTED, drift_monitor
+    from prefect_mlops.flows.performance_monitor import PERFORMANCE_DEGRADED
 
     return [
         ct_pipeline.to_deployment(
@@ -63,11 +70,22 @@ def build_deployments() -> list[Any]:
                 )
             ],
         ),
+        ct_pipeline.to_deployment(
+            name="retrain-on-performance-drop",
+            description="Retrain as soon as the performance monitor emits mlops.performance.degraded.",
+            triggers=[
+                DeploymentEventTrigger(
+                    expect={PERFORMANCE_DEGRADED},
+                    match={"prefect.resource.id": "mlops.model.*"},
+                    parameters=dict(PERFORMANCE_TRIGGER_PARAMETERS),
+                )
+            ],
+        ),
     ]
 
 
 def main() -> None:  # pragma: no cover - long-running
-    """Serve the three deployments until interrupted."""
+    """Serve the four deployments until interrupted."""
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 

@@ -138,8 +138,10 @@ class PredictionLogger:
 
     # the request path ---------------------------------------------------------------
 
-    def offer(self, served: Any, payload: ParsedPayload, predictions: bytes, request_id: str) -> None:
-        """Queue one answered request (or drop and count it when the queue is full). O(1)."""
+    def offer(self, served: Any, payload: ParsedPayload, predictions: bytes, request_id: str, at: float | None = None) -> None:
+        """Queue one answered request (or drop and count it when the queue is full). O(1).
+
+        ``at`` (epoch seconds, default now) is when it was answered; replays set it."""
         if self.sample_rate < 1.0 and self._random.random() >= self.sample_rate:
             self.sampled_out_requests += 1
             return
@@ -148,7 +150,7 @@ class PredictionLogger:
             if self._stopping or self._queued_rows + rows > self.max_queue_rows:
                 self.dropped_rows += rows
                 return
-            self._queue.append(_Entry(served, payload, predictions, request_id, time.time()))
+            self._queue.append(_Entry(served, payload, predictions, request_id, time.time() if at is None else at))
             self._queued_rows += rows
             full = self._queued_rows >= self.batch_rows
         if full:
