@@ -102,6 +102,8 @@ def read_labels(source: str, *, key: str = "request_id", label_column: str = "ch
     """Labels from a CSV/Parquet file, or every such file under a folder / ``s3://`` prefix.
 
     Returns ``key`` and ``label_column`` (0/1), one row per key (the latest label wins).
+    A ``row`` column, when present, labels one row of a multi-row request: the key is then
+    (``key``, ``row``), ``row`` being the row's position in its request as logged.
     """
     from tracking_plugin.artifacts import get_artifact_repository
 
@@ -137,7 +139,10 @@ def read_labels(source: str, *, key: str = "request_id", label_column: str = "ch
     labels = labels.assign(**{label_column: values.astype(int), key: labels[key].astype(str)})
     if "labeled_at" in labels.columns:
         labels = labels.sort_values("labeled_at", kind="stable")
-    return labels.drop_duplicates(subset=[key], keep="last")[[key, label_column]].reset_index(drop=True)
+    keys = [key, "row"] if "row" in labels.columns else [key]
+    if "row" in labels.columns:
+        labels = labels.assign(row=pd.to_numeric(labels["row"], errors="raise").astype("int64"))
+    return labels.drop_duplicates(subset=keys, keep="last")[[*keys, label_column]].reset_index(drop=True)
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
@@ -176,8 +181,12 @@ def live_metrics(predictions: pd.DataFrame, labels: pd.DataFrame, *, key: str = 
     preds = predictions.assign(**{key: predictions[key].astype(str)})
     if "probability" not in preds.columns:
         preds = preds.assign(probability=pd.to_numeric(preds.get("prediction"), errors="coerce"))
-    joined = preds.merge(labels, on=key, how="left")
-    unknown = int((~labels[key].isin(preds[key])).sum())
+    keys = [key, "row"] if "row" in labels.columns else [key]
+    if "row" in keys:
+        preds = preds.assign(row=preds["row"].astype("int64"))
+    joined = preds.merge(labels, on=keys, how="left")
+    found = labels[keys].merge(preds[keys].drop_duplicates(), on=keys, how="left", indicator=True)
+    unknown = int((found["_merge"] == "left_only").sum())
     rows = []
     for (version, day), group in joined.groupby(["model_version", "date"], sort=True):
         labeled = group.dropna(subset=[label_column, "probability"])

@@ -110,7 +110,8 @@ def performance_monitor(
         retrain_source: the batch the triggered retraining trains on (in the event payload).
 
     Returns ``degraded`` (1.0/0.0), ``days``, ``labeled_rows``, ``unknown_labels``,
-    ``skipped_files``, ``version`` and the last judged day's ``live_*`` metrics.
+    ``skipped_files``, ``version`` and the last judged day's metrics as ``latest_*`` (all
+    recorded as metrics of the run by ``@track``).
     """
     logger = get_run_logger()
     if not 0 <= margin < 1:
@@ -140,7 +141,7 @@ def performance_monitor(
             )
             if row["n_labeled"] < min_labels:
                 continue
-            last = {f"live_{m}": float(row[m]) for m in _LIVE}
+            last = {f"latest_{m}": float(row[m]) for m in _LIVE}
             why = _reasons(row, evaluation, margin)
             if why:
                 degraded_days.append({"date": row["date"], **{m: float(row[m]) for m in _LIVE}})
@@ -154,7 +155,6 @@ def performance_monitor(
         "version": float(monitored),
         **{k: v for k, v in last.items() if not math.isnan(v)},
     }
-    fluent.log_metrics({k: v for k, v in summary.items() if not k.startswith("live_")})
     if degraded_days:
         emit(
             PERFORMANCE_DEGRADED,

@@ -121,6 +121,7 @@ class PredictionLogger:
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self._repo = get_artifact_repository(uri, settings)  # refuses a bad scheme at startup
+        self.uri = getattr(self._repo, "artifact_uri", uri)  # a relative folder made absolute
         self._queue: collections.deque[_Entry] = collections.deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()

@@ -45,6 +45,20 @@ def test_duplicated_labels_keep_the_latest_and_unknown_ids_are_counted(tmp_path:
     assert row["recall"] == 1.0 and row["precision"] == 1.0 and np.isnan(row["roc_auc"])  # one class only
 
 
+def test_labels_of_multi_row_requests_name_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    pd.DataFrame({"request_id": ["a", "a", "a", "b"], "row": [0, 1, 1, 5], "churn": [1, 1, 0, 1]}).to_csv(path, index=False)
+    labels = read_labels(str(path))
+    assert labels.to_dict("records") == [
+        {"request_id": "a", "row": 0, "churn": 1}, {"request_id": "a", "row": 1, "churn": 0}, {"request_id": "b", "row": 5, "churn": 1},
+    ]
+    preds = pd.DataFrame({"request_id": ["a", "a"], "row": [0, 1], "model_version": 3, "date": "2026-01-02", "probability": [0.9, 0.2]})
+    result = live_metrics(preds, labels)
+    assert result.unknown_labels == 1  # b/5 was never logged
+    row = result.table.iloc[0]
+    assert row["n_labeled"] == 2 and row["roc_auc"] == 1.0 and row["model_version"] == 3
+
+
 def test_a_corrupt_log_file_is_skipped_and_reported(tmp_path: Path) -> None:
     log = PredictionLogger(str(tmp_path), flush_interval=3600)
     served = ServedModel.wrap(object(), "m", name="churn", version=2)
@@ -68,7 +82,8 @@ def test_ece_of_a_calibrated_and_an_overconfident_model() -> None:
 
 def _log_days(champion_uri: str, log_root: Path, days: dict[int, pd.DataFrame]) -> dict[int, pd.DataFrame]:
     """Score each day's batch with the champion and log it as the server would (one
-    request of 20 rows at a time, stamped at noon of its day). Returns rows + request ids."""
+    request of 20 rows at a time, stamped at noon of its day). Returns each batch with
+    its rows' request id and position in the request."""
     from prefect_mlops.flows.data import FEATURE_COLUMNS
     from tracking_plugin.models import load_model
 
@@ -77,13 +92,14 @@ def _log_days(champion_uri: str, log_root: Path, days: dict[int, pd.DataFrame]) 
     out = {}
     for day, batch in days.items():
         at = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc).timestamp() + day * 86400
-        ids = []
+        ids, positions = [], []
         for start in range(0, len(batch), 20):
             rows = batch.iloc[start : start + 20][list(FEATURE_COLUMNS)].reset_index(drop=True)
             request_id = f"d{day}-{start}"
             log.offer(served, ParsedPayload(n_rows=len(rows), frame=rows), predictions_to_json(served.model.predict(rows)), request_id, at=at)
             ids += [request_id] * len(rows)
-        out[day] = batch.assign(request_id=ids)
+            positions += list(range(len(rows)))
+        out[day] = batch.assign(request_id=ids, row=positions)
     log.stop()
     assert log.stats()["dropped_rows"] == 0
     return out
@@ -109,7 +125,8 @@ def test_concept_drift_is_detected_recorded_and_announced(backend: Any, helpers:
         churn = frame["churn"].to_numpy()
         if day >= 3:
             churn = rng.permutation(churn)
-        labels.append(pd.DataFrame({"request_id": frame["request_id"], "churn": churn}).iloc[: int(len(frame) * 0.8)])
+        # A label names its row by request id and position in the request.
+        labels.append(pd.DataFrame({"request_id": frame["request_id"], "row": frame["row"], "churn": churn}).iloc[: int(len(frame) * 0.8)])
     labels_dir = tmp_path / "labels"
     labels_dir.mkdir()
     for i, frame in enumerate(labels):
@@ -143,6 +160,7 @@ def test_concept_drift_is_detected_recorded_and_announced(backend: Any, helpers:
     by_step = {m.step: m.value for m in history}
     assert by_step[0] > 0.75 and by_step[1] > 0.75 and by_step[2] < 0.65 and by_step[3] < 0.65
     assert {m.value for m in client.get_metric_history(run.info.run_id, "live_label_rate")} == {0.8}
+    assert run.data.metrics["degraded"] == 1.0 and run.data.metrics["latest_roc_auc"] < 0.65
 
     # Healthy days only: no event.
     healthy = tmp_path / "healthy"
