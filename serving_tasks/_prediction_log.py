@@ -25,7 +25,8 @@ fails (e.g. S3 unreachable) is retried on the next flush while the queue has roo
 rows; :meth:`PredictionLogger.stop` flushes what is left when the server shuts down.
 
 Read them back with pyarrow (``pyarrow.dataset.dataset(uri, partitioning="hive")``) or
-``prefect_mlops.flows`` helpers.
+``prefect_mlops.flows.performance.read_prediction_log``; the ``performance_monitor`` flow
+joins them with labels that arrive later.
 """
 
 from __future__ import annotations
