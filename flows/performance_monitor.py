@@ -6,7 +6,8 @@ recall, calibration error (ECE) and label rate for one model version (the champi
 default), and records them on this flow run's tracking run (experiment
 ``churn-performance-monitor``, tags ``model.name`` / ``model.version``, metrics
 ``live_<metric>`` with ``step`` = days since the version's first logged day, so they chart
-as a history). When a day with at least ``min_labels`` labels falls below the gate's
+as a history); the version gets tags ``monitoring.run_id`` and ``monitoring.status``
+(``ok`` / ``degraded``) pointing back at the latest one. When a day with at least ``min_labels`` labels falls below the gate's
 absolute thresholds (:data:`flows.ct_pipeline.DEFAULT_GATE`, e.g. ROC AUC 0.70) or more
 than ``margin`` below the version's own held-out evaluation (``test_roc_auc``,
 ``test_recall`` of its training run), it emits ``mlops.performance.degraded``; the
@@ -62,6 +63,18 @@ def resolve_version(model_name: str, version: int | None, alias: str) -> tuple[i
         run_metrics = TrackingClient().get_run(found.run_id).data.metrics
         evaluation = {k.removeprefix("test_"): float(v) for k, v in run_metrics.items() if k.startswith("test_")}
     return int(found.version), evaluation
+
+
+def _link_version(model_name: str, version: int, *, degraded: bool) -> None:
+    """Tag the version with this monitoring run (``monitoring.run_id``) and its verdict."""
+    from registry_tasks import RegistryClient
+
+    current = fluent.active_run()
+    if current is None:
+        return
+    store = RegistryClient().store
+    store.set_model_version_tag(model_name, version, "monitoring.run_id", current.run_id)
+    store.set_model_version_tag(model_name, version, "monitoring.status", "degraded" if degraded else "ok")
 
 
 def _reasons(row: dict[str, Any], evaluation: dict[str, float], margin: float) -> list[str]:
@@ -155,6 +168,7 @@ def performance_monitor(
         "version": float(monitored),
         **{k: v for k, v in last.items() if not math.isnan(v)},
     }
+    _link_version(model_name, monitored, degraded=bool(degraded_days))
     if degraded_days:
         emit(
             PERFORMANCE_DEGRADED,

@@ -161,6 +161,8 @@ def test_concept_drift_is_detected_recorded_and_announced(backend: Any, helpers:
     assert by_step[0] > 0.75 and by_step[1] > 0.75 and by_step[2] < 0.65 and by_step[3] < 0.65
     assert {m.value for m in client.get_metric_history(run.info.run_id, "live_label_rate")} == {0.8}
     assert run.data.metrics["degraded"] == 1.0 and run.data.metrics["latest_roc_auc"] < 0.65
+    version_tags = backend.registry().get_version("churn", 1).tags
+    assert version_tags["monitoring.run_id"] == run.info.run_id and version_tags["monitoring.status"] == "degraded"
 
     # Healthy days only: no event.
     healthy = tmp_path / "healthy"
