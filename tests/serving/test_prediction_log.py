@@ -310,3 +310,36 @@ def test_the_cli_refuses_bad_flags(args: list[str], needle: str, tmp_path: Path)
     result = CliRunner().invoke(serve_app, ["-m", str(tmp_path), *args])
     assert result.exit_code == 2
     assert needle in result.output
+
+
+def test_several_worker_processes_log_every_request_once(
+    label_model: tuple[str, Any], churn_data: Any, start_scoring_server: Any, tmp_path: Path
+) -> None:
+    """--workers 2: each process writes its own files; concurrent clients' requests are
+    all logged, once, with the id each response carried (written on shutdown)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model_path, _ = label_model
+    X, _ = churn_data
+    log_root = tmp_path / "log"
+    server = start_scoring_server(
+        model_path, tmp_path, args=["--workers", "2", "--log-predictions", "1", "--prediction-log-uri", str(log_root)]
+    )
+
+    def client_run(k: int) -> list[str]:
+        ids = []
+        with server.client() as client:
+            for i in range(15):
+                response = client.post("/invocations", json={"dataframe_records": X.iloc[[k * 15 + i]].to_dict(orient="records")})
+                assert response.status_code == 200
+                ids.append(response.headers["X-Request-ID"])
+        return ids
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            ids = [i for batch in pool.map(client_run, range(4)) for i in batch]
+    finally:
+        server.stop()
+    logged = _read_log(log_root)
+    assert len(ids) == len(set(ids)) == 60
+    assert sorted(logged["request_id"]) == sorted(ids)
