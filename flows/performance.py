@@ -20,7 +20,8 @@ and acts on what these functions compute.
 ...     "date": "2026-01-02", "probability": [0.9, 0.2, 0.8, 0.3], "prediction": [1, 0, 1, 0]})
 >>> labels = pd.DataFrame({"request_id": ["a", "b", "c", "zz"], "churn": [1, 0, 0, 1]})
 >>> result = live_metrics(preds, labels, key="request_id", label_column="churn")
->>> result.unknown_labels, result.table.loc[0, "n_labeled"], result.table.loc[0, "label_rate"]
+>>> row = result.table.iloc[0]
+>>> result.unknown_labels, int(row["n_labeled"]), float(row["label_rate"])
 (1, 3, 0.75)
 """
 
