@@ -2,11 +2,12 @@
 
     .venv/bin/python -m prefect_mlops.deployments.serve          # from the repository root; Ctrl-C to stop
 
-The same four deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
+The same five deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
 nightly retraining (cron, 02:00 UTC) and the hourly drift monitor, both on the batch of
-the day they run for (``{date}`` in ``source``), and retraining triggered by
-``mlops.drift.detected`` with the drifted batch as ``source``, and the weekly
-``prefect-mlops gc`` (Sundays 03:00 UTC).
+the day they run for (``{date}`` in ``source``), retraining triggered by
+``mlops.drift.detected`` with the drifted batch as ``source``, retraining triggered by
+the performance monitor's ``mlops.performance.degraded`` (its ``retrain_source``), and the
+weekly ``prefect-mlops gc`` (Sundays 03:00 UTC).
 ``prefect.serve`` registers them with the configured Prefect API and runs their flow
 runs in subprocesses of this process, so the backend comes from this process's
 ``PREFECT_MLOPS_*`` environment. Schedules need a Prefect server with its scheduler
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DAILY_SOURCE", "DRIFT_TRIGGER_PARAMETERS", "SERVE_PORT", "build_deployments", "main"]
+__all__ = ["DAILY_SOURCE", "DRIFT_TRIGGER_PARAMETERS", "PERFORMANCE_TRIGGER_PARAMETERS", "SERVE_PORT", "build_deployments", "main"]
 
 #: The batch of the day a run is scheduled for (the flows fill in ``{date}``).
 DAILY_SOURCE = "generator://churn?seed=0&date={date}"
@@ -28,6 +29,11 @@ SERVE_PORT = 5055
 #: How the event-triggered retraining fills its parameters from the drift event.
 DRIFT_TRIGGER_PARAMETERS = {
     "source": "{{ event.payload.source }}",
+    "model_name": "{{ event.resource['mlops.model.name'] }}",
+}
+#: How the retraining on a performance drop fills its parameters from the event.
+PERFORMANCE_TRIGGER_PARAMETERS = {
+    "source": "{{ event.payload.retrain_source }}",
     "model_name": "{{ event.resource['mlops.model.name'] }}",
 }
 
@@ -40,6 +46,7 @@ def build_deployments() -> list[Any]:
     from prefect_mlops.flows.ct_pipeline import ct_pipeline
     from prefect_mlops.flows.drift_monitor import DRIFT_DETECTED, drift_monitor
     from prefect_mlops.flows.gc import gc_flow
+    from prefect_mlops.flows.performance_monitor import PERFORMANCE_DEGRADED
 
     return [
         ct_pipeline.to_deployment(
@@ -65,6 +72,17 @@ def build_deployments() -> list[Any]:
                 )
             ],
         ),
+        ct_pipeline.to_deployment(
+            name="retrain-on-performance-drop",
+            description="Retrain as soon as the performance monitor emits mlops.performance.degraded.",
+            triggers=[
+                DeploymentEventTrigger(
+                    expect={PERFORMANCE_DEGRADED},
+                    match={"prefect.resource.id": "mlops.model.*"},
+                    parameters=dict(PERFORMANCE_TRIGGER_PARAMETERS),
+                )
+            ],
+        ),
         gc_flow.to_deployment(
             name="weekly-gc",
             description="Permanently remove runs and experiments deleted over 30 days ago; registered models are kept.",
@@ -75,7 +93,7 @@ def build_deployments() -> list[Any]:
 
 
 def main() -> None:  # pragma: no cover - long-running
-    """Serve the four deployments until interrupted."""
+    """Serve the five deployments until interrupted."""
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 

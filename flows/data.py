@@ -162,7 +162,10 @@ class ChurnGenerator:
     calls and tenure relate to churn; PSI/KS flag it from about 0.5. ``corrupt=True`` adds
     the four faults data validation must catch: nulls in ``contract``, out-of-range values
     (negative ``tenure_months``, ``monthly_charges`` above 10,000), a missing
-    ``num_support_calls`` column and ``total_charges`` as strings.
+    ``num_support_calls`` column and ``total_charges`` as strings. ``concept`` (0 to 1) is
+    pure concept drift: every feature value stays exactly as with ``concept=0`` (so no
+    drift score moves), while the label's dependence on the features weakens (0.5: none)
+    and turns around (1: reversed), at about the same churn rate.
 
     >>> ChurnGenerator(seed=7, day=2).load().equals(ChurnGenerator(seed=7, day=2).load())
     True
@@ -174,6 +177,7 @@ class ChurnGenerator:
     drift: float = 0.0
     corrupt: bool = False
     start_date: str = "2026-01-01"
+    concept: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("seed", self.seed, 0)
@@ -183,6 +187,8 @@ class ChurnGenerator:
             math.isfinite(self.drift) and self.drift >= 0
         ):
             raise InvalidArgument(f"ChurnGenerator drift must be a finite number >= 0, got {self.drift!r}.")
+        if isinstance(self.concept, bool) or not isinstance(self.concept, (int, float)) or not 0 <= self.concept <= 1:
+            raise InvalidArgument(f"ChurnGenerator concept must be a number from 0 to 1, got {self.concept!r}.")
         try:
             pd.Timestamp(self.start_date)
         except (ValueError, TypeError) as exc:
@@ -201,6 +207,7 @@ class ChurnGenerator:
             f"generator://churn?seed={self.seed}&n_rows={self.n_rows}&day={self.day}"
             f"&drift={float(self.drift)!r}&corrupt={str(self.corrupt).lower()}"
             f"&start_date={pd.Timestamp(self.start_date):%Y-%m-%d}"
+            + (f"&concept={float(self.concept)!r}" if self.concept else "")
         )
 
     def load(self) -> pd.DataFrame:
@@ -262,6 +269,10 @@ class ChurnGenerator:
             + 0.4 * is_fiber
             + 0.5 * (payment == "electronic-check")
         )
+        if self.concept:  # turn the features' effect around its mean; features untouched
+            intercept = -1.9 - 0.6 * d
+            effect = logit - intercept
+            logit = intercept + effect.mean() + (1.0 - 2.0 * float(self.concept)) * (effect - effect.mean())
         churn = (u_label < _sigmoid(logit)).astype(np.int64)
 
         ids = [f"C{self.seed:03d}-{self.day:04d}-{i:06d}" for i in range(n)]
@@ -329,7 +340,7 @@ def source_from_uri(uri: str) -> DataSource:
         raise InvalidArgument(
             f"Unknown generator {parts.netloc!r} in {uri!r}; the built-in one is generator://churn."
         )
-    converters = {"seed": int, "n_rows": int, "day": int, "drift": float, "start_date": str, "date": str}
+    converters = {"seed": int, "n_rows": int, "day": int, "drift": float, "start_date": str, "date": str, "concept": float}
     kwargs: dict[str, Any] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         try:

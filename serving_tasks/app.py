@@ -9,7 +9,8 @@ Routes::
     GET  /ping          200 while the process is up
     GET  /health        200 once a model is loaded, 503 before
     GET  /version       the model version now serving (follows the alias)
-    GET  /metadata      name, version, alias, run id, signature, input example, batching
+    GET  /metadata      name, version, alias, run id, signature, input example, batching,
+                        prediction log counters (logged, queued, dropped rows)
     GET  /openapi.json  the OpenAPI schema; the request body is derived from the signature
                         (its example is made up from the column types: the model's input
                         example holds real rows and is only in /metadata)
@@ -23,6 +24,12 @@ Errors use MLflow's JSON shape ``{"error_code": ..., "message": ...}``: 400 for 
 limit or the decoded-size and row limits (:class:`~serving_tasks._payload.PayloadLimits`),
 415 for other content types, 500 with a ``request_id`` (also in ``X-Request-ID``) only
 when the model itself raises. None of them stops the server.
+
+Every response carries ``X-Request-ID``: the caller's own when it sent a valid one (1-128
+letters, digits and ``._:-``), else a new one, so labels that arrive later can be joined
+to logged predictions. With ``log_predictions`` (``--log-predictions RATE``) a share of the
+answered requests is queued for :mod:`serving_tasks._prediction_log`, which writes them as
+Parquet off the request path (dropping and counting rows when its queue is full).
 
 The request body is read as bytes and parsed here (orjson), not by pydantic: on this hot
 path a pydantic model costs more than the rest of the request. ``predict`` runs in one
@@ -47,6 +54,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,6 +69,7 @@ from tracking_plugin.errors import InvalidArgument
 
 from serving_tasks._batcher import MicroBatcher
 from serving_tasks._model_holder import ModelHolder
+from serving_tasks._prediction_log import PredictionLogger
 from serving_tasks._promotion_listener import start_promotion_listener
 from serving_tasks._served_model import ModelPredictError, ServedModel, predictions_to_json
 from serving_tasks._payload import (
@@ -97,6 +106,21 @@ _OPEN_PATHS = frozenset({"/ping", "/health"})
 # in this header to /health and expects HMAC-SHA256(instance key, challenge) back.
 INSTANCE_CHALLENGE_HEADER = "X-Mlops-Instance-Challenge"
 INSTANCE_PROOF_HEADER = "X-Mlops-Instance-Proof"
+# A caller's X-Request-ID is echoed (and logged with its predictions) only if it matches.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_for(given: str | None) -> str:
+    """The caller's request id when it is valid, else a new one (32 hex digits).
+
+    >>> request_id_for("order-42")
+    'order-42'
+    >>> len(request_id_for("bad id with spaces"))
+    32
+    """
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
 
 
 def instance_proof(key: str, challenge: str) -> str:
@@ -178,7 +202,7 @@ class _Auth:
 
 
 def _internal_error(request_id: str | None, exc: BaseException, what: str) -> _Reply:
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id_for(request_id)
     logger.error("request %s: %s", request_id, what, exc_info=exc)
     message = f"{what} (request id {request_id}; the server log has the traceback)."
     if isinstance(exc, ModelPredictError):
@@ -202,15 +226,24 @@ class _Scorer:
         auth: _Auth,
         max_body_bytes: int,
         limits: PayloadLimits,
+        prediction_log: PredictionLogger | None = None,
     ) -> None:
         self.holder = holder
         self.batcher = batcher
         self.auth = auth
         self.limit = max_body_bytes
         self.limits = limits
+        self.prediction_log = prediction_log
 
     async def score(self, header: Callable[[str], str | None], chunks: AsyncIterator[bytes]) -> _Reply:
         """``header(name)`` reads a request header (lower-case name); ``chunks`` the body."""
+        request_id = request_id_for(header("x-request-id"))
+        reply = await self._score(header, chunks, request_id)
+        if any(k == "X-Request-ID" for k, _ in reply.headers):
+            return reply
+        return _Reply(reply.status, reply.body, (*reply.headers, ("X-Request-ID", request_id)))
+
+    async def _score(self, header: Callable[[str], str | None], chunks: AsyncIterator[bytes], request_id: str) -> _Reply:
         if (refusal := self.auth.refusal(header("authorization"))) is not None:
             return refusal
         try:
@@ -236,9 +269,11 @@ class _Scorer:
         except InvalidArgument as exc:
             return _error(400, exc.error_code, exc.message)
         except ModelPredictError as exc:
-            return _internal_error(header("x-request-id"), exc, "The model failed on this input")
+            return _internal_error(request_id, exc, "The model failed on this input")
         except Exception as exc:
-            return _internal_error(header("x-request-id"), exc, "Unexpected error while scoring")
+            return _internal_error(request_id, exc, "Unexpected error while scoring")
+        if self.prediction_log is not None:
+            self.prediction_log.offer(served, payload, result.value, request_id)
         return _Reply(
             200,
             b'{"predictions":' + result.value + b"}",
@@ -304,15 +339,17 @@ class _InvocationsFastPath:
             await self.app(scope, receive, send)
             return
         if scope["path"] != "/invocations" or scope["method"] != "POST":
+            given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+            request_id = request_id_for(None if given is None else given.decode("latin-1")).encode()
             # The token rule for every other route, /docs and /openapi.json included.
             auth = self.scorer.auth
             if auth.enabled and scope["path"] not in _OPEN_PATHS:
                 header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
                 refusal = auth.refusal(None if header is None else header.decode("latin-1"))
                 if refusal is not None:
-                    await refusal.send(send)
+                    await refusal.send(_with_request_id(send, request_id))
                     return
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _with_request_id(send, request_id))
             return
         headers: dict[bytes, bytes] = dict(scope["headers"])
 
@@ -325,6 +362,20 @@ class _InvocationsFastPath:
         except _ClientGone:
             return
         await reply.send(send)
+
+
+def _with_request_id(send: Any, request_id: bytes) -> Any:
+    """``send`` that adds ``X-Request-ID`` to a response that has none."""
+
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                headers.append((b"x-request-id", request_id))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
 
 
 def create_app(
@@ -342,6 +393,10 @@ def create_app(
     allow_pickle: bool = False,
     loader: Callable[[str], Any] | None = None,
     instance_key: str | None = None,
+    log_predictions: float | None = None,
+    prediction_log_uri: str | None = None,
+    prediction_log_queue_rows: int = 100_000,
+    prediction_log_flush_s: float = 5.0,
 ) -> FastAPI:
     """Build the scoring app for ``model_uri`` (``models:/name@alias``, ``runs:/...``, a path).
 
@@ -363,13 +418,27 @@ def create_app(
     - ``loader``: how a model URI becomes a model (default ``tracking_plugin.models.load_model``);
     - ``instance_key``: a secret the starter of this server knows; ``/health`` answers an
       ``X-Mlops-Instance-Challenge`` with its HMAC so the starter can tell its own server
-      from another process on the port (:mod:`serving_tasks.deploy`).
+      from another process on the port (:mod:`serving_tasks.deploy`);
+    - ``log_predictions``: share of requests (0 < rate <= 1) whose inputs, predictions and
+      request id are written as Parquet under ``prediction_log_uri`` (default
+      ``<artifact root>/prediction-logs``); None (the default) logs nothing. At most
+      ``prediction_log_queue_rows`` rows wait in memory (more are dropped and counted in
+      ``/metadata``); they are written at least every ``prediction_log_flush_s`` seconds
+      (:mod:`serving_tasks._prediction_log`).
     """
     if max_body_bytes < 1:
         raise InvalidArgument(f"max_body_bytes must be positive, got {max_body_bytes}.")
     limits = PayloadLimits(max_rows=max_rows, max_decoded_bytes=max_decoded_bytes, max_columns=max_columns)
     auth = _Auth(token)
     holder = ModelHolder(model_uri, poll_interval=poll_interval, loader=loader, allow_pickle=allow_pickle)
+    prediction_log = None
+    if log_predictions is not None:
+        prediction_log = PredictionLogger(
+            prediction_log_uri or default_prediction_log_uri(),
+            sample_rate=log_predictions,
+            max_queue_rows=prediction_log_queue_rows,
+            flush_interval=prediction_log_flush_s,
+        )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-predict")
     batcher: MicroBatcher[ParsedPayload, bytes] = MicroBatcher(
         lambda served, payloads: served.predict_payloads(payloads),
@@ -384,6 +453,8 @@ def create_app(
         if not holder.loaded:  # serving_tasks.server loads it before uvicorn starts
             await asyncio.to_thread(holder.load)
         holder.start()
+        if prediction_log is not None:
+            prediction_log.start()
         listener = None
         if holder.follows_alias:
             listener = start_promotion_listener(holder, enabled=follow_events)
@@ -395,6 +466,8 @@ def create_app(
                 listener.stop()
             holder.stop()
             executor.shutdown(wait=False, cancel_futures=True)
+            if prediction_log is not None:  # after the last request: write what is queued
+                await asyncio.to_thread(prediction_log.stop)
 
     app = FastAPI(
         title="prefect-mlops scoring server",
@@ -404,6 +477,7 @@ def create_app(
     )
     app.state.holder = holder
     app.state.batcher = batcher
+    app.state.prediction_log = prediction_log
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -471,10 +545,11 @@ def create_app(
                 "promotion_events": getattr(app.state, "listener", None) is not None,
                 "last_registry_error": holder.last_error,
             },
+            prediction_log=None if prediction_log is None else prediction_log.stats(),
         )
         return _json(body)
 
-    scorer = _Scorer(holder, batcher, auth, max_body_bytes, limits)
+    scorer = _Scorer(holder, batcher, auth, max_body_bytes, limits, prediction_log)
 
     @app.post(
         "/invocations",
@@ -498,6 +573,14 @@ def create_app(
     app.build_middleware_stack = lambda: _InvocationsFastPath(build_stack(), scorer)  # type: ignore[method-assign]
     _install_openapi(app, holder, auth)
     return app
+
+
+def default_prediction_log_uri() -> str:
+    """``<PREFECT_MLOPS_ARTIFACT_ROOT>/prediction-logs``: where ``--log-predictions`` writes by default."""
+    from tracking_plugin.artifacts import join_artifact_uri
+    from tracking_plugin.settings import get_settings
+
+    return join_artifact_uri(get_settings().artifact_root, "prediction-logs")
 
 
 def _parse(body: bytes, media_type: str, served: ServedModel, limits: PayloadLimits) -> ParsedPayload:

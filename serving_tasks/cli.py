@@ -68,6 +68,28 @@ def serve_command(
         bool,
         typer.Option("--allow-pickle", help="Also load pickle/cloudpickle models (unpickling runs code: trusted models only)."),
     ] = False,
+    log_predictions: Annotated[
+        Optional[float],
+        typer.Option(
+            "--log-predictions",
+            help="Log this share of requests (0 < RATE <= 1; 1 = all): inputs, predictions, request id, "
+            "written as Parquet partitioned by model/version/date. Off by default.",
+        ),
+    ] = None,
+    prediction_log_uri: Annotated[
+        Optional[str],
+        typer.Option(
+            "--prediction-log-uri",
+            help="Folder or s3:// URI of the prediction log (default <artifact root>/prediction-logs).",
+        ),
+    ] = None,
+    prediction_log_queue_rows: Annotated[
+        int,
+        typer.Option(
+            "--prediction-log-queue-rows", min=1,
+            help="Most logged rows waiting to be written; past it rows are dropped and counted (/metadata).",
+        ),
+    ] = 100_000,
 ) -> None:
     """Serve a model over HTTP with MLflow's scoring protocol (POST /invocations).
 
@@ -93,6 +115,9 @@ def serve_command(
             max_connections=max_connections,
             poll_interval=poll_interval or None,
             allow_pickle=allow_pickle,
+            log_predictions=log_predictions,
+            prediction_log_uri=prediction_log_uri,
+            prediction_log_queue_rows=prediction_log_queue_rows,
         )
         options.token()
     except InvalidArgument as exc:

@@ -55,8 +55,9 @@ from typing import Any, Iterator
 import httpx
 
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
-from tracking_plugin.settings import MlopsSettings, get_settings
-from tracking_plugin.urls import absolute_sqlite_uri, redact_uri
+from tracking_plugin.settings import MlopsSettings
+
+from serving_tasks._server_env import _absolute_model_uri, _server_env, _token_not_password
 
 __all__ = [
     "ServerProcess",
@@ -70,7 +71,6 @@ __all__ = [
 _SERVER_MODULE = "serving_tasks.cli"
 # The project root, so the server subprocess imports this very code even when the
 # package is used from a checkout rather than installed.
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 @dataclass(frozen=True)
@@ -303,79 +303,6 @@ def _config_digest(options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
 
 
-# ---------------------------------------------------------------- environment
-
-
-def _server_env(extra: dict[str, str] | None, settings: MlopsSettings | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    if settings is not None:
-        # Exactly this backend (e.g. a flow's block): the server must not resolve another.
-        env["PREFECT_MLOPS_BLOCK"] = ""
-        for name in ("database_password", "s3_region", "aws_access_key_id", "aws_secret_access_key"):
-            value = getattr(settings, name)
-            if value is not None:
-                env[f"PREFECT_MLOPS_{name.upper()}"] = value if isinstance(value, str) else value.get_secret_value()
-    else:
-        settings = get_settings()
-    # The server must see the same backend as the caller, even when the caller's settings
-    # came from defaults resolved against its working directory.
-    env["PREFECT_MLOPS_TRACKING_URI"] = absolute_sqlite_uri(settings.tracking_uri)
-    env["PREFECT_MLOPS_ARTIFACT_ROOT"] = _absolute_path(settings.artifact_root)
-    if settings.s3_endpoint_url:
-        env["PREFECT_MLOPS_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if _PROJECT_ROOT not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([_PROJECT_ROOT, *paths])
-    env.update(extra or {})
-    return env
-
-
-_TOKEN_ENV, _USERNAME_ENV, _PASSWORD_ENV = "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
-
-
-def _token_not_password(env: dict[str, str], host: str, port: int) -> dict[str, str]:
-    """A scoring server holds an API token, never a password: for a caller with only a
-    username and password, a token of that user named for this server is created and
-    given to it as ``MLFLOW_TRACKING_TOKEN`` (only in its environment: never logged nor in
-    the state file, which keeps a digest of the options); the password is not passed on."""
-    uri = env.get("PREFECT_MLOPS_TRACKING_URI", "")
-    username, password = env.get(_USERNAME_ENV), env.get(_PASSWORD_ENV)
-    env = {k: v for k, v in env.items() if k not in (_USERNAME_ENV, _PASSWORD_ENV)}
-    if env.get(_TOKEN_ENV) or not uri.startswith(("http://", "https://")) or not username:
-        return env
-    try:
-        response = httpx.post(
-            f"{uri.rstrip('/')}/api/2.0/mlops/tokens/create",
-            json={"name": f"scoring-server {host}:{port}"},
-            auth=httpx.BasicAuth(username, password or ""),
-            timeout=30.0,
-        )
-    except httpx.HTTPError as exc:
-        raise BackendUnavailable(f"Could not reach {redact_uri(uri)} to create the scoring server's API token: {exc}") from None
-    if response.status_code != 200:
-        raise InvalidArgument(
-            f"The tracking server refused to create an API token for the scoring server (HTTP "
-            f"{response.status_code}): check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or set "
-            "MLFLOW_TRACKING_TOKEN to a token of a user with READ on the model."
-        )
-    env[_TOKEN_ENV] = response.json()["token"]
-    return env
-
-
-def _absolute_path(root: str) -> str:
-    if "://" in root:
-        return root
-    return str(Path(root).expanduser().resolve())
-
-
-def _absolute_model_uri(model_uri: str) -> str:
-    # A relative model path must mean the same to a server started in this directory
-    # and to a later call made from another one.
-    if "://" in model_uri or model_uri.startswith(("runs:/", "models:/")):
-        return model_uri
-    return str(Path(model_uri).expanduser().resolve())
-
-
 # ---------------------------------------------------------------- public API
 
 
@@ -392,6 +319,8 @@ def start_server(
     max_rows: int | None = None,
     max_decoded_mb: float | None = None,
     poll_interval: float | None = None,
+    log_predictions: float | None = None,
+    prediction_log_uri: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
     settings: MlopsSettings | None = None,
@@ -401,7 +330,8 @@ def start_server(
     The server reads the backend in ``settings`` (default: this process's environment),
     given to it as ``PREFECT_MLOPS_*`` variables, plus any ``env``. The options left None
     keep ``prefect-mlops serve``'s defaults (``max_body_mb``, ``max_rows`` and
-    ``max_decoded_mb`` are its request limits; see the README).
+    ``max_decoded_mb`` are its request limits; see the README). ``log_predictions`` (a
+    share of requests) turns on prediction logging, to ``prediction_log_uri``.
 
     Returns once ``GET /health`` answers 200. The same URI and options on the same port
     reuse the running server (``reused=True``, same pid); anything different replaces it.
@@ -424,6 +354,8 @@ def start_server(
         ("--max-rows", max_rows),
         ("--max-decoded-mb", max_decoded_mb),
         ("--poll-interval", poll_interval),
+        ("--log-predictions", log_predictions),
+        ("--prediction-log-uri", prediction_log_uri),
     ):
         if value is not None:
             args += [flag, str(value)]

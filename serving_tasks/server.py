@@ -68,6 +68,9 @@ class ServeOptions:
     poll_interval: float | None = 5.0
     follow_events: bool | None = None
     allow_pickle: bool = False
+    log_predictions: float | None = None
+    prediction_log_uri: str | None = None
+    prediction_log_queue_rows: int = 100_000
 
     def __post_init__(self) -> None:
         if not self.model_uri:
@@ -92,6 +95,15 @@ class ServeOptions:
             raise InvalidArgument(f"The keep-alive timeout must be positive, got {self.keep_alive_timeout}.")
         if self.max_connections < 1:
             raise InvalidArgument(f"--max-connections must be at least 1, got {self.max_connections}.")
+        if self.log_predictions is not None and not 0 < self.log_predictions <= 1:
+            raise InvalidArgument(
+                f"--log-predictions must be a share above 0 and at most 1 (1 logs every request), "
+                f"got {self.log_predictions}."
+            )
+        if self.prediction_log_uri is not None and self.log_predictions is None:
+            raise InvalidArgument("--prediction-log-uri needs --log-predictions RATE (e.g. --log-predictions 1).")
+        if self.prediction_log_queue_rows < 1:
+            raise InvalidArgument(f"--prediction-log-queue-rows must be at least 1, got {self.prediction_log_queue_rows}.")
 
     def token(self) -> str | None:
         """The bearer token from the environment variable named by ``token_env``."""
@@ -131,6 +143,9 @@ def build_app(options: ServeOptions) -> Any:
         follow_events=options.follow_events,
         allow_pickle=options.allow_pickle,
         instance_key=os.environ.get(INSTANCE_KEY_ENV) or None,
+        log_predictions=options.log_predictions,
+        prediction_log_uri=options.prediction_log_uri,
+        prediction_log_queue_rows=options.prediction_log_queue_rows,
     )
 
 

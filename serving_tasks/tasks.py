@@ -67,6 +67,8 @@ def deploy_model(
     max_rows: int | None = None,
     max_decoded_mb: float | None = None,
     poll_interval: float | None = 1.0,
+    log_predictions: float | None = None,
+    prediction_log_uri: str | None = None,
     timeout: float = 90.0,
 ) -> ServerProcess:
     """Start (or reuse) a scoring server for ``model_uri`` and wait until ``/health`` is 200.
@@ -82,7 +84,9 @@ def deploy_model(
 
     ``host`` is the interface to bind (default 127.0.0.1, this machine only; "0.0.0.0"
     for all, then set ``token_env``). ``max_body_mb``, ``max_rows`` and ``max_decoded_mb``
-    are the server's request limits (None: ``prefect-mlops serve``'s defaults). The
+    are the server's request limits (None: ``prefect-mlops serve``'s defaults).
+    ``log_predictions`` (0 < rate <= 1) logs that share of requests as Parquet under
+    ``prediction_log_uri`` (default ``<artifact root>/prediction-logs``). The
     server outlives the flow run: :func:`stop_model_server` (or ``prefect-mlops serve stop
     -p PORT`` on the same machine) stops it.
     """
@@ -92,7 +96,8 @@ def deploy_model(
     server = start_server(
         model_uri, port=port, host=host, workers=workers, token_env=token_env, max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_rows=max_rows, max_decoded_mb=max_decoded_mb,
-        poll_interval=poll_interval, timeout=timeout,
+        poll_interval=poll_interval, log_predictions=log_predictions, prediction_log_uri=prediction_log_uri,
+        timeout=timeout,
         settings=current_client().settings,  # the flow's backend (e.g. its @track block)
     )
     logger.info(

@@ -28,6 +28,7 @@ __all__ = [
     "MODEL_PROMOTED",
     "MODEL_REGISTERED",
     "MODEL_ROLLED_BACK",
+    "PERFORMANCE_DEGRADED",
     "RUN_FAILED",
     "RUN_FINISHED",
     "emit",
@@ -44,6 +45,7 @@ MODEL_REGISTERED = "mlops.model.registered"
 MODEL_PROMOTED = "mlops.model.promoted"
 MODEL_ROLLED_BACK = "mlops.model.rolled_back"
 DRIFT_DETECTED = "mlops.drift.detected"
+PERFORMANCE_DEGRADED = "mlops.performance.degraded"
 
 
 def run_resource(run_id: str, *, name: str | None = None, role: str | None = None) -> dict[str, str]:

@@ -347,3 +347,25 @@ def test_docstring_examples_run() -> None:
     outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert outcome.attempted > 0
     assert outcome.failed == 0
+
+
+def test_concept_drift_changes_labels_only() -> None:
+    """concept=1: the same features, value for value, and a churn rate close to the
+    original's, but a model trained on concept=0 ranks the new labels backwards."""
+    from sklearn.metrics import roc_auc_score
+
+    from prefect_mlops.flows.data import ChurnGenerator, source_from_uri
+    from prefect_mlops.flows.training import TrainingConfig, build_pipeline
+
+    train = ChurnGenerator(seed=4, day=0, n_rows=3000).load()
+    plain = ChurnGenerator(seed=4, day=1, n_rows=3000).load()
+    turned = source_from_uri("generator://churn?seed=4&day=1&n_rows=3000&concept=1").load()
+    assert ChurnGenerator(seed=4, day=1, n_rows=3000, concept=1.0).describe().endswith("&concept=1.0")
+    features = [c for c in plain.columns if c != LABEL_COLUMN]
+    assert plain[features].equals(turned[features])
+    assert abs(plain[LABEL_COLUMN].mean() - turned[LABEL_COLUMN].mean()) < 0.08
+    model = build_pipeline(TrainingConfig(n_estimators=30)).fit(train[list(FEATURE_COLUMNS)], train[LABEL_COLUMN])
+    assert roc_auc_score(plain[LABEL_COLUMN], model.predict_proba(plain[list(FEATURE_COLUMNS)])[:, 1]) > 0.75
+    assert roc_auc_score(turned[LABEL_COLUMN], model.predict_proba(turned[list(FEATURE_COLUMNS)])[:, 1]) < 0.35
+    with pytest.raises(InvalidArgument, match="concept must be a number from 0 to 1, got 1.5"):
+        ChurnGenerator(concept=1.5)

@@ -1,7 +1,8 @@
 """``deployments/prefect.yaml`` is accepted by a real Prefect API (``prefect deploy --all``
 onto a ``process`` work pool) and reads back with its schedules and trigger; the drift
 event the monitor emits starts the event-triggered retraining with the drifted batch.
-``deployments/serve.py`` builds the same four deployments (the fourth: the weekly gc)."""
+``deployments/serve.py`` builds the same five deployments (also the weekly gc); the
+performance monitor's ``mlops.performance.degraded`` starts retraining on its ``retrain_source``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POOL = "mlops-process"
-NAMES = ("ct-pipeline/nightly-retrain", "drift-monitor/drift-monitor", "ct-pipeline/retrain-on-drift", "gc/weekly-gc")
+NAMES = (
+    "ct-pipeline/nightly-retrain",
+    "drift-monitor/drift-monitor",
+    "ct-pipeline/retrain-on-drift",
+    "ct-pipeline/retrain-on-performance-drop",
+    "gc/weekly-gc",
+)
 
 
 def _delete_deployments(client: Any) -> None:
@@ -143,6 +150,36 @@ def test_the_drift_event_starts_retraining_on_the_drifted_batch(process_pool: An
     assert run.parameters["model_name"] == "churn-x"
 
 
+def test_the_performance_event_starts_retraining_on_its_retrain_source(process_pool: Any, helpers: Any) -> None:
+    """retrain-on-performance-drop: declared with its trigger, and a real
+    mlops.performance.degraded event starts ct_pipeline with the event's retrain_source."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.testing.cli import invoke_and_assert
+
+    from tracking_plugin.events import emit
+
+    invoke_and_assert(
+        ["--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], expected_code=0
+    )
+    client = process_pool
+    on_drop = client.read_deployment_by_name("ct-pipeline/retrain-on-performance-drop")
+    assert on_drop.entrypoint == "flows/ct_pipeline.py:ct_pipeline" and on_drop.schedules == []
+    [automation] = _automations_of(client, on_drop.id)
+    assert automation.enabled and automation.trigger.expect == {"mlops.performance.degraded"}
+    source = f"generator://churn?seed=3&day={uuid.uuid4().int % 1000}"
+
+    def started() -> list[Any]:
+        emit(
+            "mlops.performance.degraded",
+            {"prefect.resource.id": "mlops.model.churn-y", "mlops.model.name": "churn-y", "mlops.model.version": "2"},
+            payload={"retrain_source": source, "days": [], "reasons": ["roc_auc 0.6 < gate minimum 0.7"]},
+        )
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[on_drop.id])))
+
+    [run, *_] = helpers.poll(started, timeout=90, what="a flow run of retrain-on-performance-drop")
+    assert run.parameters == {"source": source, "model_name": "churn-y"}
+
+
 def test_serve_builds_the_same_deployments_as_the_project_file(prefect_harness: None) -> None:
     import yaml
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
@@ -150,7 +187,9 @@ def test_serve_builds_the_same_deployments_as_the_project_file(prefect_harness: 
     from prefect_mlops.deployments.serve import build_deployments
 
     by_name = {d.name: d for d in build_deployments()}
-    assert set(by_name) == {"nightly-retrain", "drift-monitor", "retrain-on-drift", "weekly-gc"}
+    assert set(by_name) == {
+        "nightly-retrain", "drift-monitor", "retrain-on-drift", "retrain-on-performance-drop", "weekly-gc"
+    }
     project = {d["name"]: d for d in yaml.safe_load((REPO_ROOT / "deployments" / "prefect.yaml").read_text())["deployments"]}
     assert set(project) == set(by_name)
     for name, declared in project.items():
