@@ -1,6 +1,6 @@
 """The mlflow client over HTTP: against `mlflow server` and against `prefect-mlops server`.
 
-    python bench/rest.py <ours|mlflow> <workdir>   -> prints one JSON object
+    python bench/rest.py <ours|mlflow|floor> <workdir>   -> prints one JSON object
 
 Runs in MLflow's venv (the client is the same unmodified mlflow client on both sides);
 starts the server under test as a subprocess on SQLite in ``workdir`` (one worker each,
@@ -12,6 +12,9 @@ artifacts proxied), then times, through the client:
   which then are the data of
 - ``search_runs``: ``metrics.acc > 0.5 and params.model = 'rf'`` over the 1,500 runs
   (about a sixth match), median of 20 calls.
+
+``floor`` runs the same calls against ``bench/rest_floor.py``, which answers at once with
+fixed bodies: the mlflow client's own cost, so ``mlflow / floor`` bounds any server's gain.
 
 The server for our side is ``$OURS_SERVER`` (default: ``prefect-mlops`` next to
 ``$OURS_PYTHON``, or on PATH).
@@ -44,6 +47,8 @@ def _free_port() -> int:
 def _server_command(side: str, workdir: Path, port: int) -> list[str]:
     db = f"sqlite:///{workdir / 'server.db'}"
     artifacts = str(workdir / "artifacts")
+    if side == "floor":
+        return [sys.executable, str(Path(__file__).resolve().with_name("rest_floor.py")), str(port)]
     if side == "mlflow":
         return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db, "--artifacts-destination",
                 artifacts, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
