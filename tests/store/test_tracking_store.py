@@ -508,6 +508,38 @@ def test_bulk_batches_are_checkpointed_into_the_database_file(tmp_path: Path) ->
     db.dispose()
 
 
+def test_back_to_back_small_bulk_batches_keep_the_wal_bounded(tmp_path: Path) -> None:
+    """1,000-point batches (a tracking server's log-batch calls) are bulk too, but ask for
+    a checkpoint only every ~20,000 points: the WAL still stays bounded and the points
+    still reach the database file."""
+    db_file = tmp_path / "small-bulk.db"
+    db = Database(f"sqlite:///{db_file}")
+    db.upgrade()
+    store = SqlStore(db)
+    run_id = new_run(store)
+    for b in range(60):  # 60,000 points, back to back
+        store.log_batch(run_id, metrics=[Metric("m", float(i), T0, b * 1000 + i) for i in range(1000)],
+                        skip_logged_points=True)
+    wal = db_file.with_name(db_file.name + "-wal")
+    # 60,000 points are ~10 MB of WAL; checkpoints every ~20,000 keep it near a third.
+    assert wal.stat().st_size < 7 * 1024 * 1024, wal.stat().st_size
+    copy = tmp_path / "file-only.db"
+    deadline = time.monotonic() + 30
+    while True:
+        shutil.copyfile(db_file, copy)
+        try:
+            with closing(sqlite3.connect(copy)) as conn:
+                count = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        except sqlite3.DatabaseError:  # copied while the checkpoint was writing the file
+            count = -1
+        if count >= 40_000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert count >= 40_000, count
+    assert len(store.get_metric_history(run_id, "m")) == 60_000
+    db.dispose()
+
+
 def test_nan_and_infinities_round_trip(store: SqlStore) -> None:
     run_id = new_run(store)
     store.log_batch(

@@ -680,7 +680,7 @@ class SqlTrackingStore:
             tag_values[key] = value  # the last value of a repeated tag wins, as in MLflow
 
         write = bool(metric_rows or param_values or tag_values)
-        with self.db.transaction(write=write, bulk=bulk) as tx:
+        with self.db.transaction(write=write, bulk=bulk, rows=len(metric_rows)) as tx:
             _check_run_active(tx, run_id, "log to")
             if param_values:
                 _write_params(tx, run_id, param_values)
