@@ -1,6 +1,6 @@
 """The mlflow client over HTTP: against `mlflow server` and against `prefect-mlops server`.
 
-    python bench/rest.py <ours|mlflow> <workdir>          -> prints one JSON object
+    python bench/rest.py <ours|mlflow|floor> <workdir>   -> prints one JSON object
     python bench/rest.py ours <workdir> --auth            -> the same, with authentication on
 
 Runs in MLflow's venv (the client is the same unmodified mlflow client on both sides);
@@ -20,6 +20,9 @@ creator of the experiment, so every call goes through the permission check) hold
 ``log_metric_ms_token`` (the same 300 calls with ``MLFLOW_TRACKING_TOKEN``) and
 ``log_metric_ms_first_login`` (one uncached password check: argon2). The cost of auth per
 request is ``log_metric_ms`` with ``--auth`` minus without.
+
+``floor`` runs the same calls against ``bench/rest_floor.py``, which answers at once with
+fixed bodies: the mlflow client's own cost, so ``mlflow / floor`` bounds any server's gain.
 
 The server for our side is ``$OURS_SERVER`` (default: ``prefect-mlops`` next to
 ``$OURS_PYTHON``, or on PATH).
@@ -56,6 +59,8 @@ AUTH_USER, AUTH_USER_PW = "bench-user", "bench-user-password"
 def _server_command(side: str, workdir: Path, port: int, auth: bool = False) -> list[str]:
     db = f"sqlite:///{workdir / 'server.db'}"
     artifacts = str(workdir / "artifacts")
+    if side == "floor":
+        return [sys.executable, str(Path(__file__).resolve().with_name("rest_floor.py")), str(port)]
     if side == "mlflow":
         return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db, "--artifacts-destination",
                 artifacts, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

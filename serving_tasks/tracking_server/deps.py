@@ -1,7 +1,9 @@
 """FastAPI dependencies: the store, the artifact store and the URI translation of the app.
 
 Built once per process by ``create_app`` and kept on ``app.state``; tests and embedders
-can override them with ``app.dependency_overrides`` like any FastAPI dependency.
+can override them with ``app.dependency_overrides`` like any FastAPI dependency. They are
+``async`` so FastAPI calls them on the event loop: a plain ``def`` dependency costs a trip
+through the thread pool each, per request.
 """
 
 from __future__ import annotations
@@ -25,26 +27,26 @@ __all__ = [
 ]
 
 
-def get_store(request: Request) -> SqlStore:
+async def get_store(request: Request) -> SqlStore:
     """The process-wide store of the backend (one engine and connection pool)."""
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_uris(request: Request) -> ArtifactUris:
+async def get_uris(request: Request) -> ArtifactUris:
     """Stored artifact locations <-> ``mlflow-artifacts:/`` URIs shown to clients."""
     return request.app.state.uris  # type: ignore[no-any-return]
 
 
-def get_artifact_root(request: Request) -> ArtifactRepository:
+async def get_artifact_root(request: Request) -> ArtifactRepository:
     """The artifact store at the storage root, which the proxy reads and writes."""
     return request.app.state.artifact_root  # type: ignore[no-any-return]
 
 
-def get_server_settings(request: Request) -> ServerSettings:
+async def get_server_settings(request: Request) -> ServerSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_actor(request: Request) -> str | None:
+async def get_actor(request: Request) -> str | None:
     """The authenticated user of the request (``--auth``), recorded as the actor of audit
     rows; None when authentication is off."""
     user = getattr(request.state, "auth_user", None)

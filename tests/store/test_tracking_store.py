@@ -511,6 +511,38 @@ def test_bulk_batches_are_checkpointed_into_the_database_file(tmp_path: Path) ->
     db.dispose()
 
 
+def test_back_to_back_small_bulk_batches_keep_the_wal_bounded(tmp_path: Path) -> None:
+    """1,000-point batches (a tracking server's log-batch calls) are bulk too, but ask for
+    a checkpoint only every ~20,000 points: the WAL still stays bounded and the points
+    still reach the database file."""
+    db_file = tmp_path / "small-bulk.db"
+    db = Database(f"sqlite:///{db_file}")
+    db.upgrade()
+    store = SqlStore(db)
+    run_id = new_run(store)
+    for b in range(60):  # 60,000 points, back to back
+        store.log_batch(run_id, metrics=[Metric("m", float(i), T0, b * 1000 + i) for i in range(1000)],
+                        skip_logged_points=True)
+    wal = db_file.with_name(db_file.name + "-wal")
+    # 60,000 points are ~10 MB of WAL; checkpoints every ~20,000 keep it near a third.
+    assert wal.stat().st_size < 7 * 1024 * 1024, wal.stat().st_size
+    copy = tmp_path / "file-only.db"
+    deadline = time.monotonic() + 30
+    while True:
+        shutil.copyfile(db_file, copy)
+        try:
+            with closing(sqlite3.connect(copy)) as conn:
+                count = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        except sqlite3.DatabaseError:  # copied while the checkpoint was writing the file
+            count = -1
+        if count >= 40_000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert count >= 40_000, count
+    assert len(store.get_metric_history(run_id, "m")) == 60_000
+    db.dispose()
+
+
 def test_nan_and_infinities_round_trip(store: SqlStore) -> None:
     run_id = new_run(store)
     store.log_batch(
@@ -633,6 +665,39 @@ def test_metric_history_order_duplicates_and_paging(store: SqlStore) -> None:
         store.get_metric_history(run_id, "loss", max_results=0)
     with pytest.raises(NotFound):
         store.get_metric_history("ffffffffffffffffffffffffffffffff", "loss")
+
+
+def test_metric_history_columns_match_the_entities_page_by_page(store: SqlStore) -> None:
+    # The tracking server's columnar read: the same points, order, NaN/inf and pages.
+    run_id = new_run(store)
+    values = [0.5, math.nan, math.inf, -math.inf, 1e-300, 0.1 + 0.2, -2.0]
+    store.log_batch(run_id, metrics=[Metric("loss", v, T0 + i % 3, 6 - i) for i, v in enumerate(values)])
+    store.log_batch(run_id, metrics=[Metric("loss", 0.5, T0, 6), Metric("other", 1.0, T0, 0)])
+
+    def as_columns(metrics: list[Metric]) -> tuple[list[int], list[int], list[str]]:
+        return [m.step for m in metrics], [m.timestamp for m in metrics], [repr(m.value) for m in metrics]
+
+    steps, timestamps, got, token = store.get_metric_history_columns(run_id, "loss")
+    assert token is None and len(steps) == 8
+    assert (steps, timestamps, [repr(v) for v in got]) == as_columns(list(store.get_metric_history(run_id, "loss")))
+    for size in (1, 3, 8):
+        pages: list[tuple[list[int], list[int], list[float]]] = []
+        token = None
+        while True:
+            *page, token = store.get_metric_history_columns(run_id, "loss", max_results=size, page_token=token)
+            pages.append(page)  # type: ignore[arg-type]
+            if token is None:
+                break
+        assert len(pages) == -(-8 // size)
+        joined = tuple([x for page in pages for x in page[i]] for i in range(3))
+        assert (joined[0], joined[1], [repr(v) for v in joined[2]]) == (steps, timestamps, [repr(v) for v in got])
+    assert store.get_metric_history_columns(run_id, "never-logged") == ([], [], [], None)
+    with pytest.raises(InvalidArgument, match="page_token"):
+        store.get_metric_history_columns(run_id, "loss", max_results=2, page_token="garbage!")
+    with pytest.raises(InvalidArgument, match="max_results"):
+        store.get_metric_history_columns(run_id, "loss", max_results=0)
+    with pytest.raises(NotFound):
+        store.get_metric_history_columns("ffffffffffffffffffffffffffffffff", "loss")
 
 
 def test_delete_tag(store: SqlStore) -> None:

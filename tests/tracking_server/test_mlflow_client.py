@@ -192,6 +192,25 @@ def test_metric_history_paging_and_bulk_interval(client: MlflowClient, server: A
     assert {p["run_id"] for p in sampled.json()["metrics"]} == {run_id}
 
 
+def test_metric_history_with_nan_and_infinities_reads_the_same_through_both_clients(
+    client: MlflowClient, server: Any
+) -> None:
+    from tracking_plugin.client import TrackingClient
+
+    run_id = client.create_run(client.create_experiment("history-special")).info.run_id
+    values = [0.1 + 0.2, float("nan"), float("inf"), float("-inf"), 1e-300, -2.5]
+    for step, value in enumerate(values):
+        client.log_metric(run_id, "odd", value, timestamp=1_700_000_000_000 + step, step=step)
+    expected = [repr(v) for v in values]
+    # The mlflow client reads MLflow's route (metrics/get-history), ours the columnar one.
+    theirs = client.get_metric_history(run_id, "odd")
+    assert [(m.step, repr(m.value)) for m in theirs] == list(enumerate(expected))
+    ours = TrackingClient(server.url).get_metric_history(run_id, "odd")
+    assert [(m.step, m.timestamp, repr(m.value)) for m in ours] == [
+        (step, 1_700_000_000_000 + step, v) for step, v in enumerate(expected)
+    ]
+
+
 def test_sklearn_autolog_log_model_registry_and_loading(client: MlflowClient, direct: Any) -> None:
     from sklearn.linear_model import LogisticRegression
 

@@ -3,6 +3,7 @@ logging through one server lose no point."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -98,18 +99,49 @@ HTTP_WORKER = textwrap.dedent(
 )
 
 
+# Our client, with only the server URL in its environment (no database, no S3 keys):
+# synchronous log_metric calls, buffered ones (log-batch calls from the background
+# thread), then log_batch calls of 500 points.
+OURS_WORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    url, run_id, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    os.environ["PREFECT_MLOPS_TRACKING_URI"] = url
+    from tracking_plugin.client import TrackingClient
+    from tracking_plugin.entities import Metric
+    client = TrackingClient()
+    assert client.store.__class__.__name__ == "RestStore", client.store
+    for step in range(50):
+        client.log_metric(run_id, f"w{worker}", float(step), step=step)
+    for step in range(50, 100):
+        client.log_metric(run_id, f"w{worker}", float(step), step=step, synchronous=False)
+    client.flush()
+    now = int(time.time() * 1000)
+    for chunk in range(2):
+        client.log_batch(run_id, metrics=[
+            Metric(f"w{worker}", float(i), now + i, 100 + chunk * 500 + i) for i in range(500)])
+    """
+)
+
+
 @pytest.mark.slow
 def test_eight_client_processes_lose_no_point(start_server: Callable[..., Any], tmp_path: Path) -> None:
     server = start_server(f"sqlite:///{tmp_path / 'mlops.db'}", str(tmp_path / "artifacts"), "--workers", "2")
     with httpx.Client(base_url=server.url + API) as http:
         experiment = http.post("/experiments/create", json={"name": "crowd"}).json()["experiment_id"]
         run_id = http.post("/runs/create", json={"experiment_id": experiment}).json()["run"]["info"]["run_id"]
-    scripts = {"mlflow": tmp_path / "mlflow_worker.py", "http": tmp_path / "http_worker.py"}
+    scripts = {"mlflow": tmp_path / "mlflow_worker.py", "http": tmp_path / "http_worker.py", "ours": tmp_path / "ours_worker.py"}
     scripts["mlflow"].write_text(MLFLOW_WORKER)
     scripts["http"].write_text(HTTP_WORKER)
+    scripts["ours"].write_text(OURS_WORKER)
+    # Three processes of the mlflow client, three of ours, two of raw HTTP. Ours get an
+    # environment without any database URI or S3 key: the server URL is all they know.
+    kinds = ["mlflow", "ours", "http"] * 3
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_MLOPS_", "AWS_", "MLFLOW_TRACKING"))}
     workers = [
-        subprocess.Popen([sys.executable, str(scripts["mlflow" if w % 2 else "http"]), server.url, run_id, str(w)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen([sys.executable, str(scripts[kinds[w]]), server.url, run_id, str(w)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         for w in range(8)
     ]
     for w, proc in enumerate(workers):

@@ -52,6 +52,7 @@ import random
 import time
 import uuid
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import sqlalchemy as sa
@@ -163,6 +164,19 @@ _RUN_BY = {
 _RUN_ID_BY = {
     column: Statement(sa.select(_RUNS.c.run_uuid).where(_RUNS.c[column] == sa.bindparam("value")), ("value",))
     for column in ("prefect_flow_run_id", "prefect_task_run_id")
+}
+_HISTORY = (
+    sa.select(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.value, _METRICS.c.is_nan)
+    .where(_METRICS.c.run_uuid == sa.bindparam("run_id"), _METRICS.c.key == sa.bindparam("key"))
+    .order_by(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.id)
+)
+# get_metric_history_columns: every point, a page (limit + offset), or the rest after an offset.
+_HISTORY_COLUMNS = {
+    "all": Statement(_HISTORY, ("run_id", "key")),
+    "page": Statement(
+        _HISTORY.limit(sa.bindparam("limit")).offset(sa.bindparam("offset")), ("run_id", "key", "limit", "offset")
+    ),
+    "rest": Statement(_HISTORY.offset(sa.bindparam("offset")), ("run_id", "key", "offset")),
 }
 _TOMBSTONES = GcTombstoneRow.__table__
 _TOMBSTONE = Statement(
@@ -725,7 +739,7 @@ class SqlTrackingStore:
             tag_values[key] = value  # the last value of a repeated tag wins, as in MLflow
 
         write = bool(metric_rows or param_values or tag_values)
-        with self.db.transaction(write=write, bulk=bulk) as tx:
+        with self.db.transaction(write=write, bulk=bulk, rows=len(metric_rows)) as tx:
             _check_run_active(tx, run_id, "log to")
             if param_values:
                 _write_params(tx, run_id, param_values)
@@ -782,6 +796,41 @@ class SqlTrackingStore:
         items = [Metric(r.key, nan if r.is_nan else r.value, r.timestamp, r.step) for r in rows]
         token = encode_page_token(offset + len(items)) if more else None
         return PagedList(items, token)
+
+    def get_metric_history_columns(
+        self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
+    ) -> tuple[list[int], list[int], list[float], str | None]:
+        """:meth:`get_metric_history` as three columns ``(steps, timestamps, values, token)``
+        (NaN as ``float('nan')``), read on the driver's cursor without an object per point:
+        what the tracking server sends for a large history, a tenth of the cost."""
+        _run_id(run_id)
+        validate_metric(key, 0.0, 0, 0)
+        if max_results is not None:
+            check_max_results(max_results, limit=MAX_HISTORY_RESULTS)
+        offset = decode_page_token(page_token)
+        if max_results is not None:
+            statement, params = _HISTORY_COLUMNS["page"], (run_id, key, max_results + 1, offset)
+        elif offset:
+            statement, params = _HISTORY_COLUMNS["rest"], (run_id, key, offset)
+        else:
+            statement, params = _HISTORY_COLUMNS["all"], (run_id, key)
+        with self.db.transaction(write=False) as tx:
+            found = tx.one(_RUN_STAGE, (run_id,))
+            if found is None or found[0] == GC_PENDING:
+                raise _missing_run(tx, run_id)
+            rows = tx.all(statement, params)
+        more = max_results is not None and len(rows) > max_results
+        if more:
+            rows = rows[:max_results]
+        if not rows:
+            return [], [], [], None
+        # A column at a time at C speed (zip(*rows) would take one argument per row).
+        steps, timestamps, values, nans = (list(map(itemgetter(i), rows)) for i in range(4))
+        if any(nans):
+            nan = math.nan
+            values = [nan if flag else v for v, flag in zip(values, nans)]
+        token = encode_page_token(offset + len(rows)) if more else None
+        return steps, timestamps, values, token
 
     def search_runs(
         self,

@@ -34,10 +34,17 @@ def get_metric_history(
     target = run_id or run_uuid
     if not target:
         raise InvalidArgument("Missing value for required parameter 'run_id'.")
-    page = store.get_metric_history(target, metric_key, max_results=max_results, page_token=page_token or None)
-    out: dict[str, Any] = {"metrics": wire.metrics(page)}
-    if page.token:
-        out["next_page_token"] = page.token
+    steps, timestamps, values, token = store.get_metric_history_columns(
+        target, metric_key, max_results=max_results, page_token=page_token or None
+    )
+    out: dict[str, Any] = {
+        "metrics": [
+            {"key": metric_key, "value": v, "timestamp": t, "step": s}
+            for v, t, s in zip(wire.floats_out(values), timestamps, steps)
+        ]
+    }
+    if token:
+        out["next_page_token"] = token
     return wire.json_response(out)
 
 
