@@ -116,7 +116,7 @@ def main() -> None:
     out = {"join": join_speed(args.workdir, args.join_rows)}
     if not args.skip_http:
         out["http"] = http_overhead(args.workdir, args.rounds)
-    print(json.dumps(out, indent=2, default=str))
+    print(json.dumps(out, default=str))
 
 
 if __name__ == "__main__":
