@@ -179,7 +179,9 @@ class MetricRow(Base):
     """Full metric history: every logged point, duplicates included."""
 
     __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_run_uuid_key_step", "run_uuid", "key", "step"),)
+    # Covering (migration 0007): history reads and the chart's min/max buckets are range
+    # scans of this index alone, with no table-row lookup per point.
+    __table_args__ = (Index("ix_metrics_history", "run_uuid", "key", "step", "timestamp", "value", "is_nan"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     run_uuid: Mapped[str] = mapped_column(ForeignKey("runs.run_uuid", ondelete="CASCADE"))

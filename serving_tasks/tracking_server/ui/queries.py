@@ -9,7 +9,11 @@ SQLite and PostgreSQL alike:
   database to at most ``2 * buckets`` points by min/max buckets, which keeps every spike
   (the highest and lowest value of each bucket survive); a range holding no more points
   than the cap comes back exactly; ``total`` counts the range's points (NaN left out);
-- :func:`run_keys`: the metric/param/tag keys of some runs (the column chooser).
+- :func:`run_keys`: the metric/param/tag keys of some runs (the column chooser);
+- :func:`child_counts`: how many active child runs each of some runs has (the runs
+  table's expand controls);
+- :func:`drift_reports`: the drift monitor's runs about one model version (the version
+  page's drift charts).
 
 Every result is bounded: a limit on rows, a cap on points.
 """
@@ -25,6 +29,7 @@ import sqlalchemy as sa
 from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.store.schema import ExperimentRow, LatestMetricRow, MetricRow, ParamRow, RunRow, RunTagRow
 from tracking_plugin.store.sql import SqlStore
+from tracking_plugin.tags import TAG_PARENT_RUN_ID
 
 __all__ = [
     "ExperimentOverview",
@@ -36,6 +41,9 @@ __all__ = [
     "metric_sparkline",
     "sparkline_values",
     "run_keys",
+    "child_counts",
+    "drift_reports",
+    "DriftReportRow",
 ]
 
 MAX_BUCKETS = 2_000  # at most 4,000 points per series leave the server
@@ -109,6 +117,102 @@ def run_keys(store: SqlStore, run_ids: Iterable[str], *, limit: int = 500) -> di
             stmt = sa.select(table.c.key).where(table.c.run_uuid.in_(ids)).distinct().order_by(table.c.key).limit(limit)
             out[kind] = list(session.execute(stmt).scalars())
     return out
+
+
+def child_counts(store: SqlStore, run_ids: Sequence[str]) -> dict[str, int]:
+    """Run id -> number of its active child runs (runs tagged ``mlflow.parentRunId`` with
+    it), for the ids that have any. One indexed query for a page of runs."""
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    t, r = _KEY_TABLES["tags"].c, _RUNS.c
+    stmt = (
+        sa.select(t.value, sa.func.count())
+        .select_from(_KEY_TABLES["tags"].join(_RUNS, r.run_uuid == t.run_uuid))
+        .where(t.key == TAG_PARENT_RUN_ID, t.value.in_(ids), r.lifecycle_stage == "active")
+        .group_by(t.value)
+    )
+    with store.db.session(write=False) as session:
+        return {parent: int(n) for parent, n in session.execute(stmt).all()}
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReportRow:
+    """One drift-monitor run about a model version: its per-feature scores (metrics
+    ``drift/<feature>``), verdict and drifted features (tags ``drift.drifted`` and
+    ``drift.features``), method and thresholds (tag ``drift.method``, params)."""
+
+    run_id: str
+    run_name: str
+    start_time: int
+    scores: dict[str, float]
+    drifted: bool
+    drifted_features: list[str]
+    method: str
+    thresholds: dict[str, float]
+
+    @property
+    def score(self) -> float | None:
+        finite = [v for v in self.scores.values() if math.isfinite(v)]
+        return max(finite) if finite else None
+
+
+DRIFT_PREFIX = "drift/"
+
+
+def drift_reports(store: SqlStore, model_name: str, version: int | str, *, limit: int = 500) -> list[DriftReportRow]:
+    """The latest ``limit`` active runs tagged ``model.name`` = ``model_name``,
+    ``model.version`` = ``version`` and carrying a ``drift.method`` tag (what
+    ``flows.drift_monitor`` records for each batch it scores), oldest first."""
+    t, r = _KEY_TABLES["tags"].c, _RUNS.c
+    def tagged(key: str, value: str | None = None) -> sa.Select:
+        cond = [t.key == key] if value is None else [t.key == key, t.value == value]
+        return sa.select(t.run_uuid).where(*cond)
+
+    stmt = (
+        sa.select(r.run_uuid, r.name, r.start_time)
+        .where(r.lifecycle_stage == "active", r.run_uuid.in_(tagged("model.name", model_name)),
+               r.run_uuid.in_(tagged("model.version", str(version))), r.run_uuid.in_(tagged("drift.method")))
+        .order_by(r.start_time.desc(), r.run_uuid)
+        .limit(limit)
+    )
+    lm, p = _KEY_TABLES["metrics"].c, _KEY_TABLES["params"].c
+    with store.db.session(write=False) as session:
+        runs = session.execute(stmt).all()
+        ids = [row.run_uuid for row in runs]
+        scores: dict[str, dict[str, float]] = {i: {} for i in ids}
+        run_tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+        params: dict[str, dict[str, float]] = {i: {} for i in ids}
+        for start in range(0, len(ids), 200):  # bounded IN lists
+            chunk = ids[start:start + 200]
+            for rid, key, value, nan in session.execute(
+                sa.select(lm.run_uuid, lm.key, lm.value, lm.is_nan)
+                .where(lm.run_uuid.in_(chunk), lm.key.like(DRIFT_PREFIX + "%"))
+            ).all():
+                scores[rid][key[len(DRIFT_PREFIX):]] = math.nan if nan else float(value)
+            for rid, key, value in session.execute(
+                sa.select(t.run_uuid, t.key, t.value).where(t.run_uuid.in_(chunk), t.key.in_(
+                    ["drift.drifted", "drift.features", "drift.method"]))
+            ).all():
+                run_tags[rid][key] = value
+            for rid, key, value in session.execute(
+                sa.select(p.run_uuid, p.key, p.value).where(p.run_uuid.in_(chunk), p.key.in_(
+                    ["psi_threshold", "ks_threshold"]))
+            ).all():
+                try:
+                    number = float(value)
+                except ValueError:
+                    continue
+                if math.isfinite(number):
+                    params[rid][key.removesuffix("_threshold")] = number
+    return [
+        DriftReportRow(
+            rid, name or rid, int(start_time), scores[rid], run_tags[rid].get("drift.drifted") == "true",
+            [f for f in run_tags[rid].get("drift.features", "").split(",") if f], run_tags[rid].get("drift.method", ""),
+            params[rid],
+        )
+        for rid, name, start_time in reversed(runs)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
