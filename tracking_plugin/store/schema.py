@@ -192,6 +192,30 @@ class MetricRow(Base):
     step: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+METRIC_BLOCK_SHIFT = 10  # a block holds the steps s with s >> 10 equal: 1,024 steps
+
+
+class MetricBlockRow(Base):
+    """Per (run, key, block of 1,024 steps): how many non-NaN points the history holds
+    there, their first and last step and their lowest and highest value. ``log_batch``
+    folds every batch in; the web UI's chart reduces a long history to min/max buckets
+    from these rows instead of reading every point (migration 0007)."""
+
+    __tablename__ = "metric_blocks"
+    __table_args__ = (_WITHOUT_ROWID,)
+
+    run_uuid: Mapped[str] = mapped_column(
+        ForeignKey("runs.run_uuid", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    n_points: Mapped[int] = mapped_column(BigInteger)
+    min_step: Mapped[int] = mapped_column(BigInteger)
+    max_step: Mapped[int] = mapped_column(BigInteger)
+    min_value: Mapped[float] = mapped_column(Float(precision=53))
+    max_value: Mapped[float] = mapped_column(Float(precision=53))
+
+
 class LatestMetricRow(Base):
     """Latest value per (run, key): the point with the greatest (step, timestamp), as MLflow."""
 

@@ -79,7 +79,7 @@ from tracking_plugin.search import (
     key_value_filter,
     parse_filter,
 )
-from tracking_plugin.store.schema import URI_LEN, ExperimentRow, MetricRow
+from tracking_plugin.store.schema import METRIC_BLOCK_SHIFT, URI_LEN, ExperimentRow, MetricRow
 from tracking_plugin.validation import (
     MAX_BATCH_METRICS,
     MAX_BATCH_PARAMS_TAGS,
@@ -687,6 +687,7 @@ class SqlTrackingStore:
                 metric_rows = _unlogged_points(tx, run_id, metric_rows)
             if metric_rows:
                 tx.executemany(_METRIC_INSERT, metric_rows)
+                _fold_blocks(tx, metric_rows)
                 _execute_compiled(tx, "latest", _latest_points(metric_rows))
             if tag_values:
                 _execute_compiled(
@@ -996,6 +997,41 @@ def _rank(row: tuple[str, str, float, bool, int, int]) -> tuple[int, int, int, f
 # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
 # processing for a Core insert of dicts costs about as much as SQLite's own work.
 _METRIC_INSERT = f"INSERT INTO metrics ({', '.join(_METRIC_COLUMNS)}) VALUES ({', '.join('?' * len(_METRIC_COLUMNS))})"
+
+
+def _fold_blocks(tx: Transaction, rows: list[tuple[str, str, float, bool, int, int]]) -> None:
+    """Fold the batch's non-NaN points into ``metric_blocks`` (count, first/last step,
+    lowest/highest value per run, key and block of 1,024 steps): one upsert per block the
+    batch touches, in key order so concurrent PostgreSQL writers lock in the same order."""
+    blocks: dict[tuple[str, str, int], list[Any]] = {}
+    for run_uuid, key, value, is_nan, _, step in rows:
+        if is_nan:
+            continue
+        at = (run_uuid, key, step >> METRIC_BLOCK_SHIFT)
+        b = blocks.get(at)
+        if b is None:
+            blocks[at] = [1, step, step, value, value]
+        else:
+            b[0] += 1
+            if step < b[1]:
+                b[1] = step
+            if step > b[2]:
+                b[2] = step
+            if value < b[3]:
+                b[3] = value
+            if value > b[4]:
+                b[4] = value
+    if not blocks:
+        return
+    low, high = ("LEAST", "GREATEST") if tx.postgres else ("min", "max")
+    tx.executemany(
+        "INSERT INTO metric_blocks (run_uuid, key, block, n_points, min_step, max_step, min_value, max_value) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_uuid, key, block) DO UPDATE SET "
+        "n_points = metric_blocks.n_points + excluded.n_points, "
+        f"min_step = {low}(metric_blocks.min_step, excluded.min_step), max_step = {high}(metric_blocks.max_step, excluded.max_step), "
+        f"min_value = {low}(metric_blocks.min_value, excluded.min_value), max_value = {high}(metric_blocks.max_value, excluded.max_value)",
+        [(*at, *b) for at, b in sorted(blocks.items())],
+    )
 
 
 def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:

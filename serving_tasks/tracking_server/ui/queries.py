@@ -8,7 +8,10 @@ SQLite and PostgreSQL alike:
 - :func:`downsampled_history`: one metric's history between two x values, reduced on the
   database to at most ``2 * buckets`` points by min/max buckets, which keeps every spike
   (the highest and lowest value of each bucket survive); a range holding no more points
-  than the cap comes back exactly; ``total`` counts the range's points (NaN left out);
+  than the cap comes back exactly; ``total`` counts the range's points (NaN left out).
+  On the step axis a range of at least 512 steps per bucket is reduced from
+  ``metric_blocks`` (per-1,024-step summaries ``log_batch`` keeps), a narrower one by one
+  range scan of the covering ``ix_metrics_history`` per bucket;
 - :func:`run_keys`: the metric/param/tag keys of some runs (the column chooser);
 - :func:`child_counts`: how many active child runs each of some runs has (the runs
   table's expand controls);
@@ -22,12 +25,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import sqlalchemy as sa
 
 from tracking_plugin.errors import InvalidArgument
-from tracking_plugin.store.schema import ExperimentRow, LatestMetricRow, MetricRow, ParamRow, RunRow, RunTagRow
+from tracking_plugin.store.schema import (
+    METRIC_BLOCK_SHIFT,
+    ExperimentRow,
+    LatestMetricRow,
+    MetricBlockRow,
+    MetricRow,
+    ParamRow,
+    RunRow,
+    RunTagRow,
+)
 from tracking_plugin.store.sql import SqlStore
 from tracking_plugin.tags import TAG_PARENT_RUN_ID
 
@@ -35,6 +47,7 @@ __all__ = [
     "ExperimentOverview",
     "HistoryPoints",
     "MAX_BUCKETS",
+    "bucket_statement",
     "downsampled_history",
     "experiments_overview",
     "history_lengths",
@@ -230,6 +243,61 @@ class HistoryPoints:
     x_max: float | None
 
 
+BLOCK_STEPS = 1 << METRIC_BLOCK_SHIFT
+_BLOCKS = MetricBlockRow.__table__
+
+
+def _rows_from_blocks(conn: sa.Connection, exact: sa.Select, run_id: str, key: str, x_min: int, x_max: int,
+                      buckets: int) -> list[tuple[int, int, int, float, float]]:
+    """Min/max buckets of whole ``metric_blocks`` rows (``log_batch`` keeps them): about one
+    row per 1,024 points is read, not every point. The two end blocks, which may hold
+    points outside ``[x_min, x_max]``, are computed exactly from the index."""
+    b = _BLOCKS.c
+    first, last = x_min >> METRIC_BLOCK_SHIFT, x_max >> METRIC_BLOCK_SHIFT
+    per_bucket = -(-(last - first + 1) // buckets)
+    inner = conn.execute(
+        sa.select(b.block, b.n_points, b.min_step, b.max_step, b.min_value, b.max_value)
+        .where(b.run_uuid == run_id, b.key == key, b.block > first, b.block < last).order_by(b.block)
+    ).all()
+    ends = {}
+    for block in {first, last}:
+        lo, hi = max(x_min, block << METRIC_BLOCK_SHIFT), min(x_max + 1, (block + 1) << METRIC_BLOCK_SHIFT)
+        ends[block] = conn.execute(exact, {"a": lo, "b": hi}).one()
+    merged: dict[int, list[Any]] = {}
+
+    def fold(block: int, n: int, s0: Any, s1: Any, v0: Any, v1: Any) -> None:
+        if not n:
+            return
+        at = (block - first) // per_bucket
+        m = merged.get(at)
+        if m is None:
+            merged[at] = [n, s0, s1, v0, v1]
+        else:
+            m[0] += n
+            m[1], m[2], m[3], m[4] = min(m[1], s0), max(m[2], s1), min(m[3], v0), max(m[4], v1)
+
+    fold(first, *ends[first])
+    for row in inner:
+        fold(*row)
+    if last != first:
+        fold(last, *ends[last])
+    return [tuple(merged[at]) for at in sorted(merged)]  # type: ignore[misc]
+
+
+def bucket_statement(run_id: str, key: str) -> sa.Select:
+    """count, first/last step and min/max value of ``key`` of ``run_id`` for steps in
+    ``[:a, :b)``: one range scan of ``ix_metrics_history``, which holds every column it
+    reads (no table-row lookup per point; see migration 0007)."""
+    m = _METRICS.c
+    return sa.select(
+        sa.func.count(), sa.func.min(m.step), sa.func.max(m.step), sa.func.min(m.value), sa.func.max(m.value)
+    ).where(
+        # the bucket's bounds only: with the range's bounds too, SQLite may seek the
+        # index from the range's start for every bucket
+        m.run_uuid == run_id, m.key == key, m.is_nan == sa.false(), m.step >= sa.bindparam("a"), m.step < sa.bindparam("b")
+    )
+
+
 def downsampled_history(
     store: SqlStore,
     run_id: str,
@@ -271,16 +339,15 @@ def downsampled_history(
             # a GROUP BY over a million rows to a temporary b-tree).
             x_min = session.execute(sa.select(sa.func.min(x)).where(*series)).scalar_one()
             x_max = session.execute(sa.select(sa.func.max(x)).where(*series)).scalar_one()
-            edges = [int(x_min) + (int(x_max) - int(x_min) + 1) * b // buckets for b in range(buckets + 1)]
-            stmt = sa.select(
-                sa.func.count(), sa.func.min(x), sa.func.max(x), sa.func.min(m.value), sa.func.max(m.value)
-            ).where(
-                # the bucket's bounds only: with the range's bounds too, SQLite may seek the
-                # index from the range's start for every bucket
-                m.run_uuid == run_id, m.key == key, m.is_nan == sa.false(), x >= sa.bindparam("a"), x < sa.bindparam("b")
-            )
             conn = session.connection()  # Core: one cached compiled statement, little overhead per bucket
-            rows = [conn.execute(stmt, {"a": a, "b": b}).one() for a, b in zip(edges, edges[1:]) if b > a]
+            stmt = bucket_statement(run_id, key)
+            # From blocks once a bucket would span half a block or more (a million steps in
+            # 1,000 buckets: 977 buckets of one block each); narrower, point by point.
+            if (int(x_max) - int(x_min) + 1) >= buckets * BLOCK_STEPS // 2:
+                rows = _rows_from_blocks(conn, stmt, run_id, key, int(x_min), int(x_max), buckets)
+            else:
+                edges = [int(x_min) + (int(x_max) - int(x_min) + 1) * b // buckets for b in range(buckets + 1)]
+                rows = [conn.execute(stmt, {"a": a, "b": b}).one() for a, b in zip(edges, edges[1:]) if b > a]
         else:
             x_min, x_max = session.execute(sa.select(sa.func.min(x), sa.func.max(x)).where(*where)).one()
             # Integer floor division renders as plain `/` on both SQLite and PostgreSQL.
