@@ -83,12 +83,15 @@ def test_a_users_walk_through_the_ui(ui_site: tuple[str, Any], browser: Any) -> 
     page.fill("#filter", "(params.model = 'rf' or params.model = 'lr') and metrics.auc >= 0.7")
     page.click("#apply")
     page.wait_for_selector("#runs")
-    names = page.locator("#runs tbody td a").all_inner_texts()
+    names = page.locator("#runs tbody td > a").all_inner_texts()
     assert set(names) == {"trial-0", "trial-2", "trial-3", "trial-5", "sweep-child-0", "sweep-child-1"}
+    # filtered, the table is flat: the children are listed with a link to their parent
+    assert page.locator(f"#runs .parent-link a[href='/runs/{data.runs['sweep']}']").count() == 2
     # An invalid one: the parser's message inline, no stack trace
     page.fill("#filter", "metrics.auc >> 0.9")
     page.click("#apply")
     error = page.locator("#filter-error")
+    error.wait_for()  # is_visible() does not wait for the submitted page
     assert error.is_visible() and ">>" in error.inner_text() and "Traceback" not in page.content()
 
     # Sort by a metric (server side), choose columns, reload keeps the view
@@ -116,6 +119,10 @@ def test_a_users_walk_through_the_ui(ui_site: tuple[str, Any], browser: Any) -> 
     page.click("#reset-view")
     assert page.locator("#runs th[data-column='status']").count() == 1 and "▼" not in page.locator("#runs thead").inner_text()
     page.go_back()
+    page.wait_for_selector("#runs")
+    if SHOTS:  # the picture shows a sweep opened under its parent
+        page.locator(f"#runs tr[data-run-id='{data.runs['sweep']}'] button.expand").click()
+        page.wait_for_selector("#runs tr.child")
     shot(page, "ui-runs.png")
 
     # XSS run: escaped text, no dialog
