@@ -108,3 +108,32 @@ def test_long_ranges_are_reduced_from_block_summaries_kept_by_log_batch(store: S
     # the same range reduced point by point (narrow buckets) agrees on count and extremes
     exact = queries.downsampled_history(store, run, "loss", lo=3_000, hi=15_000, buckets=2_000)
     assert exact.total == zoom.total and max(exact.y) == max(zoom.y) and min(exact.y) == min(zoom.y)  # type: ignore[type-var]
+
+
+def test_child_counts_and_drift_reports_on_both_databases(store: SqlStore, tmp_path: Path) -> None:
+    from tracking_plugin.entities import RunTag
+
+    exp = store.create_experiment("kids", str(tmp_path / "artifacts"))
+    parent = store.create_run(exp, user_id="u", start_time=1, run_name="p").info.run_id
+    lone = store.create_run(exp, user_id="u", start_time=2, run_name="lone").info.run_id
+    kids = [store.create_run(exp, user_id="u", start_time=3 + i, run_name=f"k{i}", parent_run_id=parent).info.run_id
+            for i in range(3)]
+    store.delete_run(kids[0])  # deleted children are not counted
+    assert queries.child_counts(store, [parent, lone]) == {parent: 2}
+    assert queries.child_counts(store, []) == {}
+    for day, (score, drifted) in enumerate([(0.1, False), (0.5, True)]):
+        run = store.create_run(exp, user_id="m", start_time=100 + day, run_name=f"d{day}").info.run_id
+        store.log_batch(run, metrics=[Metric("drift/age", score, 1, 0), Metric("drift/plan", float("nan"), 1, 0)],
+                        params=[Param("psi_threshold", "0.2"), Param("ks_threshold", "inf")],
+                        tags=[RunTag("drift.method", "psi"), RunTag("drift.drifted", str(drifted).lower()),
+                              RunTag("drift.features", "age" if drifted else ""), RunTag("model.name", "m"),
+                              RunTag("model.version", "2")])
+    other = store.create_run(exp, user_id="m", start_time=200, run_name="other-version").info.run_id
+    store.log_batch(other, tags=[RunTag("drift.method", "psi"), RunTag("model.name", "m"), RunTag("model.version", "3")])
+    reports = queries.drift_reports(store, "m", 2)
+    assert [r.run_name for r in reports] == ["d0", "d1"]  # oldest first
+    assert [r.drifted for r in reports] == [False, True] and reports[1].drifted_features == ["age"]
+    assert reports[1].scores["age"] == 0.5 and math.isnan(reports[1].scores["plan"]) and reports[1].score == 0.5
+    assert reports[0].thresholds == {"psi": 0.2}  # an infinite threshold is left out (JSON has no Infinity)
+    assert [r.run_name for r in queries.drift_reports(store, "m", 3)] == ["other-version"]
+    assert queries.drift_reports(store, "m", 4) == [] and queries.drift_reports(store, "m", 2, limit=1)[0].run_name == "d1"
