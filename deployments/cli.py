@@ -6,6 +6,7 @@ Commands import their packages lazily so ``prefect-mlops --help`` stays fast.
     prefect-mlops serve -m models:/churn@champion -p 5000
     prefect-mlops serve stop -p 5000      # stop a server deploy_model started
     prefect-mlops reconcile               # close runs whose Prefect flow run ended
+    prefect-mlops gc --older-than 30d     # permanently remove deleted runs (never registered ones)
     prefect-mlops simulate --days 10      # replay days of batches through the flows
     prefect-mlops db upgrade              # apply schema migrations explicitly
     prefect-mlops server --backend-store-uri postgresql+psycopg://... --default-artifact-root s3://...
@@ -177,6 +178,90 @@ def reconcile_command(
     for change in changes:
         typer.echo(f"{change.run_id}  {change.prefect_state:<10} -> {change.new_status.value}")
     typer.echo(f"{len(changes)} run(s) {'would be ' if dry_run else ''}reconciled")
+
+
+@app.command("gc")
+def gc_command(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Remove deleted runs and experiments older than this (30d, 12h, 90m).")
+    ] = "30d",
+    experiment_ids: Annotated[
+        Optional[str], typer.Option("--experiment-ids", help="Only these experiments (comma-separated ids).")
+    ] = None,
+    run_ids: Annotated[Optional[str], typer.Option("--run-ids", help="Only these runs (comma-separated ids).")] = None,
+    keep_last: Annotated[
+        Optional[int],
+        typer.Option("--keep-last", min=0, help="Keep the N most recent finished runs per experiment; remove older ones."),
+    ] = None,
+    quarantine_older_than: Annotated[
+        Optional[str],
+        typer.Option("--quarantine-older-than", help="Remove quarantined batches older than this (default: keep all)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (for scripts).")] = False,
+    backend_store_uri: Annotated[
+        Optional[str],
+        typer.Option("--backend-store-uri", "--tracking-uri", help="Tracking database URL (default: settings)."),
+    ] = None,
+    artifact_root: Annotated[
+        Optional[str], typer.Option("--artifact-root", help="Root holding quarantine/ (default: settings).")
+    ] = None,
+) -> None:
+    """Permanently remove deleted runs and experiments (rows and artifacts), never what a
+    registered model version needs (its source run, alias and stage holders): those runs
+    are listed as kept, with the reason."""
+    import json
+
+    from tracking_plugin.errors import MlopsError
+    from tracking_plugin.gc import collect_garbage, parse_duration
+    from tracking_plugin.urls import redact_uri
+
+    def ids(value: Optional[str]) -> Optional[list[str]]:
+        return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+    try:
+        report = collect_garbage(
+            older_than_seconds=parse_duration(older_than),
+            experiment_ids=ids(experiment_ids),
+            run_ids=ids(run_ids),
+            keep_last=keep_last,
+            quarantine_older_than_seconds=None if quarantine_older_than is None else parse_duration(quarantine_older_than),
+            dry_run=dry_run,
+            tracking_uri=backend_store_uri,
+            artifact_root=artifact_root,
+        )
+    except MlopsError as exc:
+        typer.echo(f"Error: {redact_uri(exc.message)}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    _print_gc_report(report)
+
+
+def _print_gc_report(report) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    verb = "Would remove" if report.dry_run else "Removed"
+    table = Table(title=f"prefect-mlops gc{' (dry run)' if report.dry_run else ''}")
+    for column in ("what", "count", "bytes"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    for kind, label in (("run", "runs"), ("experiment", "experiments"), ("quarantine", "quarantined batches")):
+        table.add_row(label, str(report.count(kind)), f"{sum(i.bytes for i in report.removed if i.kind == kind):,}")
+    table.add_row("total", str(len(report.removed)), f"{report.bytes_removed:,}")
+    console = Console(width=120)
+    console.print(table)
+    for item in report.removed:
+        console.print(f"{verb.lower()} {item.kind} {item.id} ({item.why}, {item.bytes:,} bytes)", highlight=False)
+    for kept in report.kept:
+        console.print(f"kept run {kept.run_id}: {kept.reason}", highlight=False)
+    console.print(
+        f"{verb} {report.runs_removed} run(s), {report.experiments_removed} experiment(s), "
+        f"{report.quarantine_removed} quarantined batch(es), {report.bytes_removed:,} bytes; "
+        f"kept {len(report.kept)} run(s) a model version needs",
+        highlight=False,
+    )
 
 
 @app.command("simulate")

@@ -2,10 +2,11 @@
 
     .venv/bin/python -m prefect_mlops.deployments.serve          # from the repository root; Ctrl-C to stop
 
-The same three deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
+The same four deployments as ``deployments/prefect.yaml`` (a test keeps them equal):
 nightly retraining (cron, 02:00 UTC) and the hourly drift monitor, both on the batch of
 the day they run for (``{date}`` in ``source``), and retraining triggered by
-``mlops.drift.detected`` with the drifted batch as ``source``.
+``mlops.drift.detected`` with the drifted batch as ``source``, and the weekly
+``prefect-mlops gc`` (Sundays 03:00 UTC).
 ``prefect.serve`` registers them with the configured Prefect API and runs their flow
 runs in subprocesses of this process, so the backend comes from this process's
 ``PREFECT_MLOPS_*`` environment. Schedules need a Prefect server with its scheduler
@@ -38,6 +39,7 @@ def build_deployments() -> list[Any]:
 
     from prefect_mlops.flows.ct_pipeline import ct_pipeline
     from prefect_mlops.flows.drift_monitor import DRIFT_DETECTED, drift_monitor
+    from prefect_mlops.flows.gc import gc_flow
 
     return [
         ct_pipeline.to_deployment(
@@ -63,11 +65,17 @@ def build_deployments() -> list[Any]:
                 )
             ],
         ),
+        gc_flow.to_deployment(
+            name="weekly-gc",
+            description="Permanently remove runs and experiments deleted over 30 days ago; registered models are kept.",
+            schedules=[Cron("0 3 * * 0", timezone="UTC")],
+            parameters={"older_than": "30d"},
+        ),
     ]
 
 
 def main() -> None:  # pragma: no cover - long-running
-    """Serve the three deployments until interrupted."""
+    """Serve the four deployments until interrupted."""
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 

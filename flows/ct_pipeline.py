@@ -55,6 +55,7 @@ from serving_tasks.tasks import deploy_model, smoke_test
 from tracking_plugin import fluent
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument, MlopsError, ModelLoadRefused, NotFound
 from tracking_plugin.prefect import track
+from tracking_plugin.tags import TAG_QUARANTINE_URI
 
 from prefect_mlops.flows.data import DATE_COLUMN, LABEL_COLUMN, dataset_digest, fill_source_date, source_from_uri
 from prefect_mlops.flows.training import (
@@ -229,7 +230,7 @@ def validate_data(frame: pd.DataFrame, suite_path: str | None = None) -> Validat
     if not report.success:
         try:
             where = _quarantine(frame, report, digest)
-            fluent.set_tag("validation.quarantine_uri", where)
+            fluent.set_tag(TAG_QUARANTINE_URI, where)
         except (MlopsError, OSError) as exc:  # the verdict must still stop the pipeline
             problem = f"it could not be quarantined ({exc}); the source still holds it"
             logger.error("Quarantine of the rejected batch failed: %s", exc)

@@ -23,6 +23,7 @@ __all__ = [
     "TAG_PARENT_RUN_ID",
     "TAG_PREFECT_STATE",
     "TAG_PYTHON_VERSION",
+    "TAG_QUARANTINE_URI",
     "TAG_RUN_NAME",
     "TAG_SOURCE_NAME",
     "TAG_SOURCE_TYPE",
@@ -59,3 +60,5 @@ TAG_FLOW_RUN_URL = "prefect.flow_run_url"
 TAG_PREFECT_STATE = "prefect.state"
 TAG_STATE_MESSAGE = "mlops.state_message"
 TAG_ERROR = "mlops.error"
+# Where validation kept a rejected batch (<artifact root>/quarantine/<time>-<digest>); gc reads it.
+TAG_QUARANTINE_URI = "validation.quarantine_uri"

@@ -21,7 +21,7 @@ runner = CliRunner()
 def test_help_lists_every_command_quickly() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
-    for command in ("demo", "serve", "reconcile", "simulate", "db"):
+    for command in ("demo", "serve", "reconcile", "gc", "simulate", "db"):
         assert command in result.output
     # The console script answers --help without importing Prefect, pandas or scikit-learn.
     code = "import sys, deployments.cli; print(sorted(m for m in ('prefect', 'pandas', 'sklearn') if m in sys.modules))"
@@ -80,7 +80,7 @@ def test_reconcile_dry_run_on_an_empty_backend(
     assert os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") is None  # not left behind
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["serve"], ["reconcile"], ["simulate"], ["db"], ["db", "upgrade"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["serve"], ["reconcile"], ["gc"], ["simulate"], ["db"], ["db", "upgrade"]])
 def test_help_shows_flags_as_flags(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

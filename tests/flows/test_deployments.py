@@ -1,7 +1,7 @@
 """``deployments/prefect.yaml`` is accepted by a real Prefect API (``prefect deploy --all``
 onto a ``process`` work pool) and reads back with its schedules and trigger; the drift
 event the monitor emits starts the event-triggered retraining with the drifted batch.
-``deployments/serve.py`` builds the same three deployments."""
+``deployments/serve.py`` builds the same four deployments (the fourth: the weekly gc)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POOL = "mlops-process"
-NAMES = ("ct-pipeline/nightly-retrain", "drift-monitor/drift-monitor", "ct-pipeline/retrain-on-drift")
+NAMES = ("ct-pipeline/nightly-retrain", "drift-monitor/drift-monitor", "ct-pipeline/retrain-on-drift", "gc/weekly-gc")
 
 
 def _delete_deployments(client: Any) -> None:
@@ -102,6 +102,16 @@ def test_prefect_deploy_accepts_the_project_file_and_reads_back(process_pool: An
         "model_name": "{{ event.resource['mlops.model.name'] }}",
     }
 
+    weekly_gc = client.read_deployment_by_name("gc/weekly-gc")
+    assert weekly_gc.work_pool_name == POOL and weekly_gc.entrypoint == "flows/gc.py:gc_flow"
+    [schedule] = weekly_gc.schedules
+    assert isinstance(schedule.schedule, CronSchedule) and schedule.active
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 3 * * 0", "UTC")
+    assert weekly_gc.parameters == {"older_than": "30d"}
+    assert {"older_than", "keep_last", "quarantine_older_than", "dry_run"} <= set(
+        weekly_gc.parameter_openapi_schema["properties"]
+    )
+
 
 def test_the_drift_event_starts_retraining_on_the_drifted_batch(process_pool: Any, helpers: Any) -> None:
     """The trigger's templates render from a real event into the new flow run's parameters."""
@@ -133,14 +143,14 @@ def test_the_drift_event_starts_retraining_on_the_drifted_batch(process_pool: An
     assert run.parameters["model_name"] == "churn-x"
 
 
-def test_serve_builds_the_same_three_deployments_as_the_project_file(prefect_harness: None) -> None:
+def test_serve_builds_the_same_deployments_as_the_project_file(prefect_harness: None) -> None:
     import yaml
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     from prefect_mlops.deployments.serve import build_deployments
 
     by_name = {d.name: d for d in build_deployments()}
-    assert set(by_name) == {"nightly-retrain", "drift-monitor", "retrain-on-drift"}
+    assert set(by_name) == {"nightly-retrain", "drift-monitor", "retrain-on-drift", "weekly-gc"}
     project = {d["name"]: d for d in yaml.safe_load((REPO_ROOT / "deployments" / "prefect.yaml").read_text())["deployments"]}
     assert set(project) == set(by_name)
     for name, declared in project.items():

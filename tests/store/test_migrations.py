@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tracking_plugin.store.db import Database
+from tracking_plugin.store.db import Database, Statement
 from tracking_plugin.store.schema import Base
 
 
@@ -74,7 +74,7 @@ def _open_new_files(paths: list[str], barrier, results) -> None:  # type: ignore
         db = Database(f"sqlite:///{path}")
         try:
             with db.transaction(write=False) as tx:
-                errors.append(None if tx.one("PRAGMA journal_mode") == ("wal",) else "not in WAL mode")
+                errors.append(None if tx.one(Statement(sa.text("PRAGMA journal_mode"))) == ("wal",) else "not in WAL mode")
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             errors.append(repr(exc))
         db.dispose()
@@ -147,7 +147,7 @@ def test_0007_summarises_the_history_already_logged(db_uri: str) -> None:
     from tracking_plugin.store.sql import SqlStore
 
     db = Database(db_uri)
-    db.upgrade("0005_auth")
+    db.upgrade("0006_gc")
     run_id = "cd" * 16
     with db.engine.begin() as conn:
         conn.execute(sa.text(

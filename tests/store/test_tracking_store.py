@@ -28,7 +28,7 @@ from tracking_plugin.entities import (
     ViewType,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from tracking_plugin.store.db import Database
+from tracking_plugin.store.db import Database, Statement
 from tracking_plugin.store.sql import SqlStore
 
 T0 = 1_700_000_000_000
@@ -445,13 +445,16 @@ def test_bulk_batches_keep_refusals_and_foreign_keys(store: SqlStore) -> None:
     assert snapshot(store) == before
     store.log_batch(run_id, metrics=bulk)
     assert len(store.get_metric_history(run_id, "m")) == 5_000
-    orphan = "INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES (?, 'm', 0, ?, 0, 0)"
+    orphan = Statement(
+        sa.text("INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES (:run, 'm', 0, :nan, 0, 0)"),
+        ("run", "nan"),
+    )
     for _ in range(3):  # the pooled connection(s) the bulk batches used
         with pytest.raises(store.db.IntegrityError):
             with store.db.transaction() as tx:
                 tx.execute(orphan, ("0" * 32, False))
             if store.db.dialect == "sqlite":  # and SQLite checkpoints at commit again
-                assert tx.one("PRAGMA wal_autocheckpoint") == (1000,)
+                assert tx.one(Statement(sa.text("PRAGMA wal_autocheckpoint"))) == (1000,)
     assert len(snapshot(store)["metrics"]) == 5_000
 
 

@@ -1,8 +1,10 @@
-"""How search and the hot paths talk SQL: the run row layout, SQLAlchemy Core statements
-compiled once per dialect (with the SQLite compiler extensions that keep the planner's join
-order and index hints), and the search planner (which filter drives a query, how a page of
-runs is loaded). Split from :mod:`tracking_plugin.store.sql_tracking`, which owns the store
-API and its transactions; nothing here opens a transaction of its own."""
+"""How search and the hot paths talk SQL: the run row layout, the shared SQLAlchemy Core
+statements (upserts per dialect; see :class:`~tracking_plugin.store.db.Statement`), the
+search statements compiled once per distinct input (with the SQLite join-order extension
+here; the SQLite dialect of ``db.DIALECTS`` renders index hints), and the search planner
+(which filter drives a query, how a page of runs is loaded). Split from
+:mod:`tracking_plugin.store.sql_tracking`, which owns the store API and its transactions;
+nothing here opens a transaction of its own."""
 
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ from tracking_plugin.store.schema import (
     RunTagRow,
 )
 
-from tracking_plugin.store.db import Transaction
+from tracking_plugin.store.db import DIALECTS, Statement, Transaction, in_list
 
 if TYPE_CHECKING:
     from tracking_plugin.store.db import Database
@@ -112,38 +114,17 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
     )
 
 
-class _SQLiteCompiler(sqlite_dialect.base.SQLiteCompiler):
-    """SQLite's compiler plus table hints: ``select.with_hint(table, "INDEXED BY ix",
-    "sqlite")`` renders ``table INDEXED BY ix`` (SQLAlchemy's own drops table hints)."""
-
-    def get_from_hint_text(self, table: Any, text: str) -> str:
-        return text
-
-
-class _SQLiteDialect(sqlite_dialect.pysqlite.SQLiteDialect_pysqlite):
-    statement_compiler = _SQLiteCompiler
-
-
-# Dialects for statements compiled here and run on the driver's cursor.
-_DIALECTS = {"sqlite": _SQLiteDialect(), "postgresql": pg_dialect.psycopg.dialect()}
-
-
 def _insert_for(dialect: str, table: sa.Table) -> Any:
     module = pg_dialect if dialect == "postgresql" else sqlite_dialect
     return module.insert(table)
 
 
-# Upsert statements are built once per (dialect, table): building one (``excluded`` copies
-# every column) costs more than executing it.
-_STATEMENTS: dict[tuple[str, str], Any] = {}
-
-
-def _build_tag_upsert(table: sa.Table, keys: list[str]) -> Any:
+def _tag_upsert(table: sa.Table, keys: list[str]) -> Statement:
     def build(dialect: str) -> Any:
         stmt = _insert_for(dialect, table)
         return stmt.on_conflict_do_update(index_elements=keys, set_={"value": stmt.excluded.value})
 
-    return build
+    return Statement(build, (*keys, "value"))
 
 
 def _build_latest_upsert(dialect: str) -> Any:
@@ -166,33 +147,37 @@ def _build_latest_upsert(dialect: str) -> Any:
     )
 
 
-_BUILDERS: dict[str, Any] = {
-    "run_tags": _build_tag_upsert(_TAGS, ["run_uuid", "key"]),
-    "experiment_tags": _build_tag_upsert(_EXPERIMENT_TAGS, ["experiment_id", "key"]),
-    "latest": _build_latest_upsert,
-    "params": lambda dialect: _insert_for(dialect, _PARAMS).on_conflict_do_nothing(),
-}
+# Metric points as tuples in this column order, for the history and latest-point writes.
+_METRIC_COLUMNS = ("run_uuid", "key", "value", "is_nan", "timestamp", "step")
+
+# Upserts are dialect constructs: each Statement builds its own per dialect, once
+# (building one, ``excluded`` copies every column, costs more than executing it).
+_UPSERT_RUN_TAG = _tag_upsert(_TAGS, ["run_uuid", "key"])
+_UPSERT_EXPERIMENT_TAG = _tag_upsert(_EXPERIMENT_TAGS, ["experiment_id", "key"])
+_UPSERT_LATEST_METRIC = Statement(_build_latest_upsert, _METRIC_COLUMNS)
+_INSERT_NEW_PARAM = Statement(
+    lambda dialect: _insert_for(dialect, _PARAMS).on_conflict_do_nothing(index_elements=["run_uuid", "key"]),
+    ("run_uuid", "key", "value"),
+)
 
 
 _Compiled = tuple[str, tuple[Any, ...]]  # SQL in the driver's style, its parameters
 
 
 def _compile(stmt: Any, dialect: str) -> _Compiled:
-    """``stmt`` compiled for the driver: positional parameters for SQLite, named
-    (``%(name)s``, given as items) for psycopg. Search statements bind only plain
-    strings and numbers, so no bind processing is needed."""
-    compiled = stmt.compile(dialect=_DIALECTS[dialect], compile_kwargs={"render_postcompile": True})
+    """``stmt`` compiled for the driver with the values it binds, in the SQL's order.
+    Search statements bind only plain strings and numbers, so no bind processing is
+    needed."""
+    compiled = stmt.compile(dialect=DIALECTS[dialect], compile_kwargs={"render_postcompile": True})
     params = compiled.params
-    if compiled.positional:
-        return compiled.string, tuple(params[k] for k in compiled.positiontup)  # type: ignore[union-attr]
-    return compiled.string, tuple(params.items())
+    return compiled.string, tuple(params[k] for k in compiled.positiontup)  # type: ignore[union-attr]
 
 
 def _run(tx: Transaction, statement: _Compiled) -> list[tuple[Any, ...]]:
     """Rows of a compiled statement, as plain tuples (a page of 1,000 runs as SQLAlchemy
     Rows costs as much as the page's SQL on SQLite)."""
     sql, params = statement
-    return tx.execute_native(sql, dict(params) if tx.postgres else params).fetchall()  # type: ignore[no-any-return]
+    return tx.execute_compiled(sql, params).fetchall()  # type: ignore[no-any-return]
 
 
 def _comparisons(expr: Any) -> list[Comparison]:
@@ -242,6 +227,21 @@ def _count_sql(filter_string: str, threshold: int) -> tuple[tuple[int, ...], _Co
     return positions, _compile(sa.select(*counts), "sqlite")
 
 
+@functools.lru_cache(maxsize=32)  # one entry per in_list() length
+def _page_statements(size: int) -> tuple[Statement, Statement, Statement]:
+    """The latest metrics, params and tags of ``size`` runs (parameters ``id0``...)."""
+    names = tuple(f"id{i}" for i in range(size))
+    ids = [sa.bindparam(name) for name in names]
+    latest, params, tags = _LATEST.c, _PARAMS.c, _TAGS.c
+    return (
+        Statement(
+            sa.select(latest.run_uuid, latest.key, latest.value, latest.is_nan).where(latest.run_uuid.in_(ids)), names
+        ),
+        Statement(sa.select(params.run_uuid, params.key, params.value).where(params.run_uuid.in_(ids)), names),
+        Statement(sa.select(tags.run_uuid, tags.key, tags.value).where(tags.run_uuid.in_(ids)), names),
+    )
+
+
 def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
     """Build Run entities for ``rows`` (of ``_RUN_COLUMNS``), loading their latest
     metrics, params and tags."""
@@ -255,13 +255,13 @@ def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
     for chunk in _chunks(ids):
         # Driver-level queries returning plain tuples: building SQLAlchemy rows for a page of
         # 1,000 runs costs as much as the lookups themselves.
-        where = f"WHERE run_uuid IN ({', '.join('?' * len(chunk))})"
-        args = tuple(chunk)
-        for run_uuid, key, value, is_nan in tx.all(f"SELECT run_uuid, key, value, is_nan FROM latest_metrics {where}", args):
+        size, args = in_list(chunk, _CHUNK)
+        latest, params_of, tags_of = _page_statements(size)
+        for run_uuid, key, value, is_nan in tx.all(latest, args):
             metrics[run_uuid][key] = nan if is_nan else value
-        for run_uuid, key, value in tx.all(f"SELECT run_uuid, key, value FROM params {where}", args):
+        for run_uuid, key, value in tx.all(params_of, args):
             params[run_uuid][key] = value
-        for run_uuid, key, value in tx.all(f"SELECT run_uuid, key, value FROM tags {where}", args):
+        for run_uuid, key, value in tx.all(tags_of, args):
             tags[run_uuid][key] = value
     return [_build_run(_run_info(r), _build_run_data(metrics[r[0]], params[r[0]], tags[r[0]])) for r in rows]
 
@@ -387,6 +387,10 @@ def _joined_driver(node: And, drivers: set[int], dialect: str) -> tuple[Any, set
     return _RUNS.c.run_uuid.in_(subquery), {id(driver), *(id(p) for p in probes)}
 
 
+# SQLite only (PostgreSQL has no rowid): every run ever created has a rowid up to this.
+_MAX_RUN_ROWID = Statement(sa.text("SELECT max(rowid) FROM runs"))
+
+
 def _drivers(
     tx: Transaction, filter_string: str, expr: Any, orders: Sequence[OrderBy], needed: int
 ) -> tuple[int, ...] | None:
@@ -408,7 +412,7 @@ def _drivers(
     if tx.postgres or expr is None:
         return None
     # An upper bound on the runs searched (all runs ever created), read in O(log n).
-    runs = tx.one("SELECT max(rowid) FROM runs")[0] or 0  # type: ignore[index]
+    runs = tx.one(_MAX_RUN_ROWID)[0] or 0  # type: ignore[index]
     threshold = math.isqrt(needed * runs) + 1
     positions, statement = _count_sql(filter_string, threshold)
     leaves = _comparisons(expr)

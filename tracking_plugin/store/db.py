@@ -10,11 +10,15 @@ head and does nothing.
 SQLite runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout; write sessions
 start with ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing with
 "database is locked" when a read transaction tries to upgrade to a write.
+
+The stores' hot paths skip the Session: :meth:`Database.transaction` hands out a
+:class:`Transaction` on the driver's own connection, which runs :class:`Statement` objects,
+SQLAlchemy Core statements compiled once per dialect into the driver's positional
+placeholders (``?`` for sqlite3, ``%s`` for psycopg) and executed with plain tuples.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sqlite3
@@ -23,10 +27,12 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
 from tracking_plugin.urls import redact_uri
 
-__all__ = ["Database", "Transaction", "MIGRATIONS_DIR"]
+__all__ = ["DIALECTS", "Database", "MIGRATIONS_DIR", "Statement", "Transaction", "in_list"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _log = logging.getLogger(__name__)
@@ -61,10 +67,93 @@ def _normalise_uri(uri: str) -> str:
     return uri
 
 
-@functools.lru_cache(maxsize=256)
-def _pyformat(sql: str) -> str:
-    """``?`` placeholders -> psycopg's ``%s`` (our SQL has no other ``?`` or ``%``)."""
-    return sql.replace("?", "%s")
+class _SQLiteCompiler(sqlite_dialect.base.SQLiteCompiler):
+    """SQLite's compiler plus table hints: ``select.with_hint(table, "INDEXED BY ix",
+    "sqlite")`` renders ``table INDEXED BY ix`` (SQLAlchemy's own drops table hints)."""
+
+    def get_from_hint_text(self, table: Any, text: str) -> str:
+        return text
+
+
+class _SQLiteDialect(sqlite_dialect.pysqlite.SQLiteDialect_pysqlite):
+    statement_compiler = _SQLiteCompiler
+
+
+# The dialects statements are compiled with to run on the driver's cursor, both positional:
+# ``?`` for sqlite3 (its default), ``%s`` for psycopg (SQLAlchemy's default there is the
+# named ``%(name)s``, which would make every call build a dict).
+DIALECTS: dict[str, sa.Dialect] = {
+    "sqlite": _SQLiteDialect(),
+    "postgresql": pg_dialect.psycopg.dialect(paramstyle="format"),
+}
+
+
+class Statement:
+    """A SQLAlchemy Core statement for :class:`Transaction`, compiled once per dialect.
+
+    ``build`` is the statement, or a function of the dialect name that returns it (for
+    dialect constructs such as upserts). ``params`` names its bind parameters in the order
+    the caller passes their values: the statement runs with plain tuples, whichever order
+    the dialect's SQL wants them in (mapped once, when it is compiled), so an
+    ``executemany`` of 100,000 rows hands the rows to the driver as they are. An INSERT
+    without ``.values()`` inserts exactly the columns named by ``params``.
+
+    Every bind parameter must be named in ``params``: constants go into the SQL
+    (``sa.literal_column``) or are passed like any other value. Dialect-only statements
+    (``PRAGMA``, ``SET LOCAL``) are ``sa.text`` and say which dialect they are for.
+    """
+
+    __slots__ = ("_build", "params", "compiled", "_built")
+
+    def __init__(self, build: Any, params: Sequence[str] = ()) -> None:
+        self._build = build
+        self.params = tuple(params)
+        # dialect name -> (SQL, positions of the values in the SQL's order, or None when
+        # that is the order of ``params``)
+        self.compiled: dict[str, tuple[str, tuple[int, ...] | None]] = {}
+        self._built: dict[str, Any] = {}
+
+    def build(self, dialect: str) -> Any:
+        """The Core statement for ``dialect`` (also for executing in a Session)."""
+        stmt = self._built.get(dialect)
+        if stmt is None:
+            stmt = self._built[dialect] = self._build(dialect) if callable(self._build) else self._build
+        return stmt
+
+    def compile(self, dialect: str) -> tuple[str, tuple[int, ...] | None]:
+        entry = self.compiled.get(dialect)
+        if entry is not None:
+            return entry
+        stmt = self.build(dialect)
+        column_keys = None
+        if isinstance(stmt, sa.Insert):
+            # inline(): no implicit ``RETURNING id`` on PostgreSQL (nobody reads it).
+            column_keys = None if stmt._values else list(self.params)
+            stmt = stmt.inline()
+        compiled = stmt.compile(dialect=DIALECTS[dialect], column_keys=column_keys)
+        names = tuple(compiled.positiontup or ())
+        unknown = sorted(set(names) - set(self.params))
+        if unknown:
+            raise TypeError(
+                f"Statement {compiled.string!r} binds {unknown} that are not among its params "
+                f"{list(self.params)}: name them in params= or put constants in the SQL."
+            )
+        order = tuple(self.params.index(name) for name in names)
+        entry = (compiled.string, None if order == tuple(range(len(self.params))) else order)
+        self.compiled[dialect] = entry
+        return entry
+
+    def __repr__(self) -> str:
+        return f"Statement({self.build('sqlite')!s}, params={self.params!r})"
+
+
+def in_list(values: Sequence[Any], limit: int) -> tuple[int, tuple[Any, ...]]:
+    """``values`` (at most ``limit``, at least one) padded to the next power of two (or to
+    ``limit``) by repeating the last one, with that length: ``IN (...)`` statements are
+    compiled per length, so a few lengths cover every list (repeats do not change an IN)."""
+    n = len(values)
+    size = min(1 << (n - 1).bit_length(), limit)
+    return size, (*values, *(values[-1],) * (size - n))
 
 
 class Transaction:
@@ -72,40 +161,43 @@ class Transaction:
 
     SQLAlchemy's Session and Connection cost 100-300 us per transaction on this kind of
     machine, against ~10 us for SQLite itself; ``log_metric``, run create/end and page
-    loading of search are dominated by that. Statements here are plain SQL with ``?``
-    placeholders (turned into ``%s`` for psycopg) or statements compiled once by
-    SQLAlchemy; results are plain tuples.
+    loading of search are dominated by that. Statements here are :class:`Statement`
+    (SQLAlchemy Core compiled once per dialect into the driver's positional style) run
+    with plain tuples; results are plain tuples.
     """
 
-    __slots__ = ("cursor", "postgres")
+    __slots__ = ("cursor", "dialect", "postgres")
 
-    def __init__(self, cursor: Any, postgres: bool) -> None:
+    def __init__(self, cursor: Any, dialect: str) -> None:
         self.cursor = cursor
-        self.postgres = postgres
+        self.dialect = dialect
+        self.postgres = dialect == "postgresql"
 
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        """Run one statement (``?`` placeholders); returns the DB-API cursor."""
-        self.cursor.execute(_pyformat(sql) if self.postgres else sql, params)
+    def execute(self, statement: Statement, params: Sequence[Any] = ()) -> Any:
+        """Run one statement with the values of its ``params``; returns the DB-API cursor."""
+        sql, order = statement.compiled.get(self.dialect) or statement.compile(self.dialect)
+        self.cursor.execute(sql, params if order is None else [params[i] for i in order])
         return self.cursor
 
-    def executemany(self, sql: str, rows: Any) -> int:
+    def executemany(self, statement: Statement, rows: Sequence[Sequence[Any]]) -> int:
         """Run one statement per row; returns the driver's rowcount (may be -1)."""
-        self.cursor.executemany(_pyformat(sql) if self.postgres else sql, rows)
+        sql, order = statement.compiled.get(self.dialect) or statement.compile(self.dialect)
+        if order is not None:
+            rows = [[row[i] for i in order] for row in rows]
+        self.cursor.executemany(sql, rows)
         return int(self.cursor.rowcount)
 
-    def execute_native(self, sql: str, params: Any, *, many: bool = False) -> Any:
-        """Run SQL already in the driver's placeholder style (compiled by SQLAlchemy)."""
-        if many:
-            self.cursor.executemany(sql, params)
-        else:
-            self.cursor.execute(sql, params)
+    def execute_compiled(self, sql: str, params: Sequence[Any]) -> Any:
+        """Run SQL compiled for this dialect by :data:`DIALECTS` with its values in order
+        (statements compiled with their values, as search's); returns the cursor."""
+        self.cursor.execute(sql, params)
         return self.cursor
 
-    def one(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
-        return self.execute(sql, params).fetchone()  # type: ignore[no-any-return]
+    def one(self, statement: Statement, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self.execute(statement, params).fetchone()  # type: ignore[no-any-return]
 
-    def all(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        return self.execute(sql, params).fetchall()  # type: ignore[no-any-return]
+    def all(self, statement: Statement, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.execute(statement, params).fetchall()  # type: ignore[no-any-return]
 
 
 class Database:
@@ -248,7 +340,7 @@ class Database:
             if not postgres:
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                yield Transaction(cursor, postgres)
+                yield Transaction(cursor, self.dialect)
             except BaseException:
                 try:
                     if postgres:

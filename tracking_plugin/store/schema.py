@@ -407,3 +407,5 @@ class RunModelLinkRow(Base):
 
 # The tracking server's users, tokens and permissions: same metadata, same migrations.
 from tracking_plugin.store import schema_auth as _schema_auth  # noqa: E402,F401
+# Tombstones of garbage-collected runs (prefect-mlops gc).
+from tracking_plugin.store import schema_gc as _schema_gc  # noqa: E402,F401

@@ -14,6 +14,7 @@ A store owns its database's connection pool: ``close()`` (or ``with``) releases 
 from __future__ import annotations
 
 from tracking_plugin.store.db import Database
+from tracking_plugin.store.sql_gc import SqlGcStore
 from tracking_plugin.store.sql_logged_models import SqlLoggedModelStore
 from tracking_plugin.store.sql_registry import SqlRegistryStore
 from tracking_plugin.store.sql_tracking import SqlTrackingStore
@@ -21,8 +22,8 @@ from tracking_plugin.store.sql_tracking import SqlTrackingStore
 __all__ = ["SqlStore"]
 
 
-class SqlStore(SqlTrackingStore, SqlRegistryStore, SqlLoggedModelStore):
-    """Tracking, registry and logged models over one SQLAlchemy database."""
+class SqlStore(SqlTrackingStore, SqlRegistryStore, SqlLoggedModelStore, SqlGcStore):
+    """Tracking, registry, logged models and gc over one SQLAlchemy database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -52,6 +52,7 @@ from tracking_plugin.store.schema import (
     RunModelLinkRow,
     RunRow,
 )
+from tracking_plugin.store.db import Statement
 from tracking_plugin.validation import validate_param, validate_run_id, validate_tag, validate_text
 
 if TYPE_CHECKING:
@@ -68,6 +69,22 @@ _DATASETS = RunDatasetInputRow.__table__
 _LINKS = RunModelLinkRow.__table__
 _EXPERIMENTS = ExperimentRow.__table__
 _RUNS = RunRow.__table__
+# Run on the driver's cursor (see get_run_inputs_outputs).
+_RUN_DATASETS = Statement(
+    sa.select(
+        _DATASETS.c.name, _DATASETS.c.digest, _DATASETS.c.source_type, _DATASETS.c.source,
+        _DATASETS.c.schema, _DATASETS.c.profile, _DATASETS.c.tags_json,
+    )
+    .where(_DATASETS.c.run_uuid == sa.bindparam("run_id"))
+    .order_by(_DATASETS.c.name, _DATASETS.c.digest),
+    ("run_id",),
+)
+_RUN_MODEL_LINKS = Statement(
+    sa.select(_LINKS.c.model_id, _LINKS.c.direction, _LINKS.c.step)
+    .where(_LINKS.c.run_uuid == sa.bindparam("run_id"))
+    .order_by(_LINKS.c.step, _LINKS.c.model_id),
+    ("run_id",),
+)
 MAX_LOGGED_MODEL_RESULTS = 10_000
 
 LOGGED_MODEL_FILTER = FilterSpec(
@@ -350,15 +367,8 @@ class SqlLoggedModelStore:
         validate_run_id(run_id)
         # Driver SQL on the fast path: the tracking server reads this with every run it returns.
         with self.db.transaction(write=False) as tx:
-            datasets = tx.all(
-                "SELECT name, digest, source_type, source, schema, profile, tags_json FROM run_dataset_inputs "
-                "WHERE run_uuid = ? ORDER BY name, digest",
-                (run_id,),
-            )
-            links = tx.all(
-                "SELECT model_id, direction, step FROM run_model_links WHERE run_uuid = ? ORDER BY step, model_id",
-                (run_id,),
-            )
+            datasets = tx.all(_RUN_DATASETS, (run_id,))
+            links = tx.all(_RUN_MODEL_LINKS, (run_id,))
         inputs = RunInputs(
             datasets=tuple(
                 DatasetInput(

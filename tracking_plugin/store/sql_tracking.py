@@ -3,12 +3,16 @@
 """``SqlTrackingStore``: experiments, runs, params, tags and metrics over SQLAlchemy Core.
 
 Every public method opens exactly one transaction through ``self.db`` and shares work
-with the others only through private helpers that take it. The hot paths (``log_batch``
-and so every ``log_*`` call, run create/update, ``get_run`` and loading a search page) run
-plain SQL on the driver's connection through :class:`~tracking_plugin.store.db.Transaction`,
-which costs a tenth of a SQLAlchemy session per call, as does all of search (its
-statements are built with SQLAlchemy Core, compiled once per distinct input and run on the
-driver's cursor); the rest uses Core statements in a session. Writes are ``INSERT``/upserts of plain tuples or dicts (one ``executemany`` per
+with the others only through private helpers that take it. All SQL is SQLAlchemy Core
+built from the tables of :mod:`~tracking_plugin.store.schema`, one way for both dialects.
+The hot paths (``log_batch`` and so every ``log_*`` call, run create/update, ``get_run``
+and all of search) run on the driver's connection through
+:class:`~tracking_plugin.store.db.Transaction`, which costs a tenth of a SQLAlchemy
+session per call: their statements are :class:`~tracking_plugin.store.db.Statement`,
+compiled once per dialect (and per shape: per set of updated columns, per ``IN`` list
+length) into the driver's positional placeholders and run with plain tuples; search
+statements are compiled once per distinct input. The rest runs Core statements in a
+session. Writes are ``INSERT``/upserts of plain tuples or dicts (one ``executemany`` per
 table), never ORM objects.
 
 Rules (MLflow's unless said otherwise):
@@ -41,6 +45,7 @@ from ``ix_runs_search_rows`` (which holds every run column) without touching ``r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import math
 import random
@@ -79,7 +84,8 @@ from tracking_plugin.search import (
     key_value_filter,
     parse_filter,
 )
-from tracking_plugin.store.schema import METRIC_BLOCK_SHIFT, URI_LEN, ExperimentRow, MetricRow
+from tracking_plugin.store.schema import METRIC_BLOCK_SHIFT, URI_LEN, ExperimentRow, MetricBlockRow, MetricRow
+from tracking_plugin.store.schema_gc import GcTombstoneRow
 from tracking_plugin.validation import (
     MAX_BATCH_METRICS,
     MAX_BATCH_PARAMS_TAGS,
@@ -93,17 +99,22 @@ from tracking_plugin.validation import (
 )
 
 from tracking_plugin.artifacts import join_artifact_uri
-from tracking_plugin.store.db import Transaction
+from tracking_plugin.store.db import Statement, Transaction, in_list
 from tracking_plugin.store._sql_search import (
-    _BUILDERS,
-    _DIALECTS,
+    _CHUNK,
     _EXPERIMENT_TAGS,
+    _INSERT_NEW_PARAM,
+    _METRIC_COLUMNS,
+    _PARAMS,
     _RUNS,
     _RUN_COLUMNS,
-    _STATEMENTS,
     _TAGS,
+    _UPSERT_EXPERIMENT_TAG,
+    _UPSERT_LATEST_METRIC,
+    _UPSERT_RUN_TAG,
     _chunks,
     _drivers,
+    _insert_for,
     _load_runs,
     _parse_orders,
     _run,
@@ -126,15 +137,46 @@ MAX_HISTORY_RESULTS = 1_000_000
 _BULK_METRICS = 1_000
 
 _EXPERIMENTS = ExperimentRow.__table__
+# runs.lifecycle_stage of a run prefect-mlops gc has started removing (never in a view type),
+# and the states of its tombstone (tracking_plugin.store.schema_gc).
+GC_PENDING = "gc_pending"
+GC_DONE = "done"
 _METRICS = MetricRow.__table__
-# The same columns as driver SQL, for the Transaction hot paths.
-_RUN_SELECT = "SELECT " + ", ".join(c.name for c in _RUN_COLUMNS) + " FROM runs"
 _LIFECYCLE_INDEX = [c.name for c in _RUN_COLUMNS].index("lifecycle_stage")
 
-_RUN_INSERT = (
-    "INSERT INTO runs (" + ", ".join(c.name for c in _RUN_COLUMNS) + ") VALUES ("
-    + ", ".join("?" for _ in _RUN_COLUMNS) + ")"
+# Statements of the Transaction hot paths (see tracking_plugin.store.db.Statement).
+_EXPERIMENT_FOR_RUN = Statement(
+    sa.select(_EXPERIMENTS.c.lifecycle_stage, _EXPERIMENTS.c.name, _EXPERIMENTS.c.artifact_location).where(
+        _EXPERIMENTS.c.experiment_id == sa.bindparam("experiment_id")
+    ),
+    ("experiment_id",),
 )
+_RUN_EXISTS = Statement(
+    sa.select(sa.literal_column("1")).select_from(_RUNS).where(_RUNS.c.run_uuid == sa.bindparam("run_id")), ("run_id",)
+)
+_RUN_STAGE = Statement(
+    sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == sa.bindparam("run_id")), ("run_id",)
+)
+_RUN_BY = {
+    column: Statement(sa.select(*_RUN_COLUMNS).where(_RUNS.c[column] == sa.bindparam("value")), ("value",))
+    for column in ("run_uuid", "prefect_flow_run_id", "prefect_task_run_id")
+}
+_RUN_ID_BY = {
+    column: Statement(sa.select(_RUNS.c.run_uuid).where(_RUNS.c[column] == sa.bindparam("value")), ("value",))
+    for column in ("prefect_flow_run_id", "prefect_task_run_id")
+}
+_TOMBSTONES = GcTombstoneRow.__table__
+_TOMBSTONE = Statement(
+    sa.select(_TOMBSTONES.c.state, _TOMBSTONES.c.gc_time).where(_TOMBSTONES.c.run_uuid == sa.bindparam("run_id")),
+    ("run_id",),
+)
+_INSERT_RUN = Statement(sa.insert(_RUNS), tuple(c.name for c in _RUN_COLUMNS))
+_INSERT_RUN_TAG = Statement(sa.insert(_TAGS), ("run_uuid", "key", "value"))
+# The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
+# processing for a Core insert of dicts costs about as much as SQLite's own work.
+_INSERT_METRIC = Statement(sa.insert(_METRICS), _METRIC_COLUMNS)
+# PostgreSQL only: see search_runs.
+_CUSTOM_PLANS = Statement(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
 _EXPERIMENT_ATTRIBUTE_COLUMNS = {
     "name": _EXPERIMENTS.c.name,
     "experiment_id": _EXPERIMENTS.c.experiment_id,
@@ -416,9 +458,8 @@ class SqlTrackingStore:
                     f"Cannot set tag {key!r} on experiment {experiment_id!r} ({row.name!r}): it is "
                     "deleted. Restore it first with restore_experiment()."
                 )
-            _upsert_tags(
-                session, self.db.dialect, "experiment_tags", [{"experiment_id": pk, "key": key, "value": value}]
-            )
+            upsert = _UPSERT_EXPERIMENT_TAG.build(self.db.dialect)
+            session.execute(upsert, [{"experiment_id": pk, "key": key, "value": value}])
             session.execute(
                 sa.update(_EXPERIMENTS).where(_EXPERIMENTS.c.experiment_id == pk).values(last_update_time=_now_ms())
             )
@@ -489,9 +530,7 @@ class SqlTrackingStore:
         run_id = uuid.uuid4().hex
         try:
             with self.db.transaction() as tx:
-                experiment = tx.one(
-                    "SELECT lifecycle_stage, name, artifact_location FROM experiments WHERE experiment_id = ?", (pk,)
-                )
+                experiment = tx.one(_EXPERIMENT_FOR_RUN, (pk,))
                 if experiment is None:
                     raise _experiment_not_found(pk)
                 stage, experiment_name, artifact_location = experiment
@@ -500,21 +539,18 @@ class SqlTrackingStore:
                         f"Cannot create a run in experiment {experiment_id!r} ({experiment_name!r}): "
                         "it is deleted. Restore it or use another experiment."
                     )
-                if parent_run_id is not None and tx.one("SELECT 1 FROM runs WHERE run_uuid = ?", (parent_run_id,)) is None:
+                if parent_run_id is not None and tx.one(_RUN_EXISTS, (parent_run_id,)) is None:
                     raise NotFound(f"Parent run {parent_run_id!r} does not exist; start the parent run first.")
                 _check_prefect_ids_free(tx, prefect_flow_run_id, prefect_task_run_id)
                 artifact_uri = _join_artifact_uri(artifact_location, run_id, "artifacts")
                 tx.execute(
-                    _RUN_INSERT,
+                    _INSERT_RUN,
                     (
                         run_id, pk, run_name, RunStatus.RUNNING.value, start_time, None, user_id, artifact_uri,
                         LifecycleStage.ACTIVE.value, parent_run_id, prefect_flow_run_id, prefect_task_run_id,
                     ),
                 )
-                tx.executemany(
-                    "INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?)",
-                    [(run_id, k, v) for k, v in sorted(tag_values.items())],
-                )
+                tx.executemany(_INSERT_RUN_TAG, [(run_id, k, v) for k, v in sorted(tag_values.items())])
         except self.db.IntegrityError as exc:
             # Only the unique Prefect ids can collide (run ids are fresh uuid4s); this is the
             # race our check above cannot see on PostgreSQL: the unique index decides.
@@ -539,9 +575,9 @@ class SqlTrackingStore:
         """The run with its latest metrics (NaN as ``float('nan')``), params and tags."""
         _run_id(run_id)
         with self.db.transaction(write=False) as tx:
-            row = tx.one(_RUN_SELECT + " WHERE run_uuid = ?", (run_id,))
-            if row is None:
-                raise _run_not_found(run_id)
+            row = tx.one(_RUN_BY["run_uuid"], (run_id,))
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                raise _missing_run(tx, run_id)
             return _load_runs(tx, [row])[0]
 
     def get_run_by_prefect_id(
@@ -555,8 +591,10 @@ class SqlTrackingStore:
         else:
             where, value = "prefect_task_run_id", validate_text(task_run_id, "Prefect task run id", limit=64)
         with self.db.transaction(write=False) as tx:
-            row = tx.one(f"{_RUN_SELECT} WHERE {where} = ?", (value,))
-            return None if row is None else _load_runs(tx, [row])[0]
+            row = tx.one(_RUN_BY[where], (value,))
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                return None
+            return _load_runs(tx, [row])[0]
 
     def update_run_info(
         self,
@@ -581,16 +619,15 @@ class SqlTrackingStore:
         if run_name is not None:
             values["name"] = validate_text(run_name, "run name")
         with self.db.transaction() as tx:
-            row = tx.one(_RUN_SELECT + " WHERE run_uuid = ?", (run_id,))
-            if row is None:
-                raise _run_not_found(run_id)
+            row = tx.one(_RUN_BY["run_uuid"], (run_id,))
+            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                raise _missing_run(tx, run_id)
             if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
                 raise _run_deleted(run_id, "update")
             if values:
-                assignments = ", ".join(f"{column} = ?" for column in values)  # column names are ours
-                tx.execute(f"UPDATE runs SET {assignments} WHERE run_uuid = ?", (*values.values(), run_id))
+                tx.execute(_update_run(tuple(values)), (*values.values(), run_id))
             if run_name is not None:
-                _execute_compiled(tx, "run_tags", [{"run_uuid": run_id, "key": TAG_RUN_NAME, "value": run_name}])
+                tx.execute(_UPSERT_RUN_TAG, (run_id, TAG_RUN_NAME, run_name))
         info = _run_info(row)
         return dataclasses.replace(
             info,
@@ -686,13 +723,11 @@ class SqlTrackingStore:
             if metric_rows and skip_logged_points:
                 metric_rows = _unlogged_points(tx, run_id, metric_rows)
             if metric_rows:
-                tx.executemany(_METRIC_INSERT, metric_rows)
+                tx.executemany(_INSERT_METRIC, metric_rows)
                 _fold_blocks(tx, metric_rows)
-                _execute_compiled(tx, "latest", _latest_points(metric_rows))
+                _write(tx, _UPSERT_LATEST_METRIC, _latest_points(metric_rows))
             if tag_values:
-                _execute_compiled(
-                    tx, "run_tags", [{"run_uuid": run_id, "key": k, "value": v} for k, v in sorted(tag_values.items())]
-                )
+                _write(tx, _UPSERT_RUN_TAG, [(run_id, k, v) for k, v in sorted(tag_values.items())])
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Remove a tag of an active run; NotFound if the run has no such tag."""
@@ -728,8 +763,9 @@ class SqlTrackingStore:
         if max_results is not None:
             stmt = stmt.limit(max_results + 1)
         with self.db.session(write=False) as session:
-            if session.execute(sa.select(_RUNS.c.run_uuid).where(_RUNS.c.run_uuid == run_id)).first() is None:
-                raise _run_not_found(run_id)
+            found = session.execute(sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)).first()
+            if found is None or found.lifecycle_stage == GC_PENDING:
+                raise _missing_run(session, run_id)
             rows = session.execute(stmt).all()
         more = max_results is not None and len(rows) > max_results
         if more:
@@ -772,7 +808,7 @@ class SqlTrackingStore:
             if tx.postgres:
                 # psycopg prepares statements it has seen 5 times; PostgreSQL may then switch
                 # to a generic plan that ignores the filter values (a 5 ms search took 1 s).
-                tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                tx.execute(_CUSTOM_PLANS)
             drivers = _drivers(tx, filter_string, expr, orders, offset + max_results + 1)
             order_key = (order_by,) if isinstance(order_by, str) else tuple(order_by or ())
             statement = _search_sql(
@@ -800,6 +836,30 @@ def _experiment_exists(name: str, taken: Any) -> AlreadyExists:
 
 def _run_not_found(run_id: str) -> NotFound:
     return NotFound(f"Run {run_id!r} does not exist. Check the run id (search_runs() lists runs).")
+
+
+def run_garbage_collected(run_id: str, gc_time: int | None) -> NotFound:
+    """The NotFound of a run ``prefect-mlops gc`` removed (or is removing: no time yet)."""
+    when = (
+        "is being garbage-collected"
+        if gc_time is None
+        else f"was garbage-collected at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(gc_time / 1000))}"
+    )
+    return NotFound(
+        f"Run {run_id!r} {when} (prefect-mlops gc): its data and artifacts are permanently removed. "
+        "A deleted run can be restored only before gc removes it."
+    )
+
+
+def _missing_run(handle: Transaction | Session, run_id: str) -> NotFound:
+    """NotFound for a run with no readable row: garbage-collected (tombstone) or unknown."""
+    if isinstance(handle, Session):
+        found = handle.execute(_TOMBSTONE.build(handle.get_bind().dialect.name), {"run_id": run_id}).first()
+    else:
+        found = handle.one(_TOMBSTONE, (run_id,))
+    if found is None:
+        return _run_not_found(run_id)
+    return run_garbage_collected(run_id, found[1] if found[0] == GC_DONE else None)
 
 
 def _run_deleted(run_id: str, action: str) -> Conflict:
@@ -838,22 +898,31 @@ def _set_experiment_lifecycle(session: Session, pk: int, stage: LifecycleStage) 
         .where(_EXPERIMENTS.c.experiment_id == pk)
         .values(lifecycle_stage=stage.value, last_update_time=now)
     )
-    session.execute(sa.update(_RUNS).where(_RUNS.c.experiment_id == pk).values(lifecycle_stage=stage.value))
+    session.execute(
+        sa.update(_RUNS)
+        .where(_RUNS.c.experiment_id == pk, _RUNS.c.lifecycle_stage != GC_PENDING)
+        .values(lifecycle_stage=stage.value)
+    )
 
 
 def _active_run_row(session: Session, run_id: str, action: str, columns: Sequence[Any] = _RUN_COLUMNS) -> Any:
     row = session.execute(sa.select(*columns).where(_RUNS.c.run_uuid == run_id)).first()
-    if row is None:
-        raise _run_not_found(run_id)
+    if row is None or row.lifecycle_stage == GC_PENDING:
+        raise _missing_run(session, run_id)
     if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
         raise _run_deleted(run_id, action)
     return row
 
 
 def _set_run_lifecycle(session: Session, run_id: str, stage: LifecycleStage) -> None:
-    result = session.execute(sa.update(_RUNS).where(_RUNS.c.run_uuid == run_id).values(lifecycle_stage=stage.value))
+    # A run gc has marked is not brought back: its files may already be gone.
+    result = session.execute(
+        sa.update(_RUNS)
+        .where(_RUNS.c.run_uuid == run_id, _RUNS.c.lifecycle_stage != GC_PENDING)
+        .values(lifecycle_stage=stage.value)
+    )
     if not result.rowcount:
-        raise _run_not_found(run_id)
+        raise _missing_run(session, run_id)
 
 
 def _check_prefect_ids_free(tx: Transaction, flow_run_id: str | None, task_run_id: str | None) -> None:
@@ -863,7 +932,7 @@ def _check_prefect_ids_free(tx: Transaction, flow_run_id: str | None, task_run_i
     ):
         if value is None:
             continue
-        existing = tx.one(f"SELECT run_uuid FROM runs WHERE {column} = ?", (value,))
+        existing = tx.one(_RUN_ID_BY[column], (value,))
         if existing is not None:
             raise AlreadyExists(
                 f"A run for Prefect {label.replace('_id', '').replace('_', ' ')} {value!r} already "
@@ -934,15 +1003,11 @@ def _unlogged_points(
     stamps = [row[4] for row in rows]
     bounds = (min(steps), max(steps), min(stamps), max(stamps))
     logged: set[tuple[str, float, bool, int, int]] = set()
-    for keys in _chunks(sorted({row[1] for row in rows}), 500):
-        placeholders = ", ".join("?" for _ in keys)
+    for keys in _chunks(sorted({row[1] for row in rows}), 512):
+        size, padded = in_list(keys, 512)
         logged.update(
             (key, value, bool(is_nan), timestamp, step)
-            for key, value, is_nan, timestamp, step in tx.all(
-                f"SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? "
-                f"AND key IN ({placeholders}) AND step BETWEEN ? AND ? AND timestamp BETWEEN ? AND ?",
-                (run_id, *keys, *bounds),
-            )
+            for key, value, is_nan, timestamp, step in tx.all(_logged_points(size), (run_id, *padded, *bounds))
         )
     fresh = []
     for row in rows:
@@ -973,7 +1038,9 @@ def _gc_paused(pause: bool) -> Iterator[None]:
         gc.enable()
 
 
-def _latest_points(rows: Sequence[tuple[str, str, float, bool, int, int]]) -> list[dict[str, Any]]:
+def _latest_points(
+    rows: Sequence[tuple[str, str, float, bool, int, int]],
+) -> list[tuple[str, str, float, bool, int, int]]:
     """The greatest point of each key of a batch, sorted by key (see the "latest" upsert)."""
     # MLflow's rule: greatest (step, timestamp, value) wins; a real value beats NaN on a tie.
     # Steps usually grow within a batch, so most rows are decided by the step alone.
@@ -987,16 +1054,29 @@ def _latest_points(rows: Sequence[tuple[str, str, float, bool, int, int]]) -> li
             or (row[5] == current[5] and _rank(row) > _rank(current))
         ):
             best[row[1]] = row
-    return [dict(zip(_METRIC_COLUMNS, best[key], strict=True)) for key in sorted(best)]
+    return [best[key] for key in sorted(best)]
 
 
 def _rank(row: tuple[str, str, float, bool, int, int]) -> tuple[int, int, int, float]:
     return (row[5], row[4], 0 if row[3] else 1, row[2])
 
 
-# The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
-# processing for a Core insert of dicts costs about as much as SQLite's own work.
-_METRIC_INSERT = f"INSERT INTO metrics ({', '.join(_METRIC_COLUMNS)}) VALUES ({', '.join('?' * len(_METRIC_COLUMNS))})"
+def _build_block_upsert(dialect: str) -> Any:
+    stmt = _insert_for(dialect, _BLOCKS)
+    new, old = stmt.excluded, _BLOCKS.c
+    low, high = (sa.func.least, sa.func.greatest) if dialect == "postgresql" else (sa.func.min, sa.func.max)
+    return stmt.on_conflict_do_update(
+        index_elements=["run_uuid", "key", "block"],
+        set_={"n_points": old.n_points + new.n_points, "min_step": low(old.min_step, new.min_step),
+              "max_step": high(old.max_step, new.max_step), "min_value": low(old.min_value, new.min_value),
+              "max_value": high(old.max_value, new.max_value)},
+    )
+
+
+_BLOCKS = MetricBlockRow.__table__
+_UPSERT_METRIC_BLOCK = Statement(
+    _build_block_upsert, ("run_uuid", "key", "block", "n_points", "min_step", "max_step", "min_value", "max_value")
+)
 
 
 def _fold_blocks(tx: Transaction, rows: list[tuple[str, str, float, bool, int, int]]) -> None:
@@ -1023,54 +1103,60 @@ def _fold_blocks(tx: Transaction, rows: list[tuple[str, str, float, bool, int, i
                 b[4] = value
     if not blocks:
         return
-    low, high = ("LEAST", "GREATEST") if tx.postgres else ("min", "max")
-    tx.executemany(
-        "INSERT INTO metric_blocks (run_uuid, key, block, n_points, min_step, max_step, min_value, max_value) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_uuid, key, block) DO UPDATE SET "
-        "n_points = metric_blocks.n_points + excluded.n_points, "
-        f"min_step = {low}(metric_blocks.min_step, excluded.min_step), max_step = {high}(metric_blocks.max_step, excluded.max_step), "
-        f"min_value = {low}(metric_blocks.min_value, excluded.min_value), max_value = {high}(metric_blocks.max_value, excluded.max_value)",
-        [(*at, *b) for at, b in sorted(blocks.items())],
-    )
+    _write(tx, _UPSERT_METRIC_BLOCK, [(*at, *b) for at, b in sorted(blocks.items())])
 
 
 def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:
     """``_active_run_row`` for the logging hot path."""
-    row = tx.one("SELECT lifecycle_stage FROM runs WHERE run_uuid = ?", (run_id,))
-    if row is None:
-        raise _run_not_found(run_id)
+    row = tx.one(_RUN_STAGE, (run_id,))
+    if row is None or row[0] == GC_PENDING:
+        raise _missing_run(tx, run_id)
     if row[0] != LifecycleStage.ACTIVE.value:
         raise _run_deleted(run_id, action)
 
 
-_COMPILED: dict[tuple[str, str, str], tuple[str, tuple[str, ...] | None]] = {}
-
-
-def _execute_compiled(tx: Transaction, name: str, rows: list[dict[str, Any]]) -> None:
-    """Execute a statement of ``_BUILDERS``, compiled once per dialect, as driver SQL."""
-    dialect = "postgresql" if tx.postgres else "sqlite"
-    entry = _COMPILED.get((dialect, "", name))
-    if entry is None:
-        compiled = _statement(dialect, name).compile(dialect=_DIALECTS[dialect])
-        order = tuple(compiled.positiontup) if compiled.positional else None  # type: ignore[arg-type]
-        entry = _COMPILED[(dialect, "", name)] = (compiled.string, order)
-    sql, order = entry
-    params: Any = [tuple(row[k] for k in order) for row in rows] if order is not None else rows
-    if len(params) == 1:
-        tx.execute_native(sql, params[0])
+def _write(tx: Transaction, statement: Statement, rows: Sequence[Sequence[Any]]) -> None:
+    """One ``execute`` for one row (cheaper than ``executemany``), else ``executemany``."""
+    if len(rows) == 1:
+        tx.execute(statement, rows[0])
     else:
-        tx.execute_native(sql, params, many=True)
+        tx.executemany(statement, rows)
 
 
-def _statement(dialect: str, name: str) -> Any:
-    stmt = _STATEMENTS.get((dialect, name))
-    if stmt is None:
-        stmt = _STATEMENTS[(dialect, name)] = _BUILDERS[name](dialect)
-    return stmt
+@functools.lru_cache(maxsize=8)  # one per subset of (status, end_time, name)
+def _update_run(columns: tuple[str, ...]) -> Statement:
+    """``UPDATE runs SET <columns> WHERE run_uuid``: the new values, then the run id."""
+    names = tuple(f"new_{column}" for column in columns)
+    stmt = (
+        sa.update(_RUNS)
+        .values({_RUNS.c[column]: sa.bindparam(name) for column, name in zip(columns, names, strict=True)})
+        .where(_RUNS.c.run_uuid == sa.bindparam("run_id"))
+    )
+    return Statement(stmt, (*names, "run_id"))
 
 
-def _upsert_tags(session: Session, dialect: str, table: str, rows: list[dict[str, Any]]) -> None:
-    session.execute(_statement(dialect, table), rows)
+@functools.lru_cache(maxsize=16)  # one per in_list() length up to 512
+def _logged_points(size: int) -> Statement:
+    """A run's points of ``size`` keys within step and timestamp bounds."""
+    m = _METRICS.c
+    keys = tuple(f"key{i}" for i in range(size))
+    stmt = sa.select(m.key, m.value, m.is_nan, m.timestamp, m.step).where(
+        m.run_uuid == sa.bindparam("run_id"),
+        m.key.in_([sa.bindparam(k) for k in keys]),
+        m.step.between(sa.bindparam("min_step"), sa.bindparam("max_step")),
+        m.timestamp.between(sa.bindparam("min_time"), sa.bindparam("max_time")),
+    )
+    return Statement(stmt, ("run_id", *keys, "min_step", "max_step", "min_time", "max_time"))
+
+
+@functools.lru_cache(maxsize=16)  # one per in_list() length up to _CHUNK
+def _stored_params(size: int) -> Statement:
+    """The stored values of ``size`` params of a run."""
+    keys = tuple(f"key{i}" for i in range(size))
+    stmt = sa.select(_PARAMS.c.key, _PARAMS.c.value).where(
+        _PARAMS.c.run_uuid == sa.bindparam("run_id"), _PARAMS.c.key.in_([sa.bindparam(k) for k in keys])
+    )
+    return Statement(stmt, ("run_id", *keys))
 
 
 def _write_params(tx: Transaction, run_id: str, values: dict[str, str]) -> None:
@@ -1082,15 +1168,12 @@ def _write_params(tx: Transaction, run_id: str, values: dict[str, str]) -> None:
     Rows are sorted by key so concurrent PostgreSQL writers take locks in the same order.
     """
     keys = sorted(values)
-    conflict = "ON CONFLICT (run_uuid, key) DO NOTHING"
-    inserted = tx.executemany(
-        f"INSERT INTO params (run_uuid, key, value) VALUES (?, ?, ?) {conflict}", [(run_id, k, values[k]) for k in keys]
-    )
+    inserted = tx.executemany(_INSERT_NEW_PARAM, [(run_id, k, values[k]) for k in keys])
     if inserted == len(keys):
         return
     for chunk in _chunks(keys):
-        marks = ", ".join("?" * len(chunk))
-        for key, old in sorted(tx.all(f"SELECT key, value FROM params WHERE run_uuid = ? AND key IN ({marks})", (run_id, *chunk))):
+        size, padded = in_list(chunk, _CHUNK)
+        for key, old in sorted(tx.all(_stored_params(size), (run_id, *padded))):
             if values[key] != old:
                 raise Conflict(
                     f"Param {key!r} of run {run_id!r} already has the value {_clip(old)}; it cannot "

@@ -203,6 +203,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{M}/registered-models/permissions/get"): Rule(_model, MANAGE, "name"),
     ("PATCH", f"{M}/registered-models/permissions/update"): Rule(_model, MANAGE, "name"),
     ("DELETE", f"{M}/registered-models/permissions/delete"): Rule(_model, MANAGE, "name"),
+    # garbage collection removes any experiment's data: admins only
+    ("POST", f"{X}/gc"): Rule(Access.ADMIN),
     # API tokens
     ("POST", f"{X}/tokens/create"): Rule(Access.SELF_OR_ADMIN, field="username"),
     ("GET", f"{X}/tokens/list"): Rule(Access.SELF_OR_ADMIN, field="username"),

@@ -8,7 +8,9 @@
   passed (one transaction, audited);
 - ``POST registered-models/rollback``: move an alias back to the version that held it before;
 - ``GET  runs/get?run_id=``: a run with its Prefect flow-run/task-run ids and parent;
-- ``GET  runs/by-prefect-id?flow_run_id=`` (or ``task_run_id=``): the run of a Prefect run.
+- ``GET  runs/by-prefect-id?flow_run_id=`` (or ``task_run_id=``): the run of a Prefect run;
+- ``POST gc``: ``prefect-mlops gc`` on the server's backend (admins only with ``--auth``):
+  the same options, the report as JSON.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tracking_plugin.entities import ModelVersion, Run, StoredGateDecision, TransitionRecord
 from tracking_plugin.errors import InvalidArgument, NotFound
+from tracking_plugin.gc import collect_garbage, parse_duration
 from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import wire
-from serving_tasks.tracking_server.deps import get_store, get_uris
+from serving_tasks.tracking_server.deps import get_server_settings, get_store, get_uris
 from serving_tasks.tracking_server.routes.registry import stage, version_number
 from serving_tasks.tracking_server.routing import OrjsonRoute
+from serving_tasks.tracking_server.settings import ServerSettings
 
 router = APIRouter(prefix="/api/2.0/mlops", tags=["mlops extensions"], route_class=OrjsonRoute)
 Store = Annotated[SqlStore, Depends(get_store)]
@@ -43,6 +47,18 @@ class Promote(BaseModel):
     require_passed_gate: bool = True
     actor: str | None = None
     reason: str | None = None
+
+
+class GarbageCollect(BaseModel):
+    """The options of ``prefect-mlops gc`` (durations as ``30d``, ``12h``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    older_than: str = "30d"
+    experiment_ids: list[str] | None = None
+    run_ids: list[str] | None = None
+    keep_last: int | None = Field(default=None, ge=0)
+    quarantine_older_than: str | None = None
+    dry_run: bool = False
 
 
 class Rollback(BaseModel):
@@ -145,3 +161,22 @@ def get_run_by_prefect_id(
         which = f"flow run {flow_run_id!r}" if flow_run_id is not None else f"task run {task_run_id!r}"
         raise NotFound(f"No tracking run is keyed by Prefect {which}.")
     return wire.json_response({"run": _run(run, uris)})
+
+
+@router.post("/gc")
+def garbage_collect(
+    body: GarbageCollect, store: Store, settings: Annotated[ServerSettings, Depends(get_server_settings)]
+) -> Response:
+    report = collect_garbage(
+        older_than_seconds=parse_duration(body.older_than),
+        experiment_ids=body.experiment_ids,
+        run_ids=body.run_ids,
+        keep_last=body.keep_last,
+        quarantine_older_than_seconds=(
+            None if body.quarantine_older_than is None else parse_duration(body.quarantine_older_than)
+        ),
+        dry_run=body.dry_run,
+        store=store,
+        settings=settings.backend_settings(),
+    )
+    return wire.json_response(report.to_dict())

@@ -15,7 +15,7 @@ reads about one row per 1,024 points (a million points: under a thousand rows) i
 of every point, and still shows every spike.
 
 Revision ID: 0007_metrics_history_index
-Revises: 0005_auth
+Revises: 0006_gc
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_metrics_history_index"
-down_revision = "0005_auth"
+down_revision = "0006_gc"
 branch_labels = None
 depends_on = None
 
