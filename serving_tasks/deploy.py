@@ -56,7 +56,7 @@ import httpx
 
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
 from tracking_plugin.settings import MlopsSettings, get_settings
-from tracking_plugin.urls import absolute_sqlite_uri
+from tracking_plugin.urls import absolute_sqlite_uri, redact_uri
 
 __all__ = [
     "ServerProcess",
@@ -330,6 +330,38 @@ def _server_env(extra: dict[str, str] | None, settings: MlopsSettings | None = N
     return env
 
 
+_TOKEN_ENV, _USERNAME_ENV, _PASSWORD_ENV = "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+
+
+def _token_not_password(env: dict[str, str], host: str, port: int) -> dict[str, str]:
+    """A scoring server holds an API token, never a password: for a caller with only a
+    username and password, a token of that user named for this server is created and
+    given to it as ``MLFLOW_TRACKING_TOKEN`` (only in its environment: never logged nor in
+    the state file, which keeps a digest of the options); the password is not passed on."""
+    uri = env.get("PREFECT_MLOPS_TRACKING_URI", "")
+    username, password = env.get(_USERNAME_ENV), env.get(_PASSWORD_ENV)
+    env = {k: v for k, v in env.items() if k not in (_USERNAME_ENV, _PASSWORD_ENV)}
+    if env.get(_TOKEN_ENV) or not uri.startswith(("http://", "https://")) or not username:
+        return env
+    try:
+        response = httpx.post(
+            f"{uri.rstrip('/')}/api/2.0/mlops/tokens/create",
+            json={"name": f"scoring-server {host}:{port}"},
+            auth=httpx.BasicAuth(username, password or ""),
+            timeout=30.0,
+        )
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(f"Could not reach {redact_uri(uri)} to create the scoring server's API token: {exc}") from None
+    if response.status_code != 200:
+        raise InvalidArgument(
+            f"The tracking server refused to create an API token for the scoring server (HTTP "
+            f"{response.status_code}): check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or set "
+            "MLFLOW_TRACKING_TOKEN to a token of a user with READ on the model."
+        )
+    env[_TOKEN_ENV] = response.json()["token"]
+    return env
+
+
 def _absolute_path(root: str) -> str:
     if "://" in root:
         return root
@@ -421,7 +453,7 @@ def start_server(
         server = ServerProcess(
             model_uri=model_uri, host=host, port=port, pid=0, log_file=str(state_dir() / f"{_slot(host, port)}.log")
         )
-        return _launch(server, args, server_env, config, timeout)
+        return _launch(server, args, _token_not_password(server_env, host, port), config, timeout)
 
 
 def _launch(server: ServerProcess, args: list[str], env: dict[str, str], config: str, timeout: float) -> ServerProcess:

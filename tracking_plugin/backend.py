@@ -77,7 +77,12 @@ def _sql_store(uri: str, settings: MlopsSettings) -> Store:
     from tracking_plugin.store.sql import SqlStore
 
     store = SqlStore(
-        Database(uri, busy_timeout=settings.sqlite_busy_timeout, password=settings.database_password)
+        Database(
+            uri,
+            busy_timeout=settings.sqlite_busy_timeout,
+            password=settings.database_password,
+            retry_deadline=settings.retry_deadline,
+        )
     )
     store.db.ensure_schema()
     return store
@@ -85,8 +90,9 @@ def _sql_store(uri: str, settings: MlopsSettings) -> Store:
 
 def _rest_store(uri: str, settings: MlopsSettings) -> Store:
     from tracking_plugin.store.rest import RestStore  # httpx: loaded when first used
+    from tracking_plugin.store.rest_session import RestSession
 
-    return RestStore(uri)
+    return RestStore(uri, session=RestSession(uri, retry_deadline=settings.retry_deadline))
 
 
 # Tracking URI scheme (without the driver, ``postgresql+psycopg`` -> ``postgresql``) -> store.
@@ -151,7 +157,13 @@ def settings_of_block(name: str) -> MlopsSettings:
                 _BLOCKS.popitem(last=False)
             _BLOCKS[name] = settings
     logging_options = get_settings().model_dump(
-        include={"async_logging", "async_batch_size", "async_flush_interval", "sqlite_busy_timeout"}
+        include={
+            "async_logging",
+            "async_batch_size",
+            "async_flush_interval",
+            "sqlite_busy_timeout",
+            "retry_deadline",
+        }
     )
     return settings.model_copy(update=logging_options)
 

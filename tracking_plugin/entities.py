@@ -233,10 +233,11 @@ class TransitionRecord:
     from_value: str | None  # previous stage, or previous version holding the alias
     to_value: str | None  # new stage, or new version holding the alias (None = removed)
     timestamp: int
-    actor: str | None
+    actor: str | None  # the authenticated user under --auth; else what the client said
     reason: str | None
     prefect_flow_run_id: str | None
     gate_decision_id: str | None
+    claimed_actor: str | None = None  # under --auth: the actor the client claimed (unverified)
 
 
 class LoggedModelStatus(str, enum.Enum):

@@ -63,6 +63,15 @@ class MlopsSettings(BaseSettings):
     sqlite_busy_timeout: float = Field(
         default=60.0, gt=0, description="Seconds a SQLite writer waits for the lock."
     )
+    retry_deadline: float = Field(
+        default=15.0,
+        ge=0,
+        description=(
+            "Seconds a call keeps retrying, with backoff, while the PostgreSQL database or "
+            "the tracking server is unreachable (a restart or failover); then it fails with "
+            "BackendUnavailable naming it. 0 fails at once."
+        ),
+    )
     block: str | None = Field(
         default=None, description="Name of a saved MlopsBackend Prefect block to take settings from."
     )

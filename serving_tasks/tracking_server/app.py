@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from tracking_plugin.artifacts import get_artifact_repository
 from tracking_plugin.backend import acquire_store, release_store
 
-from serving_tasks.tracking_server.auth import AuthSettings, auth_dependencies, install_auth
+from serving_tasks.tracking_server.auth import AuthSettings, auth_dependencies, docs_router, install_auth
 from serving_tasks.tracking_server.errors import install_error_handlers
 from serving_tasks.tracking_server.limits import BodyLimitMiddleware
 from serving_tasks.tracking_server.routes import (
@@ -69,7 +69,10 @@ def create_app(settings: ServerSettings | None = None, *, auth: AuthSettings | N
             "MLflow's REST API (/api/2.0/mlflow/..., the /api/2.0/mlflow-artifacts/ proxy) for the "
             "unmodified mlflow client, and prefect-mlops extensions under /api/2.0/mlops/."
         ),
-        docs_url="/docs",
+        # Under --auth the docs are routes of the app (auth.docs_router), so the one
+        # Security dependency and the rule table cover them; FastAPI's own are not.
+        docs_url=None if auth.enabled else "/docs",
+        openapi_url=None if auth.enabled else "/openapi.json",
         redoc_url=None,
         dependencies=auth_dependencies() if auth.enabled else None,
     )
@@ -86,5 +89,6 @@ def create_app(settings: ServerSettings | None = None, *, auth: AuthSettings | N
     install_ui(app)
     if auth.enabled:
         install_auth(app, app.state.store.db, auth)
+        app.include_router(docs_router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
     return app

@@ -140,14 +140,14 @@ def test_upgrade_from_0001_keeps_every_row(db_uri: str) -> None:
     db.dispose()
 
 
-def test_0007_summarises_the_history_already_logged(db_uri: str) -> None:
-    """0007 fills metric_blocks from the points logged before it (NaN left out), and
+def test_0008_summarises_the_history_already_logged(db_uri: str) -> None:
+    """0008 fills metric_blocks from the points logged before it (NaN left out), and
     log_batch keeps them from then on."""
     from tracking_plugin.entities import Metric
     from tracking_plugin.store.sql import SqlStore
 
     db = Database(db_uri)
-    db.upgrade("0006_gc")
+    db.upgrade("0007_gc")
     run_id = "cd" * 16
     with db.engine.begin() as conn:
         conn.execute(sa.text(

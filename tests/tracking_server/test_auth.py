@@ -139,8 +139,9 @@ def test_last_admin_cannot_be_removed_and_bad_grants_change_nothing(admin: httpx
 # ---------------------------------------------------------------- permission matrix
 
 
-def _fixture(admin: httpx.Client) -> dict[str, str]:
-    """A fresh experiment, run, logged model and registered model, with each role's grant."""
+def _fixture(admin: httpx.Client, *, decision: bool = False) -> dict[str, str]:
+    """A fresh experiment, run, logged model and registered model, with each role's grant
+    (and with ``decision``, version 1 of the model with a passed gate decision)."""
     tag = uuid.uuid4().hex[:8]
     eid = ok(admin.post(f"{M}/experiments/create", json={"name": f"matrix-{tag}"}))["experiment_id"]
     run = ok(admin.post(f"{M}/runs/create", json={"experiment_id": eid}))["run"]["info"]
@@ -154,9 +155,15 @@ def _fixture(admin: httpx.Client) -> dict[str, str]:
         ok(admin.post(f"{M}/registered-models/permissions/create",
                       json={"name": name, "username": _user(role), "permission": role}))
     token_id = ok(admin.post(f"{X}/tokens/create", json={"name": "matrix"}))["token_info"]["token_id"]
+    decision_id = "no-such-decision"
+    if decision:
+        ok(admin.post(f"{M}/model-versions/create",
+                      json={"name": name, "source": f"mlflow-artifacts:/{run_folder}", "run_id": run_id}))
+        decision_id = ok(admin.post(f"{X}/store/gate-decisions/record", json={
+            "name": name, "version": "1", "passed": True, "reason": "ok", "details": {}}))["gate_decision"]["id"]
     return {"experiment_id": eid, "run_id": run_id, "model_id": lm, "name": name, "token_id": token_id,
             "experiment_name": f"matrix-{tag}", "artifact_path": f"{run_folder}/f.txt",
-            "path": run_folder, "tag_key": "t"}
+            "path": run_folder, "tag_key": "t", "id": decision_id}
 
 
 def _call(client: httpx.Client, method: str, template: str, res: dict[str, str], username: str | None) -> httpx.Response:
@@ -164,7 +171,7 @@ def _call(client: httpx.Client, method: str, template: str, res: dict[str, str],
     for key in ("model_id", "tag_key", "experiment_id", "run_id", "name"):
         path = path.replace("{" + key + "}", res[key])
     path = path.replace("{version}", "1")
-    fields = {k: res[k] for k in ("experiment_id", "run_id", "name", "token_id", "experiment_name", "path")}
+    fields = {k: res[k] for k in ("experiment_id", "run_id", "name", "token_id", "experiment_name", "path", "id")}
     fields.update(run_ids=res["run_id"], runs=res["run_id"], run=res["run_id"], key="acc")
     if username:
         fields["username"] = username
@@ -236,7 +243,7 @@ def test_every_route_has_a_rule_and_unknown_routes_are_denied(auth_server: Serve
 def test_permission_matrix(auth_server: ServerProcess, admin: httpx.Client) -> None:
     from serving_tasks.tracking_server.auth import rule_for
 
-    shared = _fixture(admin)
+    shared = _fixture(admin, decision=True)
     clients: dict[str | None, httpx.Client] = {
         None: httpx.Client(base_url=auth_server.url, timeout=30),
         **{role: as_role(auth_server, role) for role in ROLES}, "admin": admin,
@@ -275,6 +282,110 @@ def test_searches_return_only_what_the_caller_may_read(auth_server: ServerProces
         assert r.status_code == (200 if readable else 403), (role, r.text)
 
 
+def test_search_pages_skip_what_the_caller_may_not_read(auth_server: ServerProcess, admin: httpx.Client) -> None:
+    """Filtered pages may be short, but their tokens still reach every readable item, once."""
+    tag = uuid.uuid4().hex[:8]
+    hidden_experiments, hidden_models, all_experiments, all_models = set(), set(), [], []
+    for i in range(7):
+        eid = ok(admin.post(f"{M}/experiments/create", json={"name": f"page-{tag}-{i}"}))["experiment_id"]
+        name = f"page-{tag}-{i}"
+        ok(admin.post(f"{M}/registered-models/create", json={"name": name}))
+        all_experiments.append(eid)
+        all_models.append(name)
+        if i % 3 != 1:  # u-read (default READ) is denied 5 of the 7
+            ok(admin.post(f"{M}/experiments/permissions/create",
+                          json={"experiment_id": eid, "username": _user("READ"), "permission": "NO_PERMISSIONS"}))
+            ok(admin.post(f"{M}/registered-models/permissions/create",
+                          json={"name": name, "username": _user("READ"), "permission": "NO_PERMISSIONS"}))
+            hidden_experiments.add(eid)
+            hidden_models.add(name)
+    reader = as_role(auth_server, "READ")
+
+    def pages(method: str, path: str, key: str, ident: str, body: dict[str, Any]) -> list[list[str]]:
+        out, token = [], None
+        for _ in range(20):
+            args = {**body, **({"page_token": token} if token else {})}
+            data = ok(reader.post(path, json=args) if method == "POST" else reader.get(path, params=args))
+            out.append([item[ident] for item in data.get(key, [])])
+            token = data.get("next_page_token")
+            if not token:
+                return out
+        raise AssertionError(f"paging did not end: {out}")
+
+    got = pages("POST", f"{M}/experiments/search", "experiments", "experiment_id",
+                {"max_results": 2, "filter": f"name LIKE 'page-{tag}-%'"})
+    assert sorted(sum(got, [])) == sorted(set(all_experiments) - hidden_experiments), got
+    assert all(len(p) <= 2 for p in got) and any(len(p) < 2 for p in got)
+    got = pages("GET", f"{M}/registered-models/search", "registered_models", "name",
+                {"max_results": 2, "filter": f"name LIKE 'page-{tag}-%'"})
+    assert sorted(sum(got, [])) == sorted(set(all_models) - hidden_models), got
+    # the admin pages through all of them
+    data = ok(admin.post(f"{M}/experiments/search", json={"max_results": 100, "filter": f"name LIKE 'page-{tag}-%'"}))
+    assert sorted(e["experiment_id"] for e in data["experiments"]) == sorted(all_experiments)
+    # the UI's list pages show the same
+    home, models = reader.get("/").text, reader.get("/models", params={"q": f"page-{tag}"}).text
+    for i in range(7):
+        assert (f"page-{tag}-{i}<" in home) is (i % 3 == 1), (i, "experiments page")
+        assert (f"page-{tag}-{i}<" in models) is (i % 3 == 1), (i, "models page")
+    assert f"page-{tag}-0<" in admin.get("/").text
+
+
+def test_model_versions_search_and_gate_decisions_need_read_on_the_model(
+    auth_server: ServerProcess, admin: httpx.Client
+) -> None:
+    res = _fixture(admin, decision=True)
+    for role in ROLES:
+        client = as_role(auth_server, role)
+        readable = role != "NO_PERMISSIONS"
+        found = ok(client.get(f"{M}/model-versions/search", params={"filter": f"name = '{res['name']}'"}))
+        assert (len(found.get("model_versions", [])) == 1) is readable, (role, found)
+        r = client.get(f"{X}/store/gate-decisions/get", params={"id": res["id"]})
+        assert r.status_code == (200 if readable else 403), (role, r.text)
+        r = client.get(f"{X}/model-versions/gate-decision", params={"name": res["name"], "version": "1"})
+        assert r.status_code == (200 if readable else 403), (role, r.text)
+        r = client.get(f"{X}/registered-models/history", params={"name": res["name"]})
+        assert r.status_code == (200 if readable else 403), (role, r.text)
+        r = client.post(f"{M}/logged-models/search", json={"experiment_ids": [res["experiment_id"]]})
+        assert r.status_code == (200 if readable else 403), (role, r.text)
+    r = admin.get(f"{X}/store/gate-decisions/get", params={"id": "0" * 36})
+    assert r.status_code == 404
+
+
+def test_the_api_docs_need_a_login_and_static_assets_do_not(auth_server: ServerProcess) -> None:
+    anonymous = httpx.Client(base_url=auth_server.url, timeout=30)
+    for path in ("/docs", "/openapi.json"):
+        r = anonymous.get(path)
+        assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED", (path, r.text)
+    reader = as_role(auth_server, "NO_PERMISSIONS")
+    assert "/api/2.0/mlflow/runs/create" in ok(reader.get("/openapi.json"))["paths"]
+    docs = reader.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    page = reader.get("/").text
+    assets = [part.split('"', 1)[0] for part in page.split('src="')[1:] + page.split('href="')[1:]]
+    static = [a for a in assets if a.startswith("/ui-static/")]
+    assert static, page[:500]
+    for asset in static:
+        assert anonymous.get(asset).status_code == 200, asset
+
+
+def test_failed_logins_are_counted_across_replicas(
+    auth_server: ServerProcess, admin: httpx.Client, start_server: Callable[..., ServerProcess]
+) -> None:
+    """Two server processes on one database share the failed-login count (the same holds
+    for the workers of one ``--workers N`` server: they are processes alike)."""
+    name = f"target-{uuid.uuid4().hex[:6]}"
+    ok(admin.post(f"{M}/users/create", json={"username": name, "password": "correct-horse-2"}))
+    replica = start_server(auth_server.db_uri, auth_server.artifact_root, "--auth", env=auth_server.env)
+    urls = [auth_server.url, replica.url] * 4
+    statuses = [httpx.post(u + f"{M}/experiments/search", json={}, auth=(name, f"guess-{i}-yyyy")).status_code
+                for i, u in enumerate(urls[:7])]
+    assert statuses == [401] * 5 + [429, 429], statuses
+    for url in (auth_server.url, replica.url):
+        r = httpx.post(url + f"{M}/experiments/search", json={}, auth=(name, "correct-horse-2"))
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1, r.text
+    replica.stop()
+
+
 def test_creator_gets_manage(auth_server: ServerProcess) -> None:
     editor = as_role(auth_server, "EDIT")
     eid = ok(editor.post(f"{M}/experiments/create", json={"name": f"mine-{uuid.uuid4().hex[:6]}"}))["experiment_id"]
@@ -284,6 +395,68 @@ def test_creator_gets_manage(auth_server: ServerProcess) -> None:
                    json={"experiment_id": eid, "username": _user("READ"), "permission": "EDIT"}))
     reader = as_role(auth_server, "READ")
     ok(reader.post(f"{M}/runs/create", json={"experiment_id": eid}))
+
+
+def test_a_first_version_under_a_new_name_creates_the_model_for_its_creator(
+    auth_server: ServerProcess, admin: httpx.Client
+) -> None:
+    """Our store creates the registered model with its first version: any user may, and
+    becomes its manager; a version of an existing model still needs EDIT on it."""
+    res = _fixture(admin)
+    reader = as_role(auth_server, "READ")
+    source = f"mlflow-artifacts:/{res['path']}"
+    for route in (f"{M}/model-versions/create", f"{X}/store/model-versions/create"):
+        name = f"new-{uuid.uuid4().hex[:8]}"
+        created = ok(reader.post(route, json={"name": name, "source": source, "run_id": res["run_id"]}))
+        assert created["model_version"]["version"] == "1", created
+        grant = ok(admin.get(f"{M}/registered-models/permissions/get", params={"name": name, "username": _user("READ")}))
+        assert grant["registered_model_permission"]["permission"] == "MANAGE"
+        ok(reader.post(route, json={"name": name, "source": source, "run_id": res["run_id"]}))  # its own model
+        r = as_role(auth_server, "EDIT").post(route, json={"name": name, "source": source, "run_id": res["run_id"]})
+        assert r.status_code == 403, r.text  # default READ on someone else's model
+        r = reader.post(route, json={"name": res["name"], "source": source, "run_id": res["run_id"]})
+        assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED", r.text
+
+
+def test_registered_versions_files_follow_the_models_permission(
+    auth_server: ServerProcess, admin: httpx.Client
+) -> None:
+    """The proxy's ``registry/<model>/<version>/`` folders: READ on the model to read, EDIT to write."""
+    res = _fixture(admin)
+    A = "/api/2.0/mlflow-artifacts/artifacts"
+    path = f"registry/{res['name']}/1/MLmodel"
+    ok(admin.put(f"{A}/{path}", content=b"by admin"))
+    for role in ROLES:
+        client = as_role(auth_server, role)
+        r = client.put(f"{A}/{path}", content=f"by {role}".encode())
+        assert r.status_code == (200 if role in ("EDIT", "MANAGE") else 403), (role, r.text)
+        r = client.get(f"{A}/{path}")
+        assert r.status_code == (200 if role != "NO_PERMISSIONS" else 403), (role, r.text)
+        r = client.get(A, params={"path": f"registry/{res['name']}/1"})
+        assert r.status_code == (200 if role != "NO_PERMISSIONS" else 403), (role, r.text)
+    r = as_role(auth_server, "MANAGE").get(f"{A}/registry/no-such-model/1/MLmodel")
+    assert r.status_code == 403 and "registered model's folder" in r.json()["message"]
+    assert admin.get(f"{A}/{path}").content == b"by MANAGE"
+
+
+def test_grant_changes_apply_at_once_despite_the_grant_cache(auth_server: ServerProcess, admin: httpx.Client) -> None:
+    """Checks answer from a short cache of grants; a change made through the server clears it."""
+    res = _fixture(admin)
+    reader = as_role(auth_server, "READ")
+    metric = {"run_id": res["run_id"], "key": "k", "value": 1.0, "timestamp": 0, "step": 0}
+    for _ in range(3):  # READ, now cached
+        assert reader.get(f"{M}/runs/get", params={"run_id": res["run_id"]}).status_code == 200
+        assert reader.post(f"{M}/runs/log-metric", json=metric).status_code == 403
+    ok(admin.patch(f"{M}/experiments/permissions/update",
+                   json={"experiment_id": res["experiment_id"], "username": _user("READ"), "permission": "EDIT"}))
+    assert reader.post(f"{M}/runs/log-metric", json=metric).status_code == 200
+    ok(admin.patch(f"{M}/experiments/permissions/update", json={
+        "experiment_id": res["experiment_id"], "username": _user("READ"), "permission": "NO_PERMISSIONS"}))
+    assert reader.get(f"{M}/runs/get", params={"run_id": res["run_id"]}).status_code == 403
+    ok(admin.request("DELETE", f"{M}/experiments/permissions/delete",
+                     json={"experiment_id": res["experiment_id"], "username": _user("READ")}))
+    assert reader.get(f"{M}/runs/get", params={"run_id": res["run_id"]}).status_code == 200  # the default: READ
+    assert reader.post(f"{M}/runs/log-metric", json=metric).status_code == 403
 
 
 def test_promotion_without_a_passed_gate_needs_an_admin(auth_server: ServerProcess, admin: httpx.Client) -> None:
@@ -400,11 +573,20 @@ def test_audit_rows_name_the_authenticated_user_not_the_claimed_one(
     manager = as_role(auth_server, "MANAGE")
     ok(manager.post(f"{X}/registered-models/rollback", json={"name": name, "actor": "someone-else", "reason": "bad"}))
     history = ok(admin.get(f"{X}/registered-models/history", params={"name": name}))["transitions"]
-    promoted = [t for t in history if t["kind"] == "alias" and t["reason"] and "ci-bot" in t["reason"]]
-    assert promoted and {t["actor"] for t in promoted} == {ADMIN}
+    promoted = [t for t in history if t["kind"] == "alias" and t["claimed_actor"] == "ci-bot"]
+    assert len(promoted) == 2 and {t["actor"] for t in promoted} == {ADMIN}, history
     rollback = [t for t in history if t["actor"] == _user("MANAGE")]
-    assert rollback and "[claimed actor: someone-else]" in rollback[-1]["reason"] and "bad" in rollback[-1]["reason"]
+    assert rollback and rollback[-1]["claimed_actor"] == "someone-else" and rollback[-1]["reason"] == "bad", rollback
     assert "someone-else" not in {t["actor"] for t in history}
+    # the REST store's audited routes (our client's) record the claim the same way
+    ok(manager.post(f"{X}/store/registered-models/alias",
+                    json={"name": name, "alias": "canary", "version": "1", "actor": "os-user-claim"}))
+    canary = [t for t in ok(admin.get(f"{X}/registered-models/history", params={"name": name}))["transitions"]
+              if t["subject"] == "canary"]
+    assert [(t["actor"], t["claimed_actor"]) for t in canary] == [(_user("MANAGE"), "os-user-claim")]
+    # the UI's audit timeline shows both, the claim marked as such
+    page = admin.get(f"/models/{name}/versions/2").text
+    assert "ci-bot" in page and "unverified" in page
     # MLflow's own alias and stage calls are audited under the authenticated user too
     ok(manager.post(f"{M}/registered-models/alias", json={"name": name, "alias": "shadow", "version": "1"}))
     ok(manager.post(f"{M}/model-versions/transition-stage",

@@ -63,9 +63,21 @@ class LocalArtifactRepository:
         files = local_files_to_upload(local_dir)
         # Check every destination before writing any, so a refused path changes nothing.
         targets = [(src, contained_target(self.root, posixpath.join(base, rel))) for src, rel in files]
+        written: list[Path] = []
         with self._os_errors(base):
-            for source, target in targets:
-                _atomic_write(target, lambda fh, source=source: _copy_into(source, fh))
+            try:
+                for source, target in targets:
+                    existed = target.exists()
+                    _atomic_write(target, lambda fh, source=source: _copy_into(source, fh))
+                    if not existed:
+                        written.append(target)
+            except BaseException:
+                # Half a folder (a model without its weights) must not look logged: take
+                # back the files this call added, then report the failure.
+                for target in written:
+                    with contextlib.suppress(OSError):
+                        target.unlink()
+                raise
 
     def log_bytes(self, data: bytes, artifact_file: str) -> None:
         relative = required_file_path(artifact_file)
@@ -172,6 +184,12 @@ class LocalArtifactRepository:
                 f"({exc.strerror}: {exc.filename}). Choose another artifact path."
             ) from exc
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise BackendUnavailable(
+                    f"Cannot write artifact {uri}: no space left for the artifact root {self.root} "
+                    f"({_free_space(self.root)}). Nothing of it was kept; free space there, or set "
+                    "PREFECT_MLOPS_ARTIFACT_ROOT to a larger volume, and log it again."
+                ) from exc
             if exc.errno == errno.ENAMETOOLONG:
                 raise InvalidArgument(
                     f"Cannot write artifact {uri}: the path is longer than this file system allows "
@@ -181,6 +199,18 @@ class LocalArtifactRepository:
                 f"Local artifact store {self.artifact_uri} failed on {uri}: {exc}. Check the folder's "
                 "permissions and free space, or set PREFECT_MLOPS_ARTIFACT_ROOT elsewhere."
             ) from exc
+
+
+def _free_space(path: Path) -> str:
+    """``"123,456 bytes free of 2,097,152"`` for the file system holding ``path``."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError:
+        return "free space unknown"
+    return f"{usage.free:,} bytes free of {usage.total:,}"
 
 
 def _path_from_uri(uri: str) -> Path:

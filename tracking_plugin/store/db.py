@@ -7,6 +7,15 @@ once per process. Both are safe when several processes start at once: PostgreSQL
 advisory lock, SQLite an immediate (write) transaction, and the loser finds the schema at
 head and does nothing.
 
+PostgreSQL restarts (failover, upgrade, ``pg_ctl restart``) are ridden out: taking a
+connection is retried with exponential backoff until ``retry_deadline`` seconds have
+passed (nothing was sent yet, so any operation may retry), and operations that can be
+replayed whole (:meth:`Database.replaying`: a metric batch replayed without the points
+already stored, run status changes) are run again when the connection drops in the middle
+of their transaction, which the server has rolled back. Never inside a transaction: a
+retry is always a new one. Past the deadline the call fails with ``BackendUnavailable``
+naming the database (password hidden).
+
 SQLite runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout; write sessions
 start with ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing with
 "database is locked" when a read transaction tries to upgrade to a write.
@@ -27,7 +36,7 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -44,6 +53,11 @@ from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
 from tracking_plugin.urls import redact_uri
 
 __all__ = ["DIALECTS", "Database", "MIGRATIONS_DIR", "Statement", "Transaction", "in_list"]
+
+_T = TypeVar("_T")
+# First pause before retrying a lost PostgreSQL connection, doubled up to the cap.
+_RETRY_FIRST_DELAY = 0.05
+_RETRY_MAX_DELAY = 2.0
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _log = logging.getLogger(__name__)
@@ -203,9 +217,18 @@ class Transaction:
 class Database:
     """An engine plus session factories for one database URI."""
 
-    def __init__(self, uri: str, *, busy_timeout: float = 60.0, password: SecretStr | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        busy_timeout: float = 60.0,
+        password: SecretStr | None = None,
+        retry_deadline: float = 15.0,
+    ) -> None:
         """``password``: the database password when it is kept out of ``uri`` (a saved
-        block's); it goes into the engine's URL only, never into ``self.uri``."""
+        block's); it goes into the engine's URL only, never into ``self.uri``.
+        ``retry_deadline``: seconds a PostgreSQL operation keeps retrying a lost
+        connection (0: fail at once)."""
         uri = _normalise_uri(uri)
         try:
             url = make_url(uri)
@@ -233,6 +256,7 @@ class Database:
         self._checkpoint_idle = threading.Event()
         self._checkpoint_idle.set()
         self._busy_timeout = busy_timeout
+        self.retry_deadline = max(0.0, retry_deadline)
         dbapi = self.engine.dialect.loaded_dbapi
         # The driver's own exception classes, for code that runs on a Transaction.
         self.IntegrityError: type[Exception] = dbapi.IntegrityError
@@ -292,6 +316,10 @@ class Database:
         """
         factory = self._write_sessions if write else self._read_sessions
         try:
+            if self.dialect == "postgresql":
+                # Wait out a restart here, where nothing has been sent and a retry is safe:
+                # the checkout pings and leaves a live connection in the pool.
+                self._retrying_connect(lambda: self.engine.raw_connection().close())
             with factory() as session, session.begin():
                 yield session
         except OperationalError as exc:
@@ -327,10 +355,7 @@ class Database:
         relax = bulk and not postgres
         if relax:
             self._checkpoint_idle.wait(self._busy_timeout)
-        try:
-            fairy = self.engine.raw_connection()
-        except OperationalError as exc:
-            raise self._unavailable(exc) from exc
+        fairy = self._retrying_connect(self.engine.raw_connection)
         try:
             cursor = fairy.cursor()
             if relax:
@@ -376,6 +401,50 @@ class Database:
                     fairy.invalidate(exc)
             fairy.close()
 
+    def _retrying_connect(self, connect: Callable[[], _T]) -> _T:
+        """``connect()``, retried while PostgreSQL refuses connections (a restart), with
+        backoff, until ``retry_deadline``; then ``BackendUnavailable``. Nothing has been
+        sent when it fails, so any operation may retry it."""
+        postgres = self.dialect == "postgresql"
+        deadline = time.monotonic() + (self.retry_deadline if postgres else 0.0)
+        delay = _RETRY_FIRST_DELAY
+        while True:
+            try:
+                return connect()
+            # A pool checkout whose ping fails raises the driver's own error, unwrapped.
+            except (OperationalError, self._OperationalError) as exc:
+                if not postgres or time.monotonic() + delay > deadline:
+                    raise self._unavailable(exc) from exc
+                if delay == _RETRY_FIRST_DELAY:
+                    _log.warning(
+                        "Tracking database %r unreachable (%s); retrying for up to %.0f s",
+                        redact_uri(self.uri), _first_line(exc), self.retry_deadline,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_DELAY)
+
+    def replaying(self, operation: Callable[[bool], _T]) -> _T:
+        """Run ``operation(replay)`` (one whole transaction) and run it again, with
+        ``replay=True``, when PostgreSQL's connection is lost in the middle, until
+        ``retry_deadline``. Only for operations whose replay is harmless even if the lost
+        transaction did commit (the server dropped the connection after COMMIT arrived):
+        ``replay`` tells the operation to skip what is already stored."""
+        if self.dialect != "postgresql":
+            return operation(False)
+        deadline = time.monotonic() + self.retry_deadline
+        delay = _RETRY_FIRST_DELAY
+        replay = False
+        while True:
+            try:
+                return operation(replay)
+            except BackendUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                _log.warning("Replaying a write to %r after a lost connection: %s", redact_uri(self.uri), exc)
+            time.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_DELAY)
+            replay = True
+
     def checkpoint(self) -> None:
         """Copy SQLite's WAL into the database file as far as readers allow (``PASSIVE``:
         waits for nobody). What SQLite's automatic checkpoint does; a no-op elsewhere."""
@@ -388,7 +457,7 @@ class Database:
             fairy.close()
 
     def _unavailable(self, exc: Exception) -> BackendUnavailable:
-        detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else repr(exc)
+        detail = _first_line(exc)
         return BackendUnavailable(
             f"Tracking database {redact_uri(self.uri)!r} is unavailable: {redact_uri(detail)}. Check that "
             "the server is running and PREFECT_MLOPS_TRACKING_URI is right."
@@ -454,6 +523,12 @@ class Database:
     def dispose(self) -> None:
         self._checkpoint_idle.wait(self._busy_timeout)  # it would reopen a connection
         self.engine.dispose()
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of a database error's message (the driver's, when wrapped)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
 
 
 def _enter_wal_mode(cursor: Any, timeout: float) -> None:

@@ -1,8 +1,9 @@
 """``RestSession``: the HTTP transport of :class:`~tracking_plugin.store.rest.RestStore`
 and the proxied artifact repository (:mod:`tracking_plugin.artifacts.http`).
 
-One keep-alive ``httpx.Client`` per session, retries with exponential backoff on
-connection errors, 503 and 429 (a call that is not idempotent only when nothing was
+One keep-alive ``httpx.Client`` per session, retries with exponential backoff (for at
+least ``retries`` attempts and up to ``retry_deadline`` seconds, so a restarting server is
+waited for) on connection errors, 503 and 429 (a call that is not idempotent only when nothing was
 sent), and every error answer translated once, here, into ``tracking_plugin.errors``
 with the server's message. Credentials come from ``MLFLOW_TRACKING_TOKEN`` (Bearer) or
 ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (Basic) and are never printed.
@@ -45,14 +46,25 @@ class RestSession:
 
     Args:
         base_url: the server's URL (``http://host:5000``, a path prefix allowed).
-        retries: attempts after the first one for a retryable failure.
-        backoff: seconds before the first retry, doubled for each next one.
+        retries: attempts after the first one for a retryable failure, at least.
+        backoff: seconds before the first retry, doubled for each next one (at most 2 s).
+        retry_deadline: seconds after the first attempt during which retries go on past
+            ``retries`` (``PREFECT_MLOPS_RETRY_DEADLINE``): a server restart is waited out.
         timeout: seconds for connecting and for each read.
     """
 
-    def __init__(self, base_url: str, *, retries: int = 4, backoff: float = 0.1, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        retries: int = 4,
+        backoff: float = 0.1,
+        timeout: float = 120.0,
+        retry_deadline: float = 0.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
+        self.retry_deadline = retry_deadline
         self.backoff = backoff
         self.timeout = timeout
         self._client: httpx.Client | None = None
@@ -120,6 +132,7 @@ class RestSession:
         With ``stream`` the answer's body is not read: the caller iterates and closes it.
         """
         attempt = 0
+        deadline = time.monotonic() + self.retry_deadline
         while True:
             try:
                 request = self.client.build_request(
@@ -140,16 +153,24 @@ class RestSession:
                 error = self._error(response)
                 if not (response.status_code in _RETRY_STATUS and idempotent):
                     raise error
-                if attempt >= self.retries:
+                if self._give_up(attempt, deadline):
                     raise BackendUnavailable(
                         f"{error.message} (HTTP {response.status_code} from {redact_uri(self.base_url)} "
                         f"{1 + attempt} times; try again later)"
                     ) from None
                 failure = error
-            if attempt >= self.retries:
+            if self._give_up(attempt, deadline):
                 raise self._unavailable(path, failure) from failure
-            time.sleep(self.backoff * (2**attempt))
+            time.sleep(self._delay(attempt))
             attempt += 1
+
+    def _delay(self, attempt: int) -> float:
+        return float(min(self.backoff * (2**attempt), 2.0))
+
+    def _give_up(self, attempt: int, deadline: float) -> bool:
+        if attempt < self.retries:
+            return False
+        return time.monotonic() + self._delay(attempt) > deadline
 
     def _unavailable(self, path: str, exc: Exception) -> BackendUnavailable:
         return BackendUnavailable(

@@ -194,6 +194,7 @@ def transition(t: Mapping[str, Any]) -> TransitionRecord:
         subject=t.get("subject"), from_value=t.get("from_value"), to_value=t.get("to_value"),
         timestamp=int(t["timestamp"]), actor=t.get("actor"), reason=t.get("reason"),
         prefect_flow_run_id=t.get("prefect_flow_run_id"), gate_decision_id=t.get("gate_decision_id"),
+        claimed_actor=t.get("claimed_actor"),
     )
 
 

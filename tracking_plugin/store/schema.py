@@ -179,7 +179,7 @@ class MetricRow(Base):
     """Full metric history: every logged point, duplicates included."""
 
     __tablename__ = "metrics"
-    # Covering (migration 0007): history reads and the chart's min/max buckets are range
+    # Covering (migration 0008): history reads and the chart's min/max buckets are range
     # scans of this index alone, with no table-row lookup per point.
     __table_args__ = (Index("ix_metrics_history", "run_uuid", "key", "step", "timestamp", "value", "is_nan"),)
 
@@ -199,7 +199,7 @@ class MetricBlockRow(Base):
     """Per (run, key, block of 1,024 steps): how many non-NaN points the history holds
     there, their first and last step and their lowest and highest value. ``log_batch``
     folds every batch in; the web UI's chart reduces a long history to min/max buckets
-    from these rows instead of reading every point (migration 0007)."""
+    from these rows instead of reading every point (migration 0008)."""
 
     __tablename__ = "metric_blocks"
     __table_args__ = (_WITHOUT_ROWID,)
@@ -316,10 +316,13 @@ class ModelTransitionRow(Base):
     from_value: Mapped[str | None] = mapped_column(String(64), nullable=True)
     to_value: Mapped[str | None] = mapped_column(String(64), nullable=True)
     timestamp: Mapped[int] = mapped_column(BigInteger)
+    # With --auth, ``actor`` is the authenticated user and ``claimed_actor`` what the client
+    # said it was (unverified); without auth, ``actor`` is the client's word.
     actor: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     gate_decision_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    claimed_actor: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
 
 
 class GateDecisionRow(Base):

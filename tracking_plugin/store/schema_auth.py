@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tracking_plugin.store.schema import Base
 from tracking_plugin.validation import NAME_LEN
 
-__all__ = ["ApiTokenRow", "ExperimentPermissionRow", "RegisteredModelPermissionRow", "UserRow"]
+__all__ = ["ApiTokenRow", "ExperimentPermissionRow", "FailedLoginRow", "RegisteredModelPermissionRow", "UserRow"]
 
 
 class UserRow(Base):
@@ -58,3 +58,18 @@ class RegisteredModelPermissionRow(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id", ondelete="CASCADE"), primary_key=True, index=True)
     permission: Mapped[str] = mapped_column(String(32))
+
+
+class FailedLoginRow(Base):
+    """Failed logins per (username, client address), shared by every worker and replica.
+
+    ``key`` is the sha256 of the pair (no username or address in clear); one row per key,
+    counted in a fixed window that starts at the first failure (see
+    ``serving_tasks.tracking_server.auth.credentials``). A success deletes the row.
+    """
+
+    __tablename__ = "auth_failed_logins"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger)  # ms
+    failures: Mapped[int] = mapped_column(Integer)

@@ -26,6 +26,7 @@ Differences from MLflow, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
 from tracking_plugin.entities import (
@@ -97,6 +99,25 @@ _ACTIVE_STAGES = (Stage.STAGING, Stage.PRODUCTION)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class _DatabaseClockMs(sa.sql.expression.FunctionElement[int]):
+    """The database's own clock in epoch milliseconds: audit rows take their time from
+    it, not from the writing process, so a worker whose clock is off cannot misdate (or
+    reorder in time) a promotion. SQLite's clock is the machine's that holds the file."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(_DatabaseClockMs, "postgresql")
+def _pg_clock_ms(element: Any, compiler: Any, **kw: Any) -> str:
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+
+@compiles(_DatabaseClockMs, "sqlite")
+def _sqlite_clock_ms(element: Any, compiler: Any, **kw: Any) -> str:
+    return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 
 # ---------------------------------------------------------------- argument checks
@@ -184,6 +205,7 @@ class _Audit:
     reason: str | None = None
     prefect_flow_run_id: str | None = None
     gate_decision_id: str | None = None
+    claimed_actor: str | None = None  # under --auth: who the client said it was
 
     @classmethod
     def checked(
@@ -192,12 +214,14 @@ class _Audit:
         reason: Any = None,
         prefect_flow_run_id: Any = None,
         gate_decision_id: Any = None,
+        claimed_actor: Any = None,
     ) -> _Audit:
         return cls(
             actor=_optional_text(actor, "actor", 256),
             reason=_optional_text(reason, "reason"),
             prefect_flow_run_id=_optional_text(prefect_flow_run_id, "Prefect flow-run id", 64),
             gate_decision_id=_optional_text(gate_decision_id, "gate decision id", 36),
+            claimed_actor=_optional_text(claimed_actor, "claimed actor", 256),
         )
 
 
@@ -273,7 +297,6 @@ def _audit(
     from_value: str | None,
     to_value: str | None,
     audit: _Audit,
-    now: int,
 ) -> None:
     session.add(
         ModelTransitionRow(
@@ -284,11 +307,12 @@ def _audit(
             subject=subject,
             from_value=from_value,
             to_value=to_value,
-            timestamp=now,
+            timestamp=session.scalar(sa.select(_DatabaseClockMs())),
             actor=audit.actor,
             reason=audit.reason,
             prefect_flow_run_id=audit.prefect_flow_run_id,
             gate_decision_id=audit.gate_decision_id,
+            claimed_actor=audit.claimed_actor,
         )
     )
 
@@ -319,7 +343,6 @@ def _move_alias(
         from_value=None if previous is None else str(previous),
         to_value=str(version),
         audit=audit,
-        now=now,
     )
     model.last_updated_time = now
 
@@ -343,7 +366,6 @@ def _set_stage(
         from_value=row.current_stage,
         to_value=stage.value,
         audit=audit,
-        now=now,
     )
     row.current_stage = stage.value
     row.last_updated_time = now
@@ -555,6 +577,7 @@ def _transition_record(row: ModelTransitionRow) -> TransitionRecord:
         reason=row.reason,
         prefect_flow_run_id=row.prefect_flow_run_id,
         gate_decision_id=row.gate_decision_id,
+        claimed_actor=row.claimed_actor,
     )
 
 
@@ -898,7 +921,6 @@ class SqlRegistryStore:
                     from_value=str(number),
                     to_value=None,
                     audit=_Audit(reason=f"version {number} deleted"),
-                    now=now,
                 )
                 session.delete(alias_row)
             session.delete(row)
@@ -940,6 +962,7 @@ class SqlRegistryStore:
         reason: str | None = None,
         prefect_flow_run_id: str | None = None,
         gate_decision_id: str | None = None,
+        claimed_actor: str | None = None,
     ) -> ModelVersion:
         """Change the stage (and archive the others) in one transaction; audit every change.
 
@@ -948,7 +971,7 @@ class SqlRegistryStore:
         """
         number = _version_number(version)
         target = _stage(stage)
-        audit = _Audit.checked(actor, reason, prefect_flow_run_id, gate_decision_id)
+        audit = _Audit.checked(actor, reason, prefect_flow_run_id, gate_decision_id, claimed_actor)
         with self.db.session() as session:
             model = _model(session, name, lock=True)
             row = _version(session, model, number)
@@ -965,11 +988,12 @@ class SqlRegistryStore:
         reason: str | None = None,
         prefect_flow_run_id: str | None = None,
         gate_decision_id: str | None = None,
+        claimed_actor: str | None = None,
     ) -> None:
         """Point ``alias`` at a READY version (moving it from its previous holder); audited."""
         validate_alias(alias)
         number = _version_number(version)
-        audit = _Audit.checked(actor, reason, prefect_flow_run_id, gate_decision_id)
+        audit = _Audit.checked(actor, reason, prefect_flow_run_id, gate_decision_id, claimed_actor)
         with self.db.session() as session:
             model = _model(session, name, lock=True)
             row = _version(session, model, number)
@@ -977,10 +1001,11 @@ class SqlRegistryStore:
             _move_alias(session, model, alias, number, audit, _now_ms())
 
     def delete_registered_model_alias(
-        self, name: str, alias: str, *, actor: str | None = None, reason: str | None = None
+        self, name: str, alias: str, *, actor: str | None = None, reason: str | None = None,
+        claimed_actor: str | None = None,
     ) -> None:
         validate_alias(alias)
-        audit = _Audit.checked(actor, reason)
+        audit = _Audit.checked(actor, reason, claimed_actor=claimed_actor)
         with self.db.session() as session:
             model = _model(session, name, lock=True)
             row = _alias_row(session, model, alias)
@@ -996,7 +1021,6 @@ class SqlRegistryStore:
                 from_value=str(row.version),
                 to_value=None,
                 audit=audit,
-                now=now,
             )
             session.delete(row)
             model.last_updated_time = now
@@ -1013,6 +1037,7 @@ class SqlRegistryStore:
         actor: str | None = None,
         reason: str | None = None,
         prefect_flow_run_id: str | None = None,
+        claimed_actor: str | None = None,
     ) -> ModelVersion:
         """Move the alias and/or stage to ``version`` in one transaction. Conflict when the
         version is not READY or (``require_passed_gate``) its linked gate decision did not pass.
@@ -1032,14 +1057,14 @@ class SqlRegistryStore:
             )
         if alias is None and target is None:
             raise InvalidArgument("Nothing to promote: pass an alias (e.g. 'champion'), a stage, or both.")
-        audit = _Audit.checked(actor, reason, prefect_flow_run_id)
+        audit = _Audit.checked(actor, reason, prefect_flow_run_id, claimed_actor=claimed_actor)
         with self.db.session() as session:
             model = _model(session, name, lock=True)
             row = _version(session, model, number)
             _require_ready(model, row, "promote")
             if require_passed_gate:
                 _require_passed_gate(session, model, row)
-            audit = _Audit(audit.actor, audit.reason, audit.prefect_flow_run_id, row.gate_decision_id)
+            audit = dataclasses.replace(audit, gate_decision_id=row.gate_decision_id)
             now = _now_ms()
             if alias is not None:
                 _move_alias(session, model, alias, number, audit, now)
@@ -1055,6 +1080,7 @@ class SqlRegistryStore:
         actor: str | None = None,
         reason: str | None = None,
         prefect_flow_run_id: str | None = None,
+        claimed_actor: str | None = None,
     ) -> ModelVersion:
         """Move the alias back to the version that held it before; Conflict if none did.
 
@@ -1063,7 +1089,9 @@ class SqlRegistryStore:
         skipped. The move is audited with ``reason`` (default ``'rollback'``).
         """
         validate_alias(alias)
-        audit = _Audit.checked(actor, reason if reason is not None else "rollback", prefect_flow_run_id)
+        audit = _Audit.checked(
+            actor, reason if reason is not None else "rollback", prefect_flow_run_id, claimed_actor=claimed_actor
+        )
         with self.db.session() as session:
             model = _model(session, name, lock=True)
             current = _alias_row(session, model, alias)

@@ -618,17 +618,21 @@ class SqlTrackingStore:
             values["end_time"] = validate_timestamp(end_time, "end_time")
         if run_name is not None:
             values["name"] = validate_text(run_name, "run name")
-        with self.db.transaction() as tx:
-            row = tx.one(_RUN_BY["run_uuid"], (run_id,))
-            if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
-                raise _missing_run(tx, run_id)
-            if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
-                raise _run_deleted(run_id, "update")
-            if values:
-                tx.execute(_update_run(tuple(values)), (*values.values(), run_id))
-            if run_name is not None:
-                tx.execute(_UPSERT_RUN_TAG, (run_id, TAG_RUN_NAME, run_name))
-        info = _run_info(row)
+
+        def update(_replay: bool) -> Any:  # setting the same values twice changes nothing
+            with self.db.transaction() as tx:
+                row = tx.one(_RUN_BY["run_uuid"], (run_id,))
+                if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                    raise _missing_run(tx, run_id)
+                if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
+                    raise _run_deleted(run_id, "update")
+                if values:
+                    tx.execute(_update_run(tuple(values)), (*values.values(), run_id))
+                if run_name is not None:
+                    tx.execute(_UPSERT_RUN_TAG, (run_id, TAG_RUN_NAME, run_name))
+                return row
+
+        info = _run_info(self.db.replaying(update))
         return dataclasses.replace(
             info,
             status=RunStatus(values.get("status", info.status)),
@@ -689,7 +693,13 @@ class SqlTrackingStore:
         # hard-deleted.
         bulk = len(metric_items) >= _BULK_METRICS
         with _gc_paused(bulk):
-            self._log_batch(run_id, metric_items, param_items, tag_items, bulk, skip_logged_points)
+            # A replay after a lost connection skips the points already stored: the lost
+            # transaction may have committed before the connection went.
+            self.db.replaying(
+                lambda replay: self._log_batch(
+                    run_id, metric_items, param_items, tag_items, bulk, skip_logged_points or replay
+                )
+            )
 
     def _log_batch(
         self,

@@ -14,7 +14,9 @@ Modules: ``permissions`` (READ < EDIT < MANAGE), ``rules`` (route -> requirement
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Security
+from fastapi import APIRouter, FastAPI, Request, Security
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from tracking_plugin.errors import MlopsError
 from tracking_plugin.store.db import Database
@@ -52,6 +54,7 @@ __all__ = [
     "Unauthenticated",
     "User",
     "auth_dependencies",
+    "docs_router",
     "ensure_admin",
     "install_auth",
     "rule_for",
@@ -77,6 +80,21 @@ def auth_dependencies() -> list:  # type: ignore[type-arg]
     return [Security(authorize)]
 
 
+# /docs and /openapi.json under --auth: app routes, so they need a login like every other
+# (FastAPI's built-in ones bypass app dependencies). Their rules are in .rules.
+docs_router = APIRouter()
+
+
+@docs_router.get("/openapi.json", include_in_schema=False)
+def openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@docs_router.get("/docs", include_in_schema=False)
+def swagger_ui(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{request.app.title} - Swagger UI")
+
+
 def install_auth(app: FastAPI, db: Database, settings: AuthSettings) -> None:
     """Turn authentication on for ``app`` (built with :func:`auth_dependencies`)."""
     db.ensure_schema()
@@ -86,7 +104,10 @@ def install_auth(app: FastAPI, db: Database, settings: AuthSettings) -> None:
         store, cache_seconds=settings.credential_cache_seconds, max_failed_logins=settings.max_failed_logins,
         lockout_seconds=settings.lockout_seconds,
     )
-    state = AuthState(store, authenticator, Authorizer(store, settings.default_permission, app.state.uris.root))
+    authorizer = Authorizer(
+        store, settings.default_permission, app.state.uris.root, cache_seconds=settings.credential_cache_seconds
+    )
+    state = AuthState(store, authenticator, authorizer)
     app.state.auth = state
     install_auth_error_handler(app)
     app.include_router(router)

@@ -6,11 +6,17 @@ takes tens of milliseconds per check on purpose, so a verified header is trusted
 ``credential_cache_seconds``: the cache is keyed by the sha256 of the header (the header
 itself is never kept), and cleared for a user when this process changes their password,
 admin role or tokens. Other replicas drop it when the entry expires, so a change applies
-everywhere within that many seconds.
+everywhere within that many seconds. An expired Basic entry is renewed without argon2
+when the user's stored password hash is still the one it was verified against (one
+indexed read; for up to an hour), so a client sending Basic pays the slow hash once, not
+once per cache period (on a loaded machine that was a 0.5-2 s request every 10 s).
 
-Failed logins are counted per (username, client address) in this process: after
-``max_failed_logins`` within ``lockout_seconds`` the next attempts get 429 with
-``Retry-After`` without a password check, and a success clears the count.
+Failed logins are counted per (username, client address) in the backend database
+(``auth_failed_logins``, one upserted row per hashed pair), so the limit holds across
+``--workers N`` and replicas: after ``max_failed_logins`` within ``lockout_seconds`` of the
+first failure the next attempts get 429 with ``Retry-After`` without a password check,
+and a success clears the count. Only uncached logins touch the table (a read, plus a
+write on failure or after a failure), never the cached per-request path.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +37,9 @@ __all__ = ["Authenticator", "BasicCredentials", "BearerCredentials", "parse_auth
 
 MAX_HEADER_CHARS = 4096
 _CACHE_SIZE = 10_000
+# How long a Basic header verified once may be renewed by comparing stored password hashes
+# instead of hashing the password again (see Authenticator.authenticate).
+_RENEW_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -89,35 +99,31 @@ def _cache_key(header: str) -> str:
 
 
 class _FailedLogins:
-    def __init__(self, limit: int, window: float) -> None:
+    """Failed logins per (username, client address), counted in the database so every
+    worker (``--workers N``) and replica shares one count; keys are hashed."""
+
+    def __init__(self, store: AuthStore, limit: int, window: float) -> None:
+        self.store = store
         self.limit = limit
         self.window = window
-        self._failures: dict[tuple[str, str], list[float]] = {}
-        self._lock = threading.Lock()
 
-    def check(self, key: tuple[str, str]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._failures.get(key, []) if now - t < self.window]
-            if recent:
-                self._failures[key] = recent
-            else:
-                self._failures.pop(key, None)
-            if len(recent) >= self.limit:
-                retry = int(self.window - (now - recent[-self.limit])) + 1
-                raise TooManyAttempts(
-                    f"Too many failed logins for this user from this address; retry in {retry} s.", retry
-                )
+    @staticmethod
+    def _key(key: tuple[str, str]) -> str:
+        return hashlib.sha256("\x00".join(key).encode("utf-8", "surrogatepass")).hexdigest()
+
+    def check(self, key: tuple[str, str]) -> bool:
+        """Raise :class:`TooManyAttempts` when locked out; else whether failures are on record."""
+        retry = self.store.login_retry_after(self._key(key), self.limit, self.window)
+        if retry:
+            raise TooManyAttempts(f"Too many failed logins for this user from this address; retry in {retry} s.", retry)
+        return retry is not None
 
     def failed(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            if len(self._failures) > _CACHE_SIZE:
-                self._failures.clear()
-            self._failures.setdefault(key, []).append(time.monotonic())
+        self.store.record_failed_login(self._key(key), self.window)
 
-    def succeeded(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
+    def succeeded(self, key: tuple[str, str], had_failures: bool) -> None:
+        if had_failures:  # a success clears the count (no write when there is none)
+            self.store.clear_failed_logins(self._key(key))
 
 
 class Authenticator:
@@ -127,8 +133,10 @@ class Authenticator:
         self.store = store
         self.cache_seconds = cache_seconds
         self._cache: OrderedDict[str, tuple[float, User]] = OrderedDict()
+        # sha256(header) -> (until, the password hash it was verified against)
+        self._verified: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()
-        self._failures = _FailedLogins(max_failed_logins, lockout_seconds)
+        self._failures = _FailedLogins(store, max_failed_logins, lockout_seconds)
 
     def cached(self, header: str | None) -> User | None:
         """The user of a header verified within the cache time (no I/O), else None."""
@@ -145,27 +153,52 @@ class Authenticator:
             return cached
         trust_until = time.monotonic() + self.cache_seconds
         if isinstance(credentials, BasicCredentials):
+            renewed = self._renewed(key, credentials.username)
+            if renewed is not None:
+                self._remember(key, renewed, trust_until)
+                return renewed
             limit_key = (credentials.username, client)
-            self._failures.check(limit_key)
-            user = self.store.verify_password(credentials.username, credentials.password)
-            if user is None:
+            had_failures = self._failures.check(limit_key)
+            found = self.store.verify_password_hash(credentials.username, credentials.password)
+            if found is None:
                 self._failures.failed(limit_key)
                 raise Unauthenticated("Invalid username or password.")
-            self._failures.succeeded(limit_key)
+            self._failures.succeeded(limit_key, had_failures)
+            user = found[0]
+            with self._lock:
+                self._verified[key] = (time.monotonic() + _RENEW_SECONDS, found[1])
+                self._verified.move_to_end(key)
+                while len(self._verified) > _CACHE_SIZE:
+                    self._verified.popitem(last=False)
         else:
             limit_key = ("<token>", client)
-            self._failures.check(limit_key)
+            had_failures = self._failures.check(limit_key)
             found = self.store.verify_token(credentials.token) if credentials.token.startswith(TOKEN_PREFIX) else None
             if found is None:
                 self._failures.failed(limit_key)
                 raise Unauthenticated("Invalid API token: unknown, revoked or expired. Create one with "
                                       "`prefect-mlops tokens create`.")
-            self._failures.succeeded(limit_key)
+            self._failures.succeeded(limit_key, had_failures)
             user, expiry_ms = found
             if expiry_ms is not None:  # never trusted past its expiry
                 trust_until = min(trust_until, time.monotonic() + (expiry_ms / 1000 - time.time()))
         self._remember(key, user, trust_until)
         return user
+
+    def _renewed(self, key: str, username: str) -> User | None:
+        """A Basic header verified before (within _RENEW_SECONDS) whose user still has the
+        password hash it was verified against: trusted again without argon2 (one indexed
+        read), so a client sending Basic does not pay a slow hash every cache period."""
+        with self._lock:
+            entry = self._verified.get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        current = self.store.password_hash(username)
+        if current is None or not hmac.compare_digest(current[1], entry[1]):
+            with self._lock:
+                self._verified.pop(key, None)
+            return None
+        return current[0]
 
     def _cached(self, key: str) -> User | None:
         if self.cache_seconds <= 0:

@@ -25,13 +25,11 @@ __all__ = ["AfterRulesMiddleware"]
 _AFTER = {key: rule.after for key, rule in RULES.items() if rule.after is not None}
 
 
-def _readable(grants: dict[str, Permission], default_reads: bool, key: Any) -> bool:
-    held = grants.get(str(key))
-    return held.allows(Permission.READ) if held is not None else default_reads
-
-
-def apply_after(state: AuthState, step: After, user: User, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` (a successful answer) after ``step`` for ``user``."""
+def apply_after(
+    state: AuthState, step: After, user: User, data: dict[str, Any], creating_model: str | None = None
+) -> dict[str, Any]:
+    """``data`` (a successful answer) after ``step`` for ``user``; ``creating_model``: the
+    name the request created a version under when no such model existed before it."""
     if step is After.GRANT_EXPERIMENT_CREATOR:
         if not user.is_admin and data.get("experiment_id") is not None:
             state.store.grant_experiment(data["experiment_id"], user.username, Permission.MANAGE)
@@ -41,17 +39,24 @@ def apply_after(state: AuthState, step: After, user: User, data: dict[str, Any])
         if not user.is_admin and name:
             state.store.grant_model(name, user.username, Permission.MANAGE)
         return data
+    if step is After.GRANT_NEW_MODEL_CREATOR:
+        version = data.get("model_version") or {}
+        # version 1 under a name that did not exist: this call created the model (two racing
+        # first versions: only the one that got number 1 becomes its manager)
+        if creating_model and version.get("name") == creating_model and str(version.get("version")) == "1":
+            state.store.grant_model(creating_model, user.username, Permission.MANAGE)
+        return data
     if user.is_admin:
         return data
     if step is After.FILTER_EXPERIMENTS:
-        grants, default = state.authorizer.readable_experiments(user)
-        data["experiments"] = [e for e in data.get("experiments", []) if _readable(grants, default, e.get("experiment_id"))]
+        readable = state.authorizer.readable_experiments(user)
+        data["experiments"] = [e for e in data.get("experiments", []) if readable.allows(e.get("experiment_id"))]
     elif step is After.FILTER_MODELS:
-        grants, default = state.authorizer.readable_models(user)
-        data["registered_models"] = [m for m in data.get("registered_models", []) if _readable(grants, default, m.get("name"))]
+        readable = state.authorizer.readable_models(user)
+        data["registered_models"] = [m for m in data.get("registered_models", []) if readable.allows(m.get("name"))]
     elif step is After.FILTER_MODEL_VERSIONS:
-        grants, default = state.authorizer.readable_models(user)
-        data["model_versions"] = [v for v in data.get("model_versions", []) if _readable(grants, default, v.get("name"))]
+        readable = state.authorizer.readable_models(user)
+        data["model_versions"] = [v for v in data.get("model_versions", []) if readable.allows(v.get("name"))]
     for key in ("experiments", "registered_models", "model_versions"):
         if key in data and not data[key]:
             del data[key]  # proto JSON leaves out empty lists, as the unfiltered answer does
@@ -82,10 +87,13 @@ class AfterRulesMiddleware:
             if message.get("more_body"):
                 return
             body = b"".join(chunks)
-            user = (scope.get("state") or {}).get("auth_user")
+            request_state = scope.get("state") or {}
+            user = request_state.get("auth_user")
             if start.get("status") == 200 and user is not None:
                 data = orjson.loads(body) if body else {}
-                data = await run_in_threadpool(apply_after, self.state, step, user, data)
+                data = await run_in_threadpool(
+                    apply_after, self.state, step, user, data, request_state.get("creating_model")
+                )
                 body = orjson.dumps(data)
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))

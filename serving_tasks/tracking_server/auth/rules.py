@@ -12,8 +12,9 @@ Resources and how they are found (MLflow's basic-auth semantics):
 - experiment: ``experiment_id`` (or ``experiment_ids``: every one must be readable)
 - run: ``run_id`` (``run_uuid``) -> its experiment
 - logged model: ``model_id`` -> its experiment
-- artifact proxy: the path's first segment is the experiment id (``<exp>/<run>/artifacts/...``)
-- registered model: ``name``
+- artifact proxy: the path's first segment is the experiment id (``<exp>/<run>/artifacts/...``),
+  or ``registry/<model key>/<version>/...``: the registered model's files
+- registered model: ``name``; gate decision: ``id`` -> its registered model
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Access(Enum):
     LOGGED_MODEL = "logged_model"
     ARTIFACT = "artifact"
     MODEL = "model"
+    GATE_DECISION = "gate_decision"  # ``field`` is a gate decision id -> its registered model
 
 
 class After(Enum):
@@ -50,6 +52,8 @@ class After(Enum):
 
     GRANT_EXPERIMENT_CREATOR = "grant_experiment_creator"  # the creator gets MANAGE
     GRANT_MODEL_CREATOR = "grant_model_creator"
+    # a version created under a name that did not exist created the model: its creator gets MANAGE
+    GRANT_NEW_MODEL_CREATOR = "grant_new_model_creator"
     FILTER_EXPERIMENTS = "filter_experiments"  # keep only what the caller may read
     FILTER_MODELS = "filter_models"
     FILTER_MODEL_VERSIONS = "filter_model_versions"
@@ -63,6 +67,9 @@ class Rule:
     after: After | None = None
     admin_unless_true: str | None = None  # a body flag that, when false, needs an admin
     audited: bool = False  # the body's ``actor`` becomes the authenticated user (see security)
+    # creating a version of a registered model that does not exist creates the model (our
+    # store's rule): any user may do that, as registered-models/create (see security)
+    creates_model: bool = False
 
 
 M = "/api/2.0/mlflow"
@@ -76,6 +83,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/health"): Rule(Access.PUBLIC),
     ("GET", "/version"): Rule(Access.PUBLIC),
     ("GET", "/api/3.0/mlflow/server-info"): Rule(Access.PUBLIC),
+    # the API's description (auth's own routes: FastAPI's bypass the dependency)
+    ("GET", "/docs"): Rule(Access.AUTHENTICATED),
+    ("GET", "/openapi.json"): Rule(Access.AUTHENTICATED),
     # experiments
     ("POST", f"{M}/experiments/create"): Rule(Access.AUTHENTICATED, after=After.GRANT_EXPERIMENT_CREATOR),
     ("GET", f"{M}/experiments/get"): Rule(_exp, READ, "experiment_id"),
@@ -133,7 +143,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{M}/registered-models/alias"): Rule(_model, MANAGE, "name"),
     ("DELETE", f"{M}/registered-models/alias"): Rule(_model, MANAGE, "name"),
     ("POST", f"{M}/model-versions/transition-stage"): Rule(_model, MANAGE, "name"),
-    ("POST", f"{M}/model-versions/create"): Rule(_model, EDIT, "name"),
+    ("POST", f"{M}/model-versions/create"): Rule(
+        _model, EDIT, "name", after=After.GRANT_NEW_MODEL_CREATOR, creates_model=True
+    ),
     ("GET", f"{M}/model-versions/get"): Rule(_model, READ, "name"),
     ("GET", f"{M}/model-versions/get-download-uri"): Rule(_model, READ, "name"),
     ("GET", f"{M}/model-versions/search"): Rule(Access.AUTHENTICATED, after=After.FILTER_MODEL_VERSIONS),
@@ -161,7 +173,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{S}/registered-models/alias"): Rule(_model, READ, "name"),
     ("GET", f"{S}/model-versions/get"): Rule(_model, READ, "name"),
     ("GET", f"{S}/model-versions/search"): Rule(Access.AUTHENTICATED, after=After.FILTER_MODEL_VERSIONS),
-    ("POST", f"{S}/model-versions/create"): Rule(_model, EDIT, "name"),
+    ("POST", f"{S}/model-versions/create"): Rule(
+        _model, EDIT, "name", after=After.GRANT_NEW_MODEL_CREATOR, creates_model=True
+    ),
     ("POST", f"{S}/model-versions/finish"): Rule(_model, EDIT, "name"),
     ("POST", f"{S}/model-versions/transition-stage"): Rule(_model, MANAGE, "name", audited=True),
     ("POST", f"{S}/registered-models/alias"): Rule(_model, MANAGE, "name", audited=True),
@@ -172,10 +186,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{S}/registered-models/rollback"): Rule(_model, MANAGE, "name", audited=True),
     # a passed gate decision is what lets a MANAGE user promote: recording one needs MANAGE
     ("POST", f"{S}/gate-decisions/record"): Rule(_model, MANAGE, "name"),
-    # by random id only (the decision's model is not in the request); ids come from versions the caller read
-    ("GET", f"{S}/gate-decisions/get"): Rule(Access.AUTHENTICATED),
+    # by id: READ on the decision's registered model (an unknown id: the route answers 404)
+    ("GET", f"{S}/gate-decisions/get"): Rule(Access.GATE_DECISION, READ, "id"),
     # the web UI (pages and /ui-api; /ui-static holds only our script, style and uPlot).
-    # The two list pages are not filtered per user yet: any user sees every name there.
+    # The two list pages show only what the user may read (deps.get_readable_*).
     ("GET", "/"): Rule(Access.AUTHENTICATED),
     ("GET", "/models"): Rule(Access.AUTHENTICATED),
     ("GET", "/experiments/{experiment_id}"): Rule(_exp, READ, "experiment_id"),

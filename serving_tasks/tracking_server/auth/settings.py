@@ -33,8 +33,9 @@ class AuthSettings(BaseSettings):
     )
     credential_cache_seconds: float = Field(
         default=10.0, ge=0, le=300,
-        description="How long a verified credential is trusted without a new check (also the longest a "
-        "password change or token revocation made on another replica takes to apply here).",
+        description="How long a verified credential, and a user's grant on an experiment or model, are "
+        "trusted without a new check (also the longest a password change, token revocation or grant change "
+        "made on another replica or directly in the database takes to apply here).",
     )
     max_failed_logins: int = Field(default=5, ge=1, description="Failed logins per user and address before 429.")
     lockout_seconds: int = Field(default=60, ge=1, description="Window of the failed-login count, and the lockout.")

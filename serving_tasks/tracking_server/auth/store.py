@@ -10,12 +10,14 @@ is returned once, by :meth:`AuthStore.create_token`, and never stored or logged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Callable, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -25,10 +27,11 @@ from sqlalchemy.orm import Session
 
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from tracking_plugin.store.db import Database
-from tracking_plugin.store.schema import ExperimentRow, RegisteredModelRow, RunRow, LoggedModelRow
+from tracking_plugin.store.schema import ExperimentRow, GateDecisionRow, LoggedModelRow, RegisteredModelRow, RunRow
 from tracking_plugin.store.schema_auth import (
     ApiTokenRow,
     ExperimentPermissionRow,
+    FailedLoginRow,
     RegisteredModelPermissionRow,
     UserRow,
 )
@@ -129,11 +132,34 @@ def _experiment_id(value: object) -> int:
         raise InvalidArgument(f"Invalid experiment id {value!r}: experiment ids are integers.") from None
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _notifies(method: Callable[Concatenate[AuthStore, _P], _R]) -> Callable[Concatenate[AuthStore, _P], _R]:
+    """After the method (a grant changed, or a user went), call the store's ``on_change``."""
+
+    @functools.wraps(method)
+    def wrapper(self: AuthStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._changed()
+
+    return wrapper
+
+
 class AuthStore:
     """Users, tokens and grants of one backend database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # called after this store changed a grant (or deleted a user): caches of grants drop theirs
+        self.on_change: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()
 
     # ------------------------------------------------------------------ users
 
@@ -168,6 +194,21 @@ class AuthStore:
 
     def verify_password(self, username: str, password: str) -> User | None:
         """The user when ``password`` is theirs, else None (same cost either way)."""
+        found = self.verify_password_hash(username, password)
+        return None if found is None else found[0]
+
+    def password_hash(self, username: str) -> tuple[User, str] | None:
+        """A user and their stored password hash (no hashing: one indexed read), or None."""
+        try:
+            name = normalize_username(username)
+        except InvalidArgument:
+            return None
+        with self.db.session(write=False) as s:
+            row = s.scalar(sa.select(UserRow).where(UserRow.username == name))
+            return None if row is None else (_user(row), row.password_hash)
+
+    def verify_password_hash(self, username: str, password: str) -> tuple[User, str] | None:
+        """The user and the hash ``password`` was verified against, else None."""
         try:
             name = normalize_username(username)
         except InvalidArgument:
@@ -179,7 +220,7 @@ class AuthStore:
             _hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
             return None
-        return user
+        return None if user is None else (user, stored)
 
     def update_password(self, username: str, password: str) -> None:
         name = normalize_username(username)
@@ -199,6 +240,7 @@ class AuthStore:
             row.last_update_time = _now_ms()
             return _user(row)
 
+    @_notifies
     def delete_user(self, username: str) -> None:
         name = normalize_username(username)
         with self.db.session() as s:
@@ -297,6 +339,49 @@ class AuthStore:
             return None
         return _user(user), row.expiry_time
 
+    # ---------------------------------------------------------- failed logins
+    # One row per sha256(username, address), shared by every worker and replica: a fixed
+    # window that starts at the first failure. Only the uncached login path touches it.
+
+    def login_retry_after(self, key: str, limit: int, window_seconds: float) -> int | None:
+        """Seconds until ``key`` may try again (0: it may, but has failures on record), or
+        None when it has no failures on record."""
+        with self.db.session(write=False) as s:
+            row = s.get(FailedLoginRow, key)
+            if row is None:
+                return None
+            left_ms = row.window_start + int(window_seconds * 1000) - _now_ms()
+            if row.failures < limit or left_ms <= 0:
+                return 0
+        return -(-left_ms // 1000)  # whole seconds, rounded up
+
+    def record_failed_login(self, key: str, window_seconds: float) -> None:
+        """Count one failure of ``key`` (one upsert: concurrent failures all count)."""
+        now, window_ms = _now_ms(), int(window_seconds * 1000)
+        table = FailedLoginRow.__table__
+        if self.db.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        stmt = insert(table).values(key=key, window_start=now, failures=1)
+        expired = stmt.excluded.window_start - table.c.window_start >= window_ms
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "failures": sa.case((expired, 1), else_=table.c.failures + 1),
+                "window_start": sa.case((expired, stmt.excluded.window_start), else_=table.c.window_start),
+            },
+        )
+        with self.db.session() as s:
+            s.execute(stmt)
+            # keep the table small: windows long over are dropped now and then
+            if secrets.randbelow(64) == 0:
+                s.execute(sa.delete(FailedLoginRow).where(FailedLoginRow.window_start < now - 10 * window_ms))
+
+    def clear_failed_logins(self, key: str) -> None:
+        with self.db.session() as s:
+            s.execute(sa.delete(FailedLoginRow).where(FailedLoginRow.key == key))
+
     # ------------------------------------------------------------ permissions
 
     def experiment_permission(self, user_id: int, experiment_id: object) -> Permission | None:
@@ -312,6 +397,19 @@ class AuthStore:
             )
         )
         return None if value is None else Permission(value)
+
+    def model_exists(self, name: str) -> bool:
+        with self.db.session(write=False) as s:
+            return s.scalar(sa.select(RegisteredModelRow.id).where(RegisteredModelRow.name == str(name))) is not None
+
+    def gate_decision_model(self, decision_id: str) -> str | None:
+        """The name of the registered model a gate decision belongs to, or None (unknown id)."""
+        with self.db.session(write=False) as s:
+            return s.scalar(
+                sa.select(RegisteredModelRow.name)
+                .join(GateDecisionRow, GateDecisionRow.model_id == RegisteredModelRow.id)
+                .where(GateDecisionRow.id == str(decision_id))
+            )
 
     def run_experiment(self, run_id: str) -> int | None:
         with self.db.session(write=False) as s:
@@ -352,6 +450,18 @@ class AuthStore:
     def experiment_by_name(self, name: str) -> int | None:
         with self.db.session(write=False) as s:
             return s.scalar(sa.select(ExperimentRow.experiment_id).where(ExperimentRow.name == str(name)))
+
+    def models_at_registry_key(self, key: str) -> list[str]:
+        """The registered models whose versions are stored under ``<root>/registry/<key>/``
+        (``tracking_plugin.registry.registry_key``): a plain name is its own key; a hashed
+        key ('~') is matched against every name (rare: names that are not plain file names)."""
+        from tracking_plugin.registry import registry_key
+
+        with self.db.session(write=False) as s:
+            if "~" not in key:
+                found = s.scalar(sa.select(RegisteredModelRow.name).where(RegisteredModelRow.name == key))
+                return [] if found is None else [found]
+            return [n for n in s.scalars(sa.select(RegisteredModelRow.name)) if registry_key(n) == key]
 
     def experiments_at_location(self, location: str) -> list[int]:
         """The experiments whose artifact location is exactly ``location``."""
@@ -394,6 +504,7 @@ class AuthStore:
             )
             return {n: Permission(p) for n, p in rows}
 
+    @_notifies
     def grant_experiment(self, experiment_id: object, username: str, permission: Permission, *,
                          create: bool | None = None) -> dict[str, object]:
         """Set a user's permission on an experiment. ``create=True`` refuses an existing
@@ -427,6 +538,7 @@ class AuthStore:
                 raise NotFound(f"User {name!r} has no permission on experiment {eid}.")
             return {"experiment_id": str(eid), "user_id": user.id, "permission": row.permission}
 
+    @_notifies
     def revoke_experiment(self, experiment_id: object, username: str) -> None:
         eid = _experiment_id(experiment_id)
         name = normalize_username(username)
@@ -437,6 +549,7 @@ class AuthStore:
                 raise NotFound(f"User {name!r} has no permission on experiment {eid} to delete.")
             s.delete(row)
 
+    @_notifies
     def grant_model(self, model_name: str, username: str, permission: Permission, *,
                     create: bool | None = None) -> dict[str, object]:
         name = normalize_username(username)
@@ -473,6 +586,7 @@ class AuthStore:
                 raise NotFound(f"User {name!r} has no permission on model {model_name!r}.")
             return {"name": model_name, "user_id": user.id, "permission": value}
 
+    @_notifies
     def revoke_model(self, model_name: str, username: str) -> None:
         name = normalize_username(username)
         with self.db.session() as s:

@@ -27,7 +27,7 @@ from tracking_plugin.gc import collect_garbage, parse_duration
 from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import wire
-from serving_tasks.tracking_server.deps import get_server_settings, get_store, get_uris
+from serving_tasks.tracking_server.deps import get_claimed_actor, get_server_settings, get_store, get_uris
 from serving_tasks.tracking_server.routes.registry import stage, version_number
 from serving_tasks.tracking_server.routing import OrjsonRoute
 from serving_tasks.tracking_server.settings import ServerSettings
@@ -35,6 +35,7 @@ from serving_tasks.tracking_server.settings import ServerSettings
 router = APIRouter(prefix="/api/2.0/mlops", tags=["mlops extensions"], route_class=OrjsonRoute)
 Store = Annotated[SqlStore, Depends(get_store)]
 Uris = Annotated[wire.ArtifactUris, Depends(get_uris)]
+Claimed = Annotated["str | None", Depends(get_claimed_actor)]
 
 
 class Promote(BaseModel):
@@ -80,7 +81,7 @@ def _transition(t: TransitionRecord) -> dict[str, Any]:
     return {
         "id": t.id, "name": t.name, "version": None if t.version is None else str(t.version), "kind": t.kind,
         "subject": t.subject, "from_value": t.from_value, "to_value": t.to_value, "timestamp": t.timestamp,
-        "actor": t.actor, "reason": t.reason, "prefect_flow_run_id": t.prefect_flow_run_id,
+        "actor": t.actor, "claimed_actor": t.claimed_actor, "reason": t.reason, "prefect_flow_run_id": t.prefect_flow_run_id,
         "gate_decision_id": t.gate_decision_id,
     }
 
@@ -117,12 +118,14 @@ def get_model_history(
 
 
 @router.post("/registered-models/promote")
-def promote(body: Promote, store: Store, uris: Uris) -> Response:
-    mv = promote_version(store, body)
+def promote(body: Promote, store: Store, uris: Uris, claimed: Claimed) -> Response:
+    mv = promote_version(store, body, claimed_actor=claimed)
     return wire.json_response({"model_version": wire.model_version(mv, uris)})
 
 
-def promote_version(store: SqlStore, body: Promote, *, prefect_flow_run_id: str | None = None) -> ModelVersion:
+def promote_version(
+    store: SqlStore, body: Promote, *, prefect_flow_run_id: str | None = None, claimed_actor: str | None = None
+) -> ModelVersion:
     """``store.promote`` for a promote request (this route's and the REST store's)."""
     if body.alias is None and body.stage is None:
         raise InvalidArgument("Pass 'alias' or 'stage' (or both): promote needs something to move.")
@@ -136,12 +139,13 @@ def promote_version(store: SqlStore, body: Promote, *, prefect_flow_run_id: str 
         actor=body.actor,
         reason=body.reason,
         prefect_flow_run_id=prefect_flow_run_id,
+        claimed_actor=claimed_actor,
     )
 
 
 @router.post("/registered-models/rollback")
-def rollback(body: Rollback, store: Store, uris: Uris) -> Response:
-    mv = store.rollback_alias(body.name, body.alias, actor=body.actor, reason=body.reason)
+def rollback(body: Rollback, store: Store, uris: Uris, claimed: Claimed) -> Response:
+    mv = store.rollback_alias(body.name, body.alias, actor=body.actor, reason=body.reason, claimed_actor=claimed)
     return wire.json_response({"model_version": wire.model_version(mv, uris)})
 
 

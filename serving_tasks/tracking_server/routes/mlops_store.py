@@ -42,7 +42,7 @@ from tracking_plugin.errors import InvalidArgument
 from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import schemas, wire
-from serving_tasks.tracking_server.deps import get_store, get_uris
+from serving_tasks.tracking_server.deps import get_claimed_actor, get_store, get_uris
 from serving_tasks.tracking_server.routes import mlops
 from serving_tasks.tracking_server.routes.experiments import ok, view_type
 from serving_tasks.tracking_server.routes.registry import stage, version_number
@@ -52,6 +52,7 @@ __all__ = ["decision_json", "registered_full", "router", "run_full", "version_fu
 router = APIRouter(prefix="/api/2.0/mlops/store", tags=["mlops extensions"])
 Store = Annotated[SqlStore, Depends(get_store)]
 Uris = Annotated[wire.ArtifactUris, Depends(get_uris)]
+Claimed = Annotated["str | None", Depends(get_claimed_actor)]
 
 
 class _Body(BaseModel):
@@ -344,7 +345,7 @@ def finish_model_version(body: FinishModelVersion, store: Store, uris: Uris) -> 
 
 
 @router.post("/model-versions/transition-stage")
-def transition_model_version_stage(body: TransitionStage, store: Store, uris: Uris) -> Response:
+def transition_model_version_stage(body: TransitionStage, store: Store, uris: Uris, claimed: Claimed) -> Response:
     mv = store.transition_model_version_stage(
         body.name,
         version_number(body.version),
@@ -354,12 +355,13 @@ def transition_model_version_stage(body: TransitionStage, store: Store, uris: Ur
         reason=body.reason,
         prefect_flow_run_id=body.prefect_flow_run_id,
         gate_decision_id=body.gate_decision_id,
+        claimed_actor=claimed,
     )
     return _version(mv, uris)
 
 
 @router.post("/registered-models/alias")
-def set_registered_model_alias(body: SetAlias, store: Store) -> Response:
+def set_registered_model_alias(body: SetAlias, store: Store, claimed: Claimed) -> Response:
     store.set_registered_model_alias(
         body.name,
         body.alias,
@@ -368,25 +370,30 @@ def set_registered_model_alias(body: SetAlias, store: Store) -> Response:
         reason=body.reason,
         prefect_flow_run_id=body.prefect_flow_run_id,
         gate_decision_id=body.gate_decision_id,
+        claimed_actor=claimed,
     )
     return ok()
 
 
 @router.delete("/registered-models/alias")
-def delete_registered_model_alias(body: DeleteAlias, store: Store) -> Response:
-    store.delete_registered_model_alias(body.name, body.alias, actor=body.actor, reason=body.reason)
+def delete_registered_model_alias(body: DeleteAlias, store: Store, claimed: Claimed) -> Response:
+    store.delete_registered_model_alias(
+        body.name, body.alias, actor=body.actor, reason=body.reason, claimed_actor=claimed
+    )
     return ok()
 
 
 @router.post("/registered-models/promote")
-def promote(body: Promote, store: Store, uris: Uris) -> Response:
-    return _version(mlops.promote_version(store, body, prefect_flow_run_id=body.prefect_flow_run_id), uris)
+def promote(body: Promote, store: Store, uris: Uris, claimed: Claimed) -> Response:
+    mv = mlops.promote_version(store, body, prefect_flow_run_id=body.prefect_flow_run_id, claimed_actor=claimed)
+    return _version(mv, uris)
 
 
 @router.post("/registered-models/rollback")
-def rollback_alias(body: Rollback, store: Store, uris: Uris) -> Response:
+def rollback_alias(body: Rollback, store: Store, uris: Uris, claimed: Claimed) -> Response:
     mv = store.rollback_alias(
-        body.name, body.alias, actor=body.actor, reason=body.reason, prefect_flow_run_id=body.prefect_flow_run_id
+        body.name, body.alias, actor=body.actor, reason=body.reason, prefect_flow_run_id=body.prefect_flow_run_id,
+        claimed_actor=claimed,
     )
     return _version(mv, uris)
 

@@ -43,6 +43,8 @@ from tracking_plugin.store.schema import (
 from tracking_plugin.store.sql import SqlStore
 from tracking_plugin.tags import TAG_PARENT_RUN_ID
 
+from serving_tasks.tracking_server.auth.permissions import EVERYTHING, Readable
+
 __all__ = [
     "ExperimentOverview",
     "HistoryPoints",
@@ -78,8 +80,11 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def experiments_overview(store: SqlStore, search: str = "", *, limit: int = 500) -> list[ExperimentOverview]:
-    """Active experiments whose name contains ``search`` (case-insensitive), most recently
+def experiments_overview(
+    store: SqlStore, search: str = "", *, limit: int = 500, readable: Readable = EVERYTHING
+) -> list[ExperimentOverview]:
+    """Active experiments whose name contains ``search`` (case-insensitive) and that
+    ``readable`` allows (in the query, so the limit counts only those), most recently
     active first, with their number of active runs."""
     e, r = _EXPERIMENTS.c, _RUNS.c
     runs = (
@@ -100,6 +105,10 @@ def experiments_overview(store: SqlStore, search: str = "", *, limit: int = 500)
         .order_by(last.desc(), e.experiment_id)
         .limit(limit)
     )
+    if readable.default_reads and readable.denied:
+        stmt = stmt.where(e.experiment_id.not_in([int(i) for i in readable.denied]))
+    elif not readable.default_reads:
+        stmt = stmt.where(e.experiment_id.in_([int(i) for i in readable.allowed]))
     if search:
         stmt = stmt.where(sa.func.lower(e.name).like(f"%{_escape_like(search.lower())}%", escape="\\"))
     with store.db.session(write=False) as session:
@@ -288,7 +297,7 @@ def _rows_from_blocks(conn: sa.Connection, exact: sa.Select, run_id: str, key: s
 def bucket_statement(run_id: str, key: str) -> sa.Select:
     """count, first/last step and min/max value of ``key`` of ``run_id`` for steps in
     ``[:a, :b)``: one range scan of ``ix_metrics_history``, which holds every column it
-    reads (no table-row lookup per point; see migration 0007)."""
+    reads (no table-row lookup per point; see migration 0008)."""
     m = _METRICS.c
     return sa.select(
         sa.func.count(), sa.func.min(m.step), sa.func.max(m.step), sa.func.min(m.value), sa.func.max(m.value)

@@ -37,7 +37,8 @@ from tracking_plugin.tags import TAG_PARENT_RUN_ID
 from tracking_plugin.store.sql import SqlStore
 from tracking_plugin.validation import validate_artifact_path
 
-from serving_tasks.tracking_server.deps import get_server_settings, get_store
+from serving_tasks.tracking_server.auth.permissions import Readable
+from serving_tasks.tracking_server.deps import get_readable_experiments, get_readable_models, get_server_settings, get_store
 from serving_tasks.tracking_server.settings import ServerSettings
 from serving_tasks.tracking_server.ui import previews, queries
 
@@ -49,6 +50,9 @@ pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/ui-api", include_in_schema=False)
 Store = Annotated[SqlStore, Depends(get_store)]
 Settings = Annotated[ServerSettings, Depends(get_server_settings)]
+# under --auth, what the user may read: the list pages show only that
+ReadableExperiments = Annotated[Readable, Depends(get_readable_experiments)]
+ReadableModels = Annotated[Readable, Depends(get_readable_models)]
 
 PAGE_SIZES = (25, 50, 100, 200)
 MAX_COMPARE = 50
@@ -99,8 +103,8 @@ def _not_found(request: Request, message: str) -> HTMLResponse:
 
 
 @pages.get("/", response_class=HTMLResponse)
-def experiments_page(request: Request, store: Store, q: str = "") -> HTMLResponse:
-    rows = queries.experiments_overview(store, q.strip())
+def experiments_page(request: Request, store: Store, readable: ReadableExperiments, q: str = "") -> HTMLResponse:
+    rows = queries.experiments_overview(store, q.strip(), readable=readable)
     return _page(request, "experiments.html", title="Experiments", experiments=rows, q=q)
 
 
@@ -263,11 +267,20 @@ def compare_page(request: Request, store: Store, runs: Annotated[list[str], Quer
 
 
 @pages.get("/models", response_class=HTMLResponse)
-def models_page(request: Request, store: Store, q: str = "") -> HTMLResponse:
+def models_page(request: Request, store: Store, readable: ReadableModels, q: str = "") -> HTMLResponse:
     escaped = q.replace("'", "''")
+    models: list[Any] = []
+    token: str | None = None
     try:
-        models = list(store.search_registered_models(filter_string=f"name ILIKE '%{escaped}%'" if q else None,
-                                                     max_results=500).items)
+        # Up to 500 models the user may read: page on past the ones they may not.
+        while len(models) < 500:
+            page = store.search_registered_models(filter_string=f"name ILIKE '%{escaped}%'" if q else None,
+                                                  max_results=500, page_token=token)
+            models.extend(m for m in page.items if readable.allows(m.name))
+            token = page.token
+            if not token:
+                break
+        models = models[:500]
     except InvalidArgument as exc:
         return _page(request, "models.html", title="Models", models=[], q=q, error=str(exc))
     return _page(request, "models.html", title="Models", models=models, q=q)

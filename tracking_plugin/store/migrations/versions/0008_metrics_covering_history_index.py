@@ -14,8 +14,8 @@ this migration fills it from the history already logged. A chart of a long histo
 reads about one row per 1,024 points (a million points: under a thousand rows) instead
 of every point, and still shows every spike.
 
-Revision ID: 0007_metrics_history_index
-Revises: 0006_gc
+Revision ID: 0008_metrics_history_index
+Revises: 0007_gc
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_metrics_history_index"
-down_revision = "0006_gc"
+revision = "0008_metrics_history_index"
+down_revision = "0007_gc"
 branch_labels = None
 depends_on = None
 

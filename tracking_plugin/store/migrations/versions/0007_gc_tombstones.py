@@ -4,8 +4,8 @@ Adds ``gc_tombstones`` (run id, experiment id, ``pending`` | ``done``, time): wr
 ``prefect-mlops gc`` so a run it is removing or has removed reads as garbage-collected, and
 an interrupted gc is finished by the next one.
 
-Revision ID: 0006_gc
-Revises: 0005_auth
+Revision ID: 0007_gc
+Revises: 0006_auth_claimed
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_gc"
-down_revision = "0005_auth"
+revision = "0007_gc"
+down_revision = "0006_auth_claimed"
 branch_labels = None
 depends_on = None
 
