@@ -138,3 +138,38 @@ def test_upgrade_from_0001_keeps_every_row(db_uri: str) -> None:
     store.log_batch(run_id, tags=[RunTag("team", "ops")])
     assert store.get_run(run_id).data.tags == {"team": "ops"}
     db.dispose()
+
+
+def test_0008_summarises_the_history_already_logged(db_uri: str) -> None:
+    """0008 fills metric_blocks from the points logged before it (NaN left out), and
+    log_batch keeps them from then on."""
+    from tracking_plugin.entities import Metric
+    from tracking_plugin.store.sql import SqlStore
+
+    db = Database(db_uri)
+    db.upgrade("0007_gc")
+    run_id = "cd" * 16
+    with db.engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) "
+            "VALUES ('old', '/a', 'active', 1, 1)"
+        ))
+        conn.execute(sa.text(
+            "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, "
+            "lifecycle_stage) SELECT :r, 'r', experiment_id, 'u', 'RUNNING', 5, '/a', 'active' FROM experiments"
+        ), {"r": run_id})
+        conn.execute(sa.text(
+            "INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES "
+            "(:r, 'loss', 3.0, false, 1, 0), (:r, 'loss', -1.0, false, 1, 1023), (:r, 'loss', 0, true, 1, 5), "
+            "(:r, 'loss', 7.5, false, 1, 1024), (:r, 'acc', 0.5, false, 1, 2)"
+        ), {"r": run_id})
+    db.upgrade()
+    blocks = "SELECT key, block, n_points, min_step, max_step, min_value, max_value FROM metric_blocks ORDER BY key, block"
+    with db.engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(sa.text(blocks)).all()]
+    assert rows == [("acc", 0, 1, 2, 2, 0.5, 0.5), ("loss", 0, 2, 0, 1023, -1.0, 3.0), ("loss", 1, 1, 1024, 1024, 7.5, 7.5)]
+    SqlStore(db).log_batch(run_id, metrics=[Metric("loss", 9.0, 2, 1500), Metric("loss", -2.0, 2, 900)])
+    with db.engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(sa.text(blocks)).all()]
+    assert rows[1:] == [("loss", 0, 3, 0, 1023, -2.0, 3.0), ("loss", 1, 2, 1024, 1500, 7.5, 9.0)]
+    db.dispose()

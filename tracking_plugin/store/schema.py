@@ -179,7 +179,9 @@ class MetricRow(Base):
     """Full metric history: every logged point, duplicates included."""
 
     __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_run_uuid_key_step", "run_uuid", "key", "step"),)
+    # Covering (migration 0008): history reads and the chart's min/max buckets are range
+    # scans of this index alone, with no table-row lookup per point.
+    __table_args__ = (Index("ix_metrics_history", "run_uuid", "key", "step", "timestamp", "value", "is_nan"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     run_uuid: Mapped[str] = mapped_column(ForeignKey("runs.run_uuid", ondelete="CASCADE"))
@@ -188,6 +190,30 @@ class MetricRow(Base):
     is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
     timestamp: Mapped[int] = mapped_column(BigInteger)
     step: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+METRIC_BLOCK_SHIFT = 10  # a block holds the steps s with s >> 10 equal: 1,024 steps
+
+
+class MetricBlockRow(Base):
+    """Per (run, key, block of 1,024 steps): how many non-NaN points the history holds
+    there, their first and last step and their lowest and highest value. ``log_batch``
+    folds every batch in; the web UI's chart reduces a long history to min/max buckets
+    from these rows instead of reading every point (migration 0008)."""
+
+    __tablename__ = "metric_blocks"
+    __table_args__ = (_WITHOUT_ROWID,)
+
+    run_uuid: Mapped[str] = mapped_column(
+        ForeignKey("runs.run_uuid", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    n_points: Mapped[int] = mapped_column(BigInteger)
+    min_step: Mapped[int] = mapped_column(BigInteger)
+    max_step: Mapped[int] = mapped_column(BigInteger)
+    min_value: Mapped[float] = mapped_column(Float(precision=53))
+    max_value: Mapped[float] = mapped_column(Float(precision=53))
 
 
 class LatestMetricRow(Base):

@@ -42,6 +42,7 @@ from tracking_plugin.store.schema import (
     LoggedModelParamRow,
     LoggedModelRow,
     LoggedModelTagRow,
+    MetricBlockRow,
     MetricRow,
     ModelVersionRow,
     ParamRow,
@@ -388,7 +389,7 @@ def _delete_logged_models(session: Session, model_ids: Sequence[str]) -> None:
 def _delete_run_rows(session: Session, run_id: str) -> None:
     model_ids = list(session.execute(sa.select(_MODELS.c.model_id).where(_MODELS.c.source_run_id == run_id)).scalars())
     _delete_logged_models(session, model_ids)
-    for table in (MetricRow, LatestMetricRow, ParamRow, RunTagRow, RunDatasetInputRow, RunModelLinkRow):
+    for table in (MetricRow, MetricBlockRow, LatestMetricRow, ParamRow, RunTagRow, RunDatasetInputRow, RunModelLinkRow):
         t = table.__table__
         session.execute(sa.delete(t).where(t.c.run_uuid == run_id))
     # Children keep working: their parent link names a run that reads as garbage-collected.

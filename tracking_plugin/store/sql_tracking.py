@@ -85,7 +85,7 @@ from tracking_plugin.search import (
     key_value_filter,
     parse_filter,
 )
-from tracking_plugin.store.schema import URI_LEN, ExperimentRow, MetricRow
+from tracking_plugin.store.schema import METRIC_BLOCK_SHIFT, URI_LEN, ExperimentRow, MetricBlockRow, MetricRow
 from tracking_plugin.store.schema_gc import GcTombstoneRow
 from tracking_plugin.validation import (
     MAX_BATCH_METRICS,
@@ -115,6 +115,7 @@ from tracking_plugin.store._sql_search import (
     _UPSERT_RUN_TAG,
     _chunks,
     _drivers,
+    _insert_for,
     _load_runs,
     _parse_orders,
     _run,
@@ -747,6 +748,7 @@ class SqlTrackingStore:
                 metric_rows = _unlogged_points(tx, run_id, metric_rows)
             if metric_rows:
                 tx.executemany(_INSERT_METRIC, metric_rows)
+                _fold_blocks(tx, metric_rows)
                 _write(tx, _UPSERT_LATEST_METRIC, _latest_points(metric_rows))
             if tag_values:
                 _write(tx, _UPSERT_RUN_TAG, [(run_id, k, v) for k, v in sorted(tag_values.items())])
@@ -1116,6 +1118,51 @@ def _latest_points(
 
 def _rank(row: tuple[str, str, float, bool, int, int]) -> tuple[int, int, int, float]:
     return (row[5], row[4], 0 if row[3] else 1, row[2])
+
+
+def _build_block_upsert(dialect: str) -> Any:
+    stmt = _insert_for(dialect, _BLOCKS)
+    new, old = stmt.excluded, _BLOCKS.c
+    low, high = (sa.func.least, sa.func.greatest) if dialect == "postgresql" else (sa.func.min, sa.func.max)
+    return stmt.on_conflict_do_update(
+        index_elements=["run_uuid", "key", "block"],
+        set_={"n_points": old.n_points + new.n_points, "min_step": low(old.min_step, new.min_step),
+              "max_step": high(old.max_step, new.max_step), "min_value": low(old.min_value, new.min_value),
+              "max_value": high(old.max_value, new.max_value)},
+    )
+
+
+_BLOCKS = MetricBlockRow.__table__
+_UPSERT_METRIC_BLOCK = Statement(
+    _build_block_upsert, ("run_uuid", "key", "block", "n_points", "min_step", "max_step", "min_value", "max_value")
+)
+
+
+def _fold_blocks(tx: Transaction, rows: list[tuple[str, str, float, bool, int, int]]) -> None:
+    """Fold the batch's non-NaN points into ``metric_blocks`` (count, first/last step,
+    lowest/highest value per run, key and block of 1,024 steps): one upsert per block the
+    batch touches, in key order so concurrent PostgreSQL writers lock in the same order."""
+    blocks: dict[tuple[str, str, int], list[Any]] = {}
+    for run_uuid, key, value, is_nan, _, step in rows:
+        if is_nan:
+            continue
+        at = (run_uuid, key, step >> METRIC_BLOCK_SHIFT)
+        b = blocks.get(at)
+        if b is None:
+            blocks[at] = [1, step, step, value, value]
+        else:
+            b[0] += 1
+            if step < b[1]:
+                b[1] = step
+            if step > b[2]:
+                b[2] = step
+            if value < b[3]:
+                b[3] = value
+            if value > b[4]:
+                b[4] = value
+    if not blocks:
+        return
+    _write(tx, _UPSERT_METRIC_BLOCK, [(*at, *b) for at, b in sorted(blocks.items())])
 
 
 def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:

@@ -201,6 +201,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/ui-api/runs/{run_id}/artifacts"): Rule(_run, READ, "run_id"),
     ("GET", "/ui-api/runs/{run_id}/preview"): Rule(_run, READ, "run_id"),
     ("GET", "/ui-api/runs/{run_id}/artifact"): Rule(_run, READ, "run_id"),
+    ("GET", "/ui-api/runs/{run_id}/children"): Rule(_run, READ, "run_id"),
     # users and permissions (MLflow's basic-auth API)
     ("POST", f"{M}/users/create"): Rule(Access.ADMIN),
     ("GET", f"{M}/users/get"): Rule(Access.SELF_OR_ADMIN, field="username"),

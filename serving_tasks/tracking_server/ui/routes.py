@@ -17,6 +17,7 @@ JSON for the browser's scripts (every answer bounded):
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from tracking_plugin.artifacts import get_artifact_repository
 from tracking_plugin.entities import Run, RunStatus, ViewType
 from tracking_plugin.errors import InvalidArgument, MlopsError, NotFound
 from tracking_plugin.search import encode_page_token
+from tracking_plugin.tags import TAG_PARENT_RUN_ID
 from tracking_plugin.store.sql import SqlStore
 from tracking_plugin.validation import validate_artifact_path
 
@@ -56,6 +58,9 @@ PAGE_SIZES = (25, 50, 100, 200)
 MAX_COMPARE = 50
 ATTRIBUTE_COLUMNS = ("run_name", "status", "start_time", "duration", "user_id")
 _SORTABLE_ATTRIBUTES = {"run_name", "status", "start_time", "end_time", "user_id"}
+TOP_LEVEL = f"tags.`{TAG_PARENT_RUN_ID}` IS NULL"  # every child run carries this tag (the store sets it)
+MAX_CHILDREN = 500
+DRIFT_REPORTS = 500  # the version page charts at most the latest 500 scored batches
 SINCE = {"1h": 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000}  # "started within"
 
 
@@ -114,6 +119,10 @@ def _column_value(run: Run, column: str) -> Any:
     return None
 
 
+def _parent_of(run: Run) -> str:
+    return run.info.parent_run_id or run.data.tags.get(TAG_PARENT_RUN_ID, "")
+
+
 def _order_column(column: str) -> str:
     """The ``order_by`` form of a table column (``start_time`` -> ``attributes.start_time``)."""
     if column == "duration":
@@ -148,7 +157,8 @@ def runs_page(
         clauses.append(f"attributes.status = '{status}'")
     if since:
         clauses.append(f"attributes.start_time >= {int(time.time() * 1000) - SINCE[since]}")
-    full_filter = " AND ".join(clauses)
+    nested = not clauses
+    full_filter = " AND ".join(clauses) if clauses else TOP_LEVEL
     order_by = [order] if order else None
     error = ""
     runs: list[Run] = []
@@ -170,27 +180,20 @@ def runs_page(
     for c in columns:
         if c not in available and c not in ATTRIBUTE_COLUMNS:
             available.append(c)
-    # Child runs sit right under their parent when both are on this page.
-    on_page = {r.info.run_id for r in runs}
-    children: dict[str, list[Run]] = {}
-    top: list[Run] = []
-    for run in runs:
-        parent = run.info.parent_run_id or run.data.tags.get("mlflow.parentRunId")
-        if parent and parent in on_page:
-            children.setdefault(parent, []).append(run)
-        else:
-            top.append(run)
-    rows: list[tuple[Run, int]] = []
-    for run in top:
-        rows.append((run, 0))
-        rows.extend((child, 1) for child in children.get(run.info.run_id, []))
+    # Nested (no filter, status or time filter): the page holds top-level runs only and
+    # each parent's children open under it (``/ui-api/runs/{id}/children``), so a sweep
+    # stays together whatever page its parent falls on. Filtered: matching runs, flat,
+    # each child naming its parent.
+    child_counts = queries.child_counts(store, [r.info.run_id for r in runs]) if nested else {}
+    rows: list[tuple[Run, int]] = [(run, 0) for run in runs]
     view = {"filter": filter, "order": order, "cols": cols, "status": status, "since": since, "size": size if size != 50 else ""}
     sort_column, _, direction = order.partition(" ")
     return _page(
         request, "runs.html", title=experiment.name, experiment=experiment, rows=rows, columns=columns,
         available=available, attribute_columns=ATTRIBUTE_COLUMNS, error=error, filter=filter, order=order,
         status=status, statuses=[s.value for s in RunStatus], since=since, since_options=list(SINCE), page=page, size=size, sizes=PAGE_SIZES,
-        has_next=has_next, view={k: v for k, v in view.items() if v}, sort_column=sort_column,
+        has_next=has_next, view={k: v for k, v in view.items() if v}, sort_column=sort_column, nested=nested,
+        child_counts=child_counts, parent_of=_parent_of,
         sort_desc=direction.upper() == "DESC", order_column=_order_column, column_value=_column_value,
         server_ms=(time.perf_counter() - started) * 1000,
     )
@@ -315,8 +318,14 @@ def version_page(request: Request, name: str, version: str, store: Store) -> HTM
         except NotFound:
             run = None
     rules = _gate_rules(decision.details) if decision else []
+    drift = queries.drift_reports(store, name, mv.version, limit=DRIFT_REPORTS)
+    drift_json = [{"run_id": d.run_id, "run_name": d.run_name, "start_time": d.start_time, "drifted": d.drifted,
+                   "drifted_features": d.drifted_features, "method": d.method, "thresholds": d.thresholds,
+                   # JSON has no NaN: a NaN score is a gap in its line
+                   "scores": {k: (v if math.isfinite(v) else None) for k, v in d.scores.items()}} for d in drift]
     return _page(request, "version.html", title=f"{name} v{mv.version}", mv=mv, decision=decision, rules=rules,
-                 history=history, run=run, lineage=_lineage(run, store) if run else None)
+                 history=history, run=run, lineage=_lineage(run, store) if run else None, drift=drift,
+                 drift_json=drift_json, drift_limit=DRIFT_REPORTS)
 
 
 def _gate_rules(details: Any) -> list[dict[str, Any]]:
@@ -357,6 +366,22 @@ def metric_history(
         series.append({"run_id": run_id, "run_name": info.run_name, "start_time": info.start_time,
                        "x": [x - shift for x in h.x], "y": h.y, "total": h.total, "sampled": h.sampled})
     return JSONResponse({"key": key, "axis": axis, "series": series})
+
+
+@api.get("/runs/{run_id}/children", response_class=HTMLResponse)
+def child_rows(request: Request, run_id: str, store: Store, cols: str = "", order: str = "",
+               depth: Annotated[int, Query(ge=1, le=50)] = 1) -> HTMLResponse:
+    """The table rows of ``run_id``'s child runs (at most MAX_CHILDREN), in the page's
+    columns and order: the runs table's expand control inserts them under the parent."""
+    parent = store.get_run(run_id)
+    columns = [c for c in cols.split(",") if c][:200] or list(ATTRIBUTE_COLUMNS[:4])
+    escaped = run_id.replace("'", "''")
+    result = store.search_runs([parent.info.experiment_id], f"tags.`{TAG_PARENT_RUN_ID}` = '{escaped}'",
+                               ViewType.ACTIVE_ONLY, MAX_CHILDREN, [order] if order else None)
+    children = list(result.items)
+    return _page(request, "run_rows.html", rows=[(r, depth) for r in children], depth=depth, columns=columns, nested=True,
+                 child_counts=queries.child_counts(store, [r.info.run_id for r in children]), parent_of=_parent_of,
+                 column_value=_column_value, more=result.token is not None, parent_id=run_id)
 
 
 def _run_repo(store: SqlStore, settings: ServerSettings, run_id: str) -> Any:

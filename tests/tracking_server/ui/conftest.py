@@ -45,6 +45,9 @@ class Populated:
     xss_name: str = XSS_NAME
     spike: tuple[int, float] = (SPIKE_STEP, SPIKE_HIGH)
     dip: tuple[int, float] = (DIP_STEP, DIP_LOW)
+    drift_experiment_id: str = ""
+    drift_runs: list[str] = field(default_factory=list)  # against v3, oldest first
+    paging_experiment_id: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +140,60 @@ def populate(store: SqlStore, artifact_root: str, *, dense_points: int = DENSE_P
     repo.log_bytes(b"x" * 2_500_000, "logs/big.log")
     _log_sklearn_model(repo)
     _register(store, out, best)
+    _drift_monitor_runs(store, out, artifact_root)
+    _paged_sweep(store, out, artifact_root)
     return out
+
+
+DRIFT_FEATURES = ("tenure", "monthly_charges", "plan")
+DRIFT_BATCHES = 6  # days 1-6 scored against v3; drift starts on day 4 in "monthly_charges"
+
+
+def _drift_monitor_runs(store: SqlStore, out: Populated, artifact_root: str) -> None:
+    """What ``flows.drift_monitor`` records for each batch it scores (metrics
+    ``drift/<feature>``, tags ``drift.*``, ``model.name``/``model.version``, its threshold
+    params), here for six daily batches against v3 and one against v1."""
+    exp = store.create_experiment("churn-drift-monitor", f"{artifact_root}/churn-drift-monitor")
+    out.drift_experiment_id = exp
+    day0 = int(time.time() * 1000) - 7 * 86_400_000
+    for version, days in ((3, range(1, DRIFT_BATCHES + 1)), (1, range(1, 2))):
+        for day in days:
+            scores = {"tenure": 0.01 * day, "monthly_charges": 0.05 if day < 4 else 0.1 * day, "plan": 0.02}
+            drifted = [f for f, v in scores.items() if v > 0.2]
+            run = store.create_run(exp, user_id="monitor", start_time=day0 + day * 86_400_000,
+                                   run_name=f"drift-v{version}-day-{day}")
+            store.log_batch(
+                run.info.run_id,
+                metrics=[Metric(f"drift/{f}", v, day0 + day * 86_400_000, 0) for f, v in scores.items()]
+                + [Metric("drift_score", max(scores.values()), day0 + day * 86_400_000, 0)],
+                params=[Param("method", "psi"), Param("psi_threshold", "0.2"), Param("ks_threshold", "0.2")],
+                tags=[RunTag("drift.method", "psi"), RunTag("drift.drifted", str(bool(drifted)).lower()),
+                      RunTag("drift.features", ",".join(drifted)), RunTag("model.name", out.model),
+                      RunTag("model.version", str(version))],
+            )
+            store.update_run_info(run.info.run_id, status=RunStatus.FINISHED, end_time=day0 + day * 86_400_000 + 1000)
+            if version == 3:
+                out.drift_runs.append(run.info.run_id)
+
+
+SWEEP_TOP_LEVEL = 30  # top-level runs of the "sweep-paging" experiment besides the parent
+
+
+def _paged_sweep(store: SqlStore, out: Populated, artifact_root: str) -> None:
+    """An experiment where a parent started first (the last page, newest first) and its
+    three children started last (the first page, were the table flat)."""
+    exp = store.create_experiment("sweep-paging", f"{artifact_root}/sweep-paging")
+    out.paging_experiment_id = exp
+    t0 = int(time.time() * 1000) - 86_400_000
+    parent = store.create_run(exp, user_id="carol", start_time=t0, run_name="old-sweep")
+    out.runs["old-sweep"] = parent.info.run_id
+    for i in range(SWEEP_TOP_LEVEL):
+        store.create_run(exp, user_id="carol", start_time=t0 + (i + 1) * 1000, run_name=f"single-{i}")
+    for j in range(3):
+        child = store.create_run(exp, user_id="carol", start_time=t0 + 3_600_000 + j, run_name=f"old-sweep-child-{j}",
+                                 parent_run_id=parent.info.run_id)
+        store.log_batch(child.info.run_id, metrics=[Metric("auc", 0.6 + j / 10, t0, 0)])
+        out.runs[f"old-sweep-child-{j}"] = child.info.run_id
 
 
 def _log_sklearn_model(repo: object) -> None:

@@ -68,18 +68,30 @@ def test_a_users_walk_through_the_ui(ui_site: tuple[str, Any], browser: Any) -> 
     page.press("#experiment-search", "Enter")
     page.click("text=churn-training")
     page.wait_for_selector("#runs")
+    # Top-level runs only (6 trials, the sweep, the XSS run); the sweep's two children open under it.
+    assert page.locator("#runs tbody tr").count() == 8
+    sweep = page.locator(f"#runs tr[data-run-id='{data.runs['sweep']}']")
+    sweep.locator("button.expand").click()
+    page.wait_for_selector("#runs tr.child")
     assert page.locator("#runs tbody tr").count() == 10
+    following = page.locator(f"#runs tr[data-run-id='{data.runs['sweep']}'] ~ tr").all()
+    assert {r.get_attribute("data-run-id") for r in following[:2]} == {data.runs["sweep-child-0"], data.runs["sweep-child-1"]}
+    sweep.locator("button.expand").click()
+    assert page.locator("#runs tbody tr").count() == 8
 
     # A valid filter with OR and parentheses
     page.fill("#filter", "(params.model = 'rf' or params.model = 'lr') and metrics.auc >= 0.7")
     page.click("#apply")
     page.wait_for_selector("#runs")
-    names = page.locator("#runs tbody td a").all_inner_texts()
+    names = page.locator("#runs tbody td > a").all_inner_texts()
     assert set(names) == {"trial-0", "trial-2", "trial-3", "trial-5", "sweep-child-0", "sweep-child-1"}
+    # filtered, the table is flat: the children are listed with a link to their parent
+    assert page.locator(f"#runs .parent-link a[href='/runs/{data.runs['sweep']}']").count() == 2
     # An invalid one: the parser's message inline, no stack trace
     page.fill("#filter", "metrics.auc >> 0.9")
     page.click("#apply")
     error = page.locator("#filter-error")
+    error.wait_for()  # is_visible() does not wait for the submitted page
     assert error.is_visible() and ">>" in error.inner_text() and "Traceback" not in page.content()
 
     # Sort by a metric (server side), choose columns, reload keeps the view
@@ -107,6 +119,10 @@ def test_a_users_walk_through_the_ui(ui_site: tuple[str, Any], browser: Any) -> 
     page.click("#reset-view")
     assert page.locator("#runs th[data-column='status']").count() == 1 and "▼" not in page.locator("#runs thead").inner_text()
     page.go_back()
+    page.wait_for_selector("#runs")
+    if SHOTS:  # the picture shows a sweep opened under its parent
+        page.locator(f"#runs tr[data-run-id='{data.runs['sweep']}'] button.expand").click()
+        page.wait_for_selector("#runs tr.child")
     shot(page, "ui-runs.png")
 
     # XSS run: escaped text, no dialog
@@ -198,6 +214,17 @@ def test_a_users_walk_through_the_ui(ui_site: tuple[str, Any], browser: Any) -> 
     assert page.locator("#run-name").inner_text() == "trial-5"
     page.go_back()
     shot(page, "ui-version.png")
+
+    # The drift monitor's reports about v3 as charts: a line per feature, the threshold, the verdicts.
+    page.wait_for_selector("#drift-chart canvas")
+    page.wait_for_function("() => document.querySelector('#drift-chart').dataset.ready === 'full'")
+    labels = page.evaluate("() => document.querySelector('#drift-chart').uplot.series.slice(1).map((s) => s.label)")
+    assert labels == ["monthly_charges", "plan", "tenure", "PSI threshold"]
+    peak = page.evaluate("() => Math.max(...document.querySelector('#drift-chart').uplot.data[1])")
+    assert peak == pytest.approx(0.6)  # monthly_charges on day 6
+    assert page.locator("#drift-share rect.bar").count() == 6 and page.locator("#drift-share rect.bar.drifted").count() == 3
+    assert page.locator("#drift-table tbody tr.fail").count() == 3
+    shot(page, "ui-drift.png", "section:has(#drift-chart)")
 
     assert watch.dialogs == [], watch.dialogs
     assert watch.errors == [], watch.errors

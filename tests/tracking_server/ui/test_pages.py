@@ -71,10 +71,59 @@ def test_a_bad_filter_shows_the_parser_message_not_a_stack_trace(ui: tuple[httpx
 def test_child_runs_sit_under_their_parent(ui: tuple[httpx.Client, Populated]) -> None:
     http, data = ui
     text = http.get(f"/experiments/{data.experiment_id}", params={"cols": "run_name", "order": "attributes.start_time DESC"}).text
-    parent = text.index(f'data-run-id="{data.runs["sweep"]}"')
-    children = [text.index(f'data-run-id="{data.runs[f"sweep-child-{j}"]}"') for j in range(2)]
-    assert all(parent < c for c in children)
-    assert text.count('class="child"') == 2
+    # Unfiltered, the table pages over top-level runs; the parent offers its two children.
+    assert f'data-run-id="{data.runs["sweep-child-0"]}"' not in text
+    assert f'<button type="button" class="expand" data-run="{data.runs["sweep"]}" aria-expanded="false"' in text
+    rows = http.get(f"/ui-api/runs/{data.runs['sweep']}/children",
+                    params={"cols": "run_name,metrics.auc", "order": "metrics.auc DESC"}).text
+    assert rows.count('class="child"') == 2
+    assert rows.index(">sweep-child-1<") < rows.index(">sweep-child-0<")  # the page's order: auc 0.81, 0.80
+    assert rows.count(f'data-parent="{data.runs["sweep"]}"') == 2 and "0.81" in rows
+
+
+def test_children_are_grouped_under_their_parent_across_pages(ui: tuple[httpx.Client, Populated]) -> None:
+    http, data = ui
+    url = f"/experiments/{data.paging_experiment_id}"
+    # Newest first, flat, the three children (started last) would fill the first page while
+    # their parent (started first) is on the last one. Nested, the pages hold top-level runs.
+    first = http.get(url, params={"size": 25, "cols": "run_name"}).text
+    assert "old-sweep" not in first and first.count('data-depth="0"') == 25 and 'id="next-page"' in first
+    second = http.get(url, params={"size": 25, "cols": "run_name", "page": 1}).text
+    assert second.count('data-depth="0"') == 6 and 'id="next-page"' not in second
+    parent = data.runs["old-sweep"]
+    assert f'data-run="{parent}" aria-expanded="false" title="show its child runs">▸ 3</button>' in second
+    assert "old-sweep-child" not in second
+    rows = http.get(f"/ui-api/runs/{parent}/children", params={"cols": "run_name", "order": "attributes.start_time ASC"}).text
+    assert [rows.index(f">old-sweep-child-{j}<") for j in range(3)] == sorted(rows.index(f">old-sweep-child-{j}<") for j in range(3))
+    assert rows.count('data-depth="1"') == 3
+    # With a filter the table is flat: matching children are listed, each naming its parent.
+    flat = http.get(url, params={"filter": "metrics.auc > 0.65", "cols": "run_name,metrics.auc"}).text
+    assert ">old-sweep-child-1<" in flat and ">old-sweep-child-2<" in flat and ">old-sweep-child-0<" not in flat
+    assert flat.count(f'child of <a href="/runs/{parent}">') == 2
+    # Bad input to the children endpoint: a clear 4xx, not a stack trace.
+    missing = http.get("/ui-api/runs/0123456789abcdef0123456789abcdef/children")
+    assert missing.status_code == 404 and "Traceback" not in missing.text
+    bad_depth = http.get(f"/ui-api/runs/{parent}/children", params={"depth": 0})
+    assert bad_depth.status_code == 400 and "depth" in bad_depth.text
+
+
+def test_version_page_charts_the_drift_monitors_reports(ui: tuple[httpx.Client, Populated]) -> None:
+    import json
+    import re
+
+    http, data = ui
+    page = http.get(f"/models/{data.model}/versions/3").text
+    reports = json.loads(re.search(r'<script type="application/json" id="drift-data">(.*?)</script>', page, re.S).group(1))
+    assert [r["run_id"] for r in reports] == data.drift_runs  # oldest first, v3's only
+    assert [r["drifted"] for r in reports] == [False, False, False, True, True, True]
+    assert reports[4]["scores"] == {"tenure": pytest.approx(0.05), "monthly_charges": pytest.approx(0.5), "plan": 0.02}
+    assert reports[4]["drifted_features"] == ["monthly_charges"] and reports[4]["thresholds"] == {"psi": 0.2, "ks": 0.2}
+    assert 'id="drift-chart"' in page and page.count("<strong>drifted</strong>") == 3
+    assert "3 drifted" in page
+    v1 = http.get(f"/models/{data.model}/versions/1").text
+    assert len(json.loads(re.search(r'id="drift-data">(.*?)</script>', v1, re.S).group(1))) == 1
+    v2 = http.get(f"/models/{data.model}/versions/2").text
+    assert 'id="drift-none"' in v2 and 'id="drift-chart"' not in v2
 
 
 def test_html_in_names_params_tags_and_markdown_is_escaped(ui: tuple[httpx.Client, Populated]) -> None:

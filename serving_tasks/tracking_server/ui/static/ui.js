@@ -49,6 +49,36 @@
     };
     compare.addEventListener("change", update);
     update();
+    // Expand a parent: its child rows (server-rendered, same columns and order) go right
+    // under it; collapsing removes them and their own expanded children.
+    const table = $("#runs");
+    table.addEventListener("click", async (ev) => {
+      const button = ev.target.closest("button.expand");
+      if (!button) return;
+      const row = button.closest("tr");
+      const runId = button.dataset.run;
+      if (button.getAttribute("aria-expanded") === "true") {
+        const drop = new Set([runId]);
+        for (const r of $$("tbody tr[data-parent]", table)) {
+          if (drop.has(r.dataset.parent)) { if (r.dataset.runId) drop.add(r.dataset.runId); r.remove(); }
+        }
+        button.setAttribute("aria-expanded", "false");
+        button.textContent = button.textContent.replace("▾", "▸");
+        return;
+      }
+      button.disabled = true;
+      const qs = new URLSearchParams({ cols: $("#cols").value, order: form.elements.order.value,
+                                       depth: String(Number(row.dataset.depth || 0) + 1) });
+      const r = await fetch(`/ui-api/runs/${encodeURIComponent(runId)}/children?${qs}`);
+      button.disabled = false;
+      if (!r.ok) { button.title = "Cannot load child runs: " + (await r.text()); return; }
+      const body = document.createElement("tbody");
+      body.innerHTML = await r.text(); // server-rendered, escaped rows
+      row.after(...Array.from(body.children));
+      button.setAttribute("aria-expanded", "true");
+      button.textContent = button.textContent.replace("▸", "▾");
+      update();
+    });
   }
 
   // ------------------------------------------------------------------ run page
@@ -133,6 +163,7 @@
 
     async function load(lo, hi) {
       const id = ++requestId;
+      const started = performance.now();
       const qs = new URLSearchParams({ key: metric.value, axis: axis.value, buckets: "1000" });
       runIds.forEach((r) => qs.append("run", r));
       if (lo != null) { qs.set("lo", String(lo)); qs.set("hi", String(hi)); }
@@ -141,6 +172,7 @@
       if (!r.ok) { info.textContent = "Cannot load: " + (await r.text()); return; }
       raw = await r.json();
       draw(lo != null);
+      box.dataset.drawMs = (performance.now() - started).toFixed(1); // request + parse + draw (bench/ui_bench.py)
     }
 
     function draw(zoomed) {
@@ -251,5 +283,53 @@
     });
   }
 
-  window.mlopsUi = { runsPage, runPage, comparePage };
+  // ------------------------------------------------------------------ drift reports
+  // The drift monitor's runs about one model version: each feature's score per scored
+  // batch over time, with the thresholds as dashed lines, and the share of drifted
+  // features per batch as bars.
+  function versionPage() {
+    const source = $("#drift-data");
+    if (!source) return;
+    const reports = JSON.parse(source.textContent);
+    const box = $("#drift-chart");
+    if (!reports.length) return;
+    const features = Array.from(new Set(reports.flatMap((r) => Object.keys(r.scores)))).sort();
+    const xs = reports.map((r) => r.start_time / 1000);
+    const series = [{ label: "batch scored" }];
+    const data = [xs];
+    features.forEach((f, i) => {
+      series.push({ label: f, stroke: COLORS[i % COLORS.length], width: 1.5, points: { show: true, size: 5 }, spanGaps: true });
+      data.push(reports.map((r) => (r.scores[f] == null || !isFinite(r.scores[f]) ? null : r.scores[f])));
+    });
+    for (const [name, label] of [["psi", "PSI threshold"], ["ks", "KS threshold"]]) {
+      const ys = reports.map((r) => (r.thresholds[name] == null ? null : r.thresholds[name]));
+      const used = reports.some((r) => r.thresholds[name] != null && (r.method === name || name === "psi"));
+      if (!used || !ys.some((y) => y != null)) continue;
+      series.push({ label, stroke: "#555", dash: [6, 4], width: 1, points: { show: false }, spanGaps: true });
+      data.push(ys);
+    }
+    const plot = new uPlot({
+      width: Math.max(320, box.clientWidth - 8), height: 280,
+      scales: { x: { time: true } },
+      axes: [{}, { label: "drift score" }],
+      series,
+    }, data, box);
+    box.uplot = plot; // for tests and the console
+    const bars = $("#drift-share");
+    const W = +bars.getAttribute("width"), H = +bars.getAttribute("height"), P = 24;
+    const bw = Math.max(2, (W - 2 * P) / reports.length - 2);
+    bars.append(svgEl("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, class: "axis" }),
+                svgEl("text", { x: P, y: 12, class: "tick" }, "share of features drifted per batch (red: batch drifted)"));
+    reports.forEach((r, i) => {
+      const n = Object.keys(r.scores).length || 1;
+      const share = r.drifted_features.length / n;
+      const h = Math.max(1, share * (H - 2 * P));
+      const bar = svgEl("rect", { x: P + i * (bw + 2), y: H - P - h, width: bw, height: h, class: r.drifted ? "bar drifted" : "bar" });
+      bar.appendChild(svgEl("title", {}, `${r.run_name}: ${r.drifted_features.length} of ${n} features drifted` + (r.drifted_features.length ? " (" + r.drifted_features.join(", ") + ")" : "")));
+      bars.appendChild(bar);
+    });
+    box.dataset.ready = "full";
+  }
+
+  window.mlopsUi = { runsPage, runPage, comparePage, versionPage };
 })();
