@@ -45,6 +45,7 @@ from tracking_plugin.store.schema import (
     RunTagRow,
 )
 
+from tracking_plugin.store import _pg_bulk
 from tracking_plugin.store.db import Transaction
 
 if TYPE_CHECKING:
@@ -252,18 +253,26 @@ def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
     params: dict[str, dict[str, str]] = {i: {} for i in ids}
     tags: dict[str, dict[str, str]] = {i: {} for i in ids}
     nan = math.nan
-    for chunk in _chunks(ids):
+    # PostgreSQL: one statement per table for the whole page (an array parameter).
+    for chunk in [ids] if tx.postgres else _chunks(ids):
         # Driver-level queries returning plain tuples: building SQLAlchemy rows for a page of
         # 1,000 runs costs as much as the lookups themselves.
-        where = f"WHERE run_uuid IN ({', '.join('?' * len(chunk))})"
-        args = tuple(chunk)
-        for run_uuid, key, value, is_nan in tx.all(f"SELECT run_uuid, key, value, is_nan FROM latest_metrics {where}", args):
+        if tx.postgres:
+            lookup = functools.partial(_pg_bulk.any_run_uuid, tx.cursor, run_ids=chunk)
+        else:
+            where = f"WHERE run_uuid IN ({', '.join('?' * len(chunk))})"
+            lookup = functools.partial(_in_list, tx, where=where, args=tuple(chunk))
+        for run_uuid, key, value, is_nan in lookup("run_uuid, key, value, is_nan", "latest_metrics"):
             metrics[run_uuid][key] = nan if is_nan else value
-        for run_uuid, key, value in tx.all(f"SELECT run_uuid, key, value FROM params {where}", args):
+        for run_uuid, key, value in lookup("run_uuid, key, value", "params"):
             params[run_uuid][key] = value
-        for run_uuid, key, value in tx.all(f"SELECT run_uuid, key, value FROM tags {where}", args):
+        for run_uuid, key, value in lookup("run_uuid, key, value", "tags"):
             tags[run_uuid][key] = value
     return [_build_run(_run_info(r), _build_run_data(metrics[r[0]], params[r[0]], tags[r[0]])) for r in rows]
+
+
+def _in_list(tx: Transaction, columns: str, table: str, *, where: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return tx.all(f"SELECT {columns} FROM {table} {where}", args)
 
 
 _KV_TABLES = {"metric": _LATEST, "param": _PARAMS, "tag": _TAGS}

@@ -93,6 +93,7 @@ from tracking_plugin.validation import (
 )
 
 from tracking_plugin.artifacts import join_artifact_uri
+from tracking_plugin.store import _pg_bulk
 from tracking_plugin.store.db import Transaction
 from tracking_plugin.store._sql_search import (
     _BUILDERS,
@@ -686,7 +687,10 @@ class SqlTrackingStore:
             if metric_rows and skip_logged_points:
                 metric_rows = _unlogged_points(tx, run_id, metric_rows)
             if metric_rows:
-                tx.executemany(_METRIC_INSERT, metric_rows)
+                if tx.postgres and len(metric_rows) >= _pg_bulk.COPY_MIN_POINTS:
+                    _pg_bulk.copy_metrics(tx.cursor, metric_rows)
+                else:
+                    tx.executemany(_METRIC_INSERT, metric_rows)
                 _execute_compiled(tx, "latest", _latest_points(metric_rows))
             if tag_values:
                 _execute_compiled(

@@ -1,0 +1,40 @@
+"""PostgreSQL bulk paths of the SQL store (issue 19), kept apart from the dialect-neutral
+statements so each stays small.
+
+- :func:`copy_metrics`: a large batch of metric points goes in with ``COPY ... FROM STDIN
+  (FORMAT BINARY)`` on the transaction's psycopg cursor instead of ``executemany``. Same
+  table, same transaction, same foreign-key and type checks (the server applies them to
+  COPY as to INSERT), so all of the batch is written or none of it; it only skips the
+  per-row statement round of an INSERT (about 4x faster for 100,000 points).
+- :func:`any_run_uuid`: a ``WHERE run_uuid = ANY(%s)`` lookup of many runs as one
+  statement with one array parameter, where the portable form needs a placeholder per
+  run (and chunks under SQLite's limit), so a page of runs costs one statement per table
+  whatever its size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+__all__: list[str] = []  # private to the SQL store
+
+# Below this many points an executemany (pipelined by psycopg) is as fast as COPY.
+COPY_MIN_POINTS = 200
+
+_METRIC_COPY = "COPY metrics (run_uuid, key, value, is_nan, timestamp, step) FROM STDIN (FORMAT BINARY)"
+_METRIC_TYPES = ["varchar", "varchar", "float8", "bool", "int8", "int8"]
+
+
+def copy_metrics(cursor: Any, rows: Sequence[tuple[str, str, float, bool, int, int]]) -> None:
+    """Append validated metric rows (``_METRIC_COLUMNS`` order) with binary COPY."""
+    with cursor.copy(_METRIC_COPY) as copy:
+        copy.set_types(_METRIC_TYPES)
+        write = copy.write_row
+        for row in rows:
+            write(row)
+
+
+def any_run_uuid(cursor: Any, columns: str, table: str, run_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    """``SELECT <columns> FROM <table> WHERE run_uuid = ANY(<run_ids>)`` as one statement."""
+    cursor.execute(f"SELECT {columns} FROM {table} WHERE run_uuid = ANY(%s)", (list(run_ids),))
+    return cursor.fetchall()  # type: ignore[no-any-return]
