@@ -77,7 +77,10 @@ def _sql_store(uri: str, settings: MlopsSettings) -> Store:
     from tracking_plugin.store.sql import SqlStore
 
     store = SqlStore(
-        Database(uri, busy_timeout=settings.sqlite_busy_timeout, password=settings.database_password)
+        Database(
+            uri, busy_timeout=settings.sqlite_busy_timeout, password=settings.database_password,
+            pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+        )
     )
     store.db.ensure_schema()
     return store

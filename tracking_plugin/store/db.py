@@ -111,9 +111,19 @@ class Transaction:
 class Database:
     """An engine plus session factories for one database URI."""
 
-    def __init__(self, uri: str, *, busy_timeout: float = 60.0, password: SecretStr | None = None) -> None:
+    def __init__(
+        self, uri: str, *, busy_timeout: float = 60.0, password: SecretStr | None = None,
+        pool_size: int = 5, max_overflow: int = 10,
+    ) -> None:
         """``password``: the database password when it is kept out of ``uri`` (a saved
-        block's); it goes into the engine's URL only, never into ``self.uri``."""
+        block's); it goes into the engine's URL only, never into ``self.uri``.
+        ``pool_size``/``max_overflow``: PostgreSQL connections this process keeps / may add."""
+        if pool_size < 1 or max_overflow < 0:
+            raise InvalidArgument(
+                f"Invalid connection pool size {pool_size} (+{max_overflow} overflow): "
+                "use pool_size >= 1 and max_overflow >= 0."
+            )
+        self._pool = (pool_size, max_overflow)
         uri = _normalise_uri(uri)
         try:
             url = make_url(uri)
@@ -183,8 +193,8 @@ class Database:
             return engine
         return sa.create_engine(
             url,
-            pool_size=5,
-            max_overflow=10,
+            pool_size=self._pool[0],
+            max_overflow=self._pool[1],
             pool_pre_ping=True,
             connect_args={"connect_timeout": 10},
         )
