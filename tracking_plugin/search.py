@@ -779,9 +779,34 @@ def check_max_results(max_results: Any, *, limit: int = 50_000) -> int:
     return max_results
 
 
-def encode_page_token(offset: int) -> str:
-    """An opaque token for the page starting at ``offset``."""
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+def encode_page_token(offset: int, after: tuple[int, str] | None = None) -> str:
+    """An opaque token for the page starting at ``offset``; ``after``: the sort key
+    (start_time, run id) of the previous page's last run, for keyset pagination."""
+    data: dict[str, Any] = {"offset": offset}
+    if after is not None:
+        data["after"] = [after[0], after[1]]
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def decode_page_after(token: str | None) -> tuple[int, str] | None:
+    """The keyset position stored in ``token`` by ``encode_page_token(..., after=...)``,
+    or None (no token, or an offset-only token). Call after :func:`decode_page_token`,
+    which validates the token; a malformed ``after`` is InvalidArgument too."""
+    if not token:
+        return None
+    data = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    after = data.get("after") if isinstance(data, dict) else None
+    if after is None:
+        return None
+    if (
+        not isinstance(after, list) or len(after) != 2 or isinstance(after[0], bool)
+        or not isinstance(after[0], int) or not isinstance(after[1], str) or len(after[1]) > 64
+    ):
+        raise InvalidArgument(
+            f"Invalid page_token {token!r}: pass the token returned with the previous page "
+            "(PagedList.token) unchanged, or None for the first page."
+        )
+    return after[0], after[1]
 
 
 def decode_page_token(token: str | None) -> int:

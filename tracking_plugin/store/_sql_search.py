@@ -212,15 +212,23 @@ def _comparisons(expr: Any) -> list[Comparison]:
 def _search_sql(
     dialect: str, filter_string: str, order_by: tuple[str, ...], experiment_pks: tuple[int, ...],
     stages: tuple[str, ...], drivers: tuple[int, ...] | None, limit: int, offset: int,
+    after: tuple[int, str] | None = None,
 ) -> _Compiled:
     """The page's statement, selecting ``_RUN_COLUMNS`` (from ``ix_runs_search_rows`` on
-    SQLite when drivers supply the candidate runs)."""
+    SQLite when drivers supply the candidate runs). ``after``: (start_time, run_uuid) of
+    the previous page's last run in the default order (start_time DESC, run_uuid): the
+    page starts after it (keyset pagination; PostgreSQL reads it from
+    ``ix_runs_experiment_start``)."""
     expr = parse_filter(filter_string, RUN_FILTER)
     orders = _parse_orders(list(order_by), RUN_FILTER)
     leaves = _comparisons(expr)
     ids = None if drivers is None else {id(leaves[i]) for i in drivers}
     covering = dialect == "sqlite" and bool(ids)
     stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=ids, covering=covering)
+    if after is not None:
+        start = _RUNS.c.start_time
+        # ``start <= t`` is implied by the OR; said alone it bounds the index range scan.
+        stmt = stmt.where(start <= after[0], sa.or_(start < after[0], _RUNS.c.run_uuid > after[1]))
     return _compile(stmt.limit(limit).offset(offset), dialect)
 
 

@@ -74,6 +74,7 @@ from tracking_plugin.search import (
     check_max_results,
     compare,
     compile_filter,
+    decode_page_after,
     decode_page_token,
     encode_page_token,
     key_value_filter,
@@ -769,6 +770,10 @@ class SqlTrackingStore:
         offset = decode_page_token(page_token)
         expr = parse_filter(filter_string, RUN_FILTER)
         orders = _parse_orders(order_by, RUN_FILTER)
+        # PostgreSQL, default order: the next page starts after the last run's sort key
+        # (keyset) instead of skipping ``offset`` runs, so page N costs what page 1 does.
+        keyset = self.db.dialect == "postgresql" and not orders
+        after = decode_page_after(page_token) if keyset else None
         if not experiment_pks:
             return PagedList([], None)
         with self.db.transaction(write=False) as tx:
@@ -780,12 +785,15 @@ class SqlTrackingStore:
             order_key = (order_by,) if isinstance(order_by, str) else tuple(order_by or ())
             statement = _search_sql(
                 self.db.dialect, filter_string, order_key, tuple(experiment_pks), stages, drivers,
-                max_results + 1, offset,
+                max_results + 1, 0 if after else offset, after,
             )
             rows = _run(tx, statement)
             more = len(rows) > max_results
             runs = _load_runs(tx, rows[:max_results])
-        return PagedList(runs, encode_page_token(offset + max_results) if more else None)
+        if not more:
+            return PagedList(runs, None)
+        last = rows[max_results - 1]  # _RUN_COLUMNS: run_uuid first, start_time fifth
+        return PagedList(runs, encode_page_token(offset + max_results, (last[4], last[0]) if keyset else None))
 
 
 # ====================================================================== helpers
