@@ -195,13 +195,21 @@ class Bench:
         }
 
 
+class _Rows(list):  # type: ignore[type-arg]
+    """The table's rows; each is logged as it comes (a long run shows its figures early)."""
+
+    def append(self, row: tuple[str, str, str, str, str]) -> None:
+        log("  -> " + " | ".join(row))
+        super().append(row)
+
+
 def _sizes(name: str, default: str) -> list[int]:
     return [int(x) for x in os.environ.get(name, default).split(",") if x.strip()]
 
 
 def main() -> None:
     results: dict[str, Any] = {}
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows = _Rows()
     cluster = Cluster()
     log(f"PostgreSQL: starting a cluster in {cluster.tmp} (port {cluster.port})")
     cluster.start()
