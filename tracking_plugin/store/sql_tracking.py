@@ -65,6 +65,7 @@ from tracking_plugin.entities import (
     RunStatus,
     RunTag,
     ViewType,
+    _positional_builder,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from tracking_plugin.search import (
@@ -722,24 +723,23 @@ class SqlTrackingStore:
         if max_results is not None:
             check_max_results(max_results, limit=MAX_HISTORY_RESULTS)
         offset = decode_page_token(page_token)
-        m = _METRICS.c
-        stmt = (
-            sa.select(m.key, m.value, m.is_nan, m.timestamp, m.step)
-            .where(m.run_uuid == run_id, m.key == key)
-            .order_by(m.step, m.timestamp, m.id)
-            .offset(offset)
-        )
-        if max_results is not None:
-            stmt = stmt.limit(max_results + 1)
-        with self.db.session(write=False) as session:
-            if session.execute(sa.select(_RUNS.c.run_uuid).where(_RUNS.c.run_uuid == run_id)).first() is None:
+        limit = 2**62 if max_results is None else max_results + 1
+        # Driver rows and the positional Metric builder: a 1,000,000-point history as
+        # SQLAlchemy Rows read by attribute into dataclass __init__ took ~4x as long.
+        with self.db.transaction(write=False) as tx:
+            if tx.one("SELECT run_uuid FROM runs WHERE run_uuid = ?", (run_id,)) is None:
                 raise _run_not_found(run_id)
-            rows = session.execute(stmt).all()
+            rows = tx.all(
+                "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? AND key = ? "
+                "ORDER BY step, timestamp, id LIMIT ? OFFSET ?",
+                (run_id, key, limit, offset),
+            )
         more = max_results is not None and len(rows) > max_results
         if more:
             rows = rows[:max_results]
         nan = math.nan
-        items = [Metric(r.key, nan if r.is_nan else r.value, r.timestamp, r.step) for r in rows]
+        build = _build_metric
+        items = [build(k, nan if is_nan else v, t, step) for k, v, is_nan, t, step in rows]
         token = encode_page_token(offset + len(items)) if more else None
         return PagedList(items, token)
 
@@ -1008,6 +1008,9 @@ def _rank(row: tuple[str, str, float, bool, int, int]) -> tuple[int, int, int, f
 # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
 # processing for a Core insert of dicts costs about as much as SQLite's own work.
 _METRIC_INSERT = f"INSERT INTO metrics ({', '.join(_METRIC_COLUMNS)}) VALUES ({', '.join('?' * len(_METRIC_COLUMNS))})"
+
+
+_build_metric = _positional_builder(Metric)
 
 
 def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:
