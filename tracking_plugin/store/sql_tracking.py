@@ -726,20 +726,24 @@ class SqlTrackingStore:
         limit = 2**62 if max_results is None else max_results + 1
         # Driver rows and the positional Metric builder: a 1,000,000-point history as
         # SQLAlchemy Rows read by attribute into dataclass __init__ took ~4x as long.
-        with self.db.transaction(write=False) as tx:
-            if tx.one("SELECT run_uuid FROM runs WHERE run_uuid = ?", (run_id,)) is None:
-                raise _run_not_found(run_id)
-            rows = tx.all(
-                "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? AND key = ? "
-                "ORDER BY step, timestamp, id LIMIT ? OFFSET ?",
-                (run_id, key, limit, offset),
-            )
-        more = max_results is not None and len(rows) > max_results
-        if more:
-            rows = rows[:max_results]
-        nan = math.nan
-        build = _build_metric
-        items = [build(k, nan if is_nan else v, t, step) for k, v, is_nan, t, step in rows]
+        # The collector paused while a long history becomes objects (see _gc_paused): a
+        # million rows and points set off collections that walk them all, again and again.
+        with _gc_paused(max_results is None or max_results >= _BULK_METRICS):
+            with self.db.transaction(write=False) as tx:
+                if tx.one("SELECT run_uuid FROM runs WHERE run_uuid = ?", (run_id,)) is None:
+                    raise _run_not_found(run_id)
+                rows = tx.all(
+                    "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? AND key = ? "
+                    "ORDER BY step, timestamp, id LIMIT ? OFFSET ?",
+                    (run_id, key, limit, offset),
+                )
+            more = max_results is not None and len(rows) > max_results
+            if more:
+                rows = rows[:max_results]
+            nan = math.nan
+            build = _build_metric
+            items = [build(k, nan if is_nan else v, t, step) for k, v, is_nan, t, step in rows]
+            del rows
         token = encode_page_token(offset + len(items)) if more else None
         return PagedList(items, token)
 
