@@ -731,11 +731,15 @@ def key_value_rows(
             test = sa.or_(nan.is_(True), test) if nan_matches else sa.and_(nan.is_(False), test)
     elif prefix_indexed and dialect == "postgresql" and op in ("=", "IN"):
         prefix = sa.func.left(value_col, PG_VALUE_PREFIX)
-        if op == "=":
-            test = sa.and_(prefix == str(value)[:PG_VALUE_PREFIX], test)
-        else:
-            prefixes = sorted({str(v)[:PG_VALUE_PREFIX] for v in value or ()})  # type: ignore[union-attr]
-            test = sa.and_(prefix.in_(prefixes), test)
+        values = [str(value)] if op == "=" else [str(v) for v in value or ()]  # type: ignore[union-attr]
+        prefixes = sorted({v[:PG_VALUE_PREFIX] for v in values})
+        prefix_test = prefix == prefixes[0] if op == "=" else prefix.in_(prefixes)
+        # Values shorter than the prefix: the prefix test alone is the same condition (a
+        # longer stored value has a 200-character prefix). Said twice, the planner
+        # multiplies both selectivities and underestimates the matches (a third of a
+        # million params read as a ninth: a hash join over a sequential scan).
+        short = all(len(v) < PG_VALUE_PREFIX for v in values)
+        test = prefix_test if short else sa.and_(prefix_test, test)
     return sa.and_(key_match, test)
 
 
