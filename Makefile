@@ -12,7 +12,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
 PEER   := .venv-peer
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench bench-postgres clean
 
 $(RUN_STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,15 +44,21 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 # Side-by-side benchmarks: MLflow goes into its own venv (.venv-peer), never into ours.
-$(PEER)/.installed: .ci/constraints.txt
+$(PEER)/.installed: .ci/constraints.txt Makefile
 	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
 	$(PEER)/bin/python -m pip install -q --upgrade pip
-	$(PEER)/bin/python -m pip install -q -c .ci/constraints.txt mlflow scikit-learn pandas
+	$(PEER)/bin/python -m pip install -q -c .ci/constraints.txt mlflow scikit-learn pandas 'psycopg[binary]'
 	touch $(PEER)/.installed
 
 bench: $(STAMP) $(PEER)/.installed
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	PEER_PYTHON=$(PEER)/bin/python $(BIN)/python bench/run.py
+
+# The PostgreSQL side by side (issue 19): starts its own PostgreSQL cluster (as the suite
+# does), one database per side and workload; prints a table and, last, one JSON line.
+bench-postgres: $(STAMP) $(PEER)/.installed
+	bash .ci/ensure-postgres
+	PEER_PYTHON=$(PEER)/bin/python $(BIN)/python bench/pg.py
 
 clean:
 	rm -rf $(VENV) $(PEER) mlops.db mlops.db-* mlops-artifacts build *.egg-info

@@ -82,6 +82,8 @@ def _sql_store(uri: str, settings: MlopsSettings) -> Store:
             busy_timeout=settings.sqlite_busy_timeout,
             password=settings.database_password,
             retry_deadline=settings.retry_deadline,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
         )
     )
     store.db.ensure_schema()

@@ -72,6 +72,16 @@ class MlopsSettings(BaseSettings):
             "BackendUnavailable naming it. 0 fails at once."
         ),
     )
+    db_pool_size: int = Field(
+        default=5, ge=1,
+        description=(
+            "Connections each process keeps open to a PostgreSQL tracking database (SQLAlchemy "
+            "pool_size). `prefect-mlops server --workers N` shares 60 among its workers unless set."
+        ),
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, description="Connections a process may open beyond db_pool_size under load."
+    )
     block: str | None = Field(
         default=None, description="Name of a saved MlopsBackend Prefect block to take settings from."
     )

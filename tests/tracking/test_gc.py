@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
 from tracking_plugin import fluent
@@ -27,6 +28,7 @@ from tracking_plugin.client import TrackingClient
 from tracking_plugin.entities import Metric, Param, RunStatus, Stage, ViewType
 from tracking_plugin.errors import InvalidArgument, NotFound
 from tracking_plugin.gc import collect_garbage, parse_duration
+from tracking_plugin.store.db import Statement
 from tracking_plugin.store.sql import SqlStore
 
 X = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.9], [0.9, 0.1]] * 5)
@@ -214,9 +216,12 @@ def test_a_gc_killed_midway_leaves_readable_data_and_the_next_gc_finishes(tmp_pa
         run_ids.append(run.info.run_id)
     time.sleep(0.01)
 
-    def done() -> int:
+    def count(sql: str) -> int:
         with store.db.transaction(write=False) as tx:
-            return int(tx.one("SELECT count(*) FROM gc_tombstones WHERE state = 'done'")[0])
+            return int(tx.one(Statement(sa.text(sql)))[0])
+
+    def done() -> int:
+        return count("SELECT count(*) FROM gc_tombstones WHERE state = 'done'")
 
     child = subprocess.Popen([sys.executable, "-c", _GC_CHILD, uri, str(root)], cwd=tmp_path)
     try:
@@ -244,10 +249,9 @@ def test_a_gc_killed_midway_leaves_readable_data_and_the_next_gc_finishes(tmp_pa
 
     report = collect_garbage(older_than_seconds=0, tracking_uri=uri, artifact_root=str(root))
     assert report.runs_removed == 300 - finished
-    with store.db.transaction(write=False) as tx:
-        assert tx.one("SELECT count(*) FROM gc_tombstones WHERE state = 'done'")[0] == 300
-        assert tx.one("SELECT count(*) FROM runs")[0] == 0
-        assert tx.one("SELECT count(*) FROM metrics")[0] == 0
+    assert done() == 300
+    assert count("SELECT count(*) FROM runs") == 0
+    assert count("SELECT count(*) FROM metrics") == 0
     assert [p.name for p in (root / "1").iterdir()] == []  # not even empty run folders
     store.close()
 

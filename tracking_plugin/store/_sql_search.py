@@ -1,5 +1,5 @@
 """How search and the hot paths talk SQL: the run row layout, the shared SQLAlchemy Core
-statements (upserts per dialect; see :class:`~tracking_plugin.store.db.Statement`), the
+statements (upserts per dialect; see :class:`~tracking_plugin.store.statements.Statement`), the
 search statements compiled once per distinct input (with the SQLite join-order extension
 here; the SQLite dialect of ``db.DIALECTS`` renders index hints), and the search planner
 (which filter drives a query, how a page of runs is loaded). Split from
@@ -196,15 +196,23 @@ def _comparisons(expr: Any) -> list[Comparison]:
 def _search_sql(
     dialect: str, filter_string: str, order_by: tuple[str, ...], experiment_pks: tuple[int, ...],
     stages: tuple[str, ...], drivers: tuple[int, ...] | None, limit: int, offset: int,
+    after: tuple[int, str] | None = None,
 ) -> _Compiled:
     """The page's statement, selecting ``_RUN_COLUMNS`` (from ``ix_runs_search_rows`` on
-    SQLite when drivers supply the candidate runs)."""
+    SQLite when drivers supply the candidate runs). ``after``: (start_time, run_uuid) of
+    the previous page's last run in the default order (start_time DESC, run_uuid): the
+    page starts after it (keyset pagination; PostgreSQL reads it from
+    ``ix_runs_experiment_start``)."""
     expr = parse_filter(filter_string, RUN_FILTER)
     orders = _parse_orders(list(order_by), RUN_FILTER)
     leaves = _comparisons(expr)
     ids = None if drivers is None else {id(leaves[i]) for i in drivers}
     covering = dialect == "sqlite" and bool(ids)
     stmt = _runs_query(expr, orders, experiment_pks, stages, dialect, drivers=ids, covering=covering)
+    if after is not None:
+        start = _RUNS.c.start_time
+        # ``start <= t`` is implied by the OR; said alone it bounds the index range scan.
+        stmt = stmt.where(start <= after[0], sa.or_(start < after[0], _RUNS.c.run_uuid > after[1]))
     return _compile(stmt.limit(limit).offset(offset), dialect)
 
 
@@ -242,6 +250,22 @@ def _page_statements(size: int) -> tuple[Statement, Statement, Statement]:
     )
 
 
+def _page_statements_any() -> tuple[Statement, Statement, Statement]:
+    """PostgreSQL: the same three lookups with one array parameter (``run_uuid =
+    ANY(:run_ids)``), so a page costs one statement per table whatever its size."""
+    latest, params, tags = _LATEST.c, _PARAMS.c, _TAGS.c
+    ids = sa.any_(sa.bindparam("run_ids"))
+    return (
+        Statement(sa.select(latest.run_uuid, latest.key, latest.value, latest.is_nan).where(latest.run_uuid == ids),
+                  ("run_ids",)),
+        Statement(sa.select(params.run_uuid, params.key, params.value).where(params.run_uuid == ids), ("run_ids",)),
+        Statement(sa.select(tags.run_uuid, tags.key, tags.value).where(tags.run_uuid == ids), ("run_ids",)),
+    )
+
+
+_PG_PAGE_STATEMENTS = _page_statements_any()
+
+
 def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
     """Build Run entities for ``rows`` (of ``_RUN_COLUMNS``), loading their latest
     metrics, params and tags."""
@@ -252,11 +276,16 @@ def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
     params: dict[str, dict[str, str]] = {i: {} for i in ids}
     tags: dict[str, dict[str, str]] = {i: {} for i in ids}
     nan = math.nan
-    for chunk in _chunks(ids):
+    # PostgreSQL: one statement per table for the whole page (an array parameter).
+    for chunk in [ids] if tx.postgres else _chunks(ids):
         # Driver-level queries returning plain tuples: building SQLAlchemy rows for a page of
         # 1,000 runs costs as much as the lookups themselves.
-        size, args = in_list(chunk, _CHUNK)
-        latest, params_of, tags_of = _page_statements(size)
+        if tx.postgres:
+            latest, params_of, tags_of = _PG_PAGE_STATEMENTS
+            args: tuple[Any, ...] = (list(chunk),)
+        else:
+            size, args = in_list(chunk, _CHUNK)
+            latest, params_of, tags_of = _page_statements(size)
         for run_uuid, key, value, is_nan in tx.all(latest, args):
             metrics[run_uuid][key] = nan if is_nan else value
         for run_uuid, key, value in tx.all(params_of, args):

@@ -40,8 +40,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,6 +48,7 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
 
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
+from tracking_plugin.store.statements import DIALECTS, Statement, in_list
 from tracking_plugin.urls import redact_uri
 
 __all__ = ["DIALECTS", "Database", "MIGRATIONS_DIR", "Statement", "Transaction", "in_list"]
@@ -79,95 +78,6 @@ def _normalise_uri(uri: str) -> str:
         # psycopg 3 is the driver we ship (extra `postgres`); psycopg2 is not installed.
         return "postgresql+psycopg://" + uri.split("://", 1)[1]
     return uri
-
-
-class _SQLiteCompiler(sqlite_dialect.base.SQLiteCompiler):
-    """SQLite's compiler plus table hints: ``select.with_hint(table, "INDEXED BY ix",
-    "sqlite")`` renders ``table INDEXED BY ix`` (SQLAlchemy's own drops table hints)."""
-
-    def get_from_hint_text(self, table: Any, text: str) -> str:
-        return text
-
-
-class _SQLiteDialect(sqlite_dialect.pysqlite.SQLiteDialect_pysqlite):
-    statement_compiler = _SQLiteCompiler
-
-
-# The dialects statements are compiled with to run on the driver's cursor, both positional:
-# ``?`` for sqlite3 (its default), ``%s`` for psycopg (SQLAlchemy's default there is the
-# named ``%(name)s``, which would make every call build a dict).
-DIALECTS: dict[str, sa.Dialect] = {
-    "sqlite": _SQLiteDialect(),
-    "postgresql": pg_dialect.psycopg.dialect(paramstyle="format"),
-}
-
-
-class Statement:
-    """A SQLAlchemy Core statement for :class:`Transaction`, compiled once per dialect.
-
-    ``build`` is the statement, or a function of the dialect name that returns it (for
-    dialect constructs such as upserts). ``params`` names its bind parameters in the order
-    the caller passes their values: the statement runs with plain tuples, whichever order
-    the dialect's SQL wants them in (mapped once, when it is compiled), so an
-    ``executemany`` of 100,000 rows hands the rows to the driver as they are. An INSERT
-    without ``.values()`` inserts exactly the columns named by ``params``.
-
-    Every bind parameter must be named in ``params``: constants go into the SQL
-    (``sa.literal_column``) or are passed like any other value. Dialect-only statements
-    (``PRAGMA``, ``SET LOCAL``) are ``sa.text`` and say which dialect they are for.
-    """
-
-    __slots__ = ("_build", "params", "compiled", "_built")
-
-    def __init__(self, build: Any, params: Sequence[str] = ()) -> None:
-        self._build = build
-        self.params = tuple(params)
-        # dialect name -> (SQL, positions of the values in the SQL's order, or None when
-        # that is the order of ``params``)
-        self.compiled: dict[str, tuple[str, tuple[int, ...] | None]] = {}
-        self._built: dict[str, Any] = {}
-
-    def build(self, dialect: str) -> Any:
-        """The Core statement for ``dialect`` (also for executing in a Session)."""
-        stmt = self._built.get(dialect)
-        if stmt is None:
-            stmt = self._built[dialect] = self._build(dialect) if callable(self._build) else self._build
-        return stmt
-
-    def compile(self, dialect: str) -> tuple[str, tuple[int, ...] | None]:
-        entry = self.compiled.get(dialect)
-        if entry is not None:
-            return entry
-        stmt = self.build(dialect)
-        column_keys = None
-        if isinstance(stmt, sa.Insert):
-            # inline(): no implicit ``RETURNING id`` on PostgreSQL (nobody reads it).
-            column_keys = None if stmt._values else list(self.params)
-            stmt = stmt.inline()
-        compiled = stmt.compile(dialect=DIALECTS[dialect], column_keys=column_keys)
-        names = tuple(compiled.positiontup or ())
-        unknown = sorted(set(names) - set(self.params))
-        if unknown:
-            raise TypeError(
-                f"Statement {compiled.string!r} binds {unknown} that are not among its params "
-                f"{list(self.params)}: name them in params= or put constants in the SQL."
-            )
-        order = tuple(self.params.index(name) for name in names)
-        entry = (compiled.string, None if order == tuple(range(len(self.params))) else order)
-        self.compiled[dialect] = entry
-        return entry
-
-    def __repr__(self) -> str:
-        return f"Statement({self.build('sqlite')!s}, params={self.params!r})"
-
-
-def in_list(values: Sequence[Any], limit: int) -> tuple[int, tuple[Any, ...]]:
-    """``values`` (at most ``limit``, at least one) padded to the next power of two (or to
-    ``limit``) by repeating the last one, with that length: ``IN (...)`` statements are
-    compiled per length, so a few lengths cover every list (repeats do not change an IN)."""
-    n = len(values)
-    size = min(1 << (n - 1).bit_length(), limit)
-    return size, (*values, *(values[-1],) * (size - n))
 
 
 class Transaction:
@@ -224,11 +134,20 @@ class Database:
         busy_timeout: float = 60.0,
         password: SecretStr | None = None,
         retry_deadline: float = 15.0,
+        pool_size: int = 5,
+        max_overflow: int = 10,
     ) -> None:
         """``password``: the database password when it is kept out of ``uri`` (a saved
         block's); it goes into the engine's URL only, never into ``self.uri``.
         ``retry_deadline``: seconds a PostgreSQL operation keeps retrying a lost
-        connection (0: fail at once)."""
+        connection (0: fail at once). ``pool_size``/``max_overflow``: PostgreSQL
+        connections this process keeps / may add."""
+        if pool_size < 1 or max_overflow < 0:
+            raise InvalidArgument(
+                f"Invalid connection pool size {pool_size} (+{max_overflow} overflow): "
+                "use pool_size >= 1 and max_overflow >= 0."
+            )
+        self._pool = (pool_size, max_overflow)
         uri = _normalise_uri(uri)
         try:
             url = make_url(uri)
@@ -300,8 +219,8 @@ class Database:
             return engine
         return sa.create_engine(
             url,
-            pool_size=5,
-            max_overflow=10,
+            pool_size=self._pool[0],
+            max_overflow=self._pool[1],
             pool_pre_ping=True,
             connect_args={"connect_timeout": 10},
         )

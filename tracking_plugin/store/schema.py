@@ -117,6 +117,11 @@ class RunRow(Base):
             "ix_runs_search_rows", "run_uuid", "start_time", "experiment_id", "lifecycle_stage", "name", "status",
             "end_time", "user_id", "artifact_uri", "parent_run_id", "prefect_flow_run_id", "prefect_task_run_id",
         ).ddl_if(dialect="sqlite"),
+        # PostgreSQL: the runs of an experiment in the default search order (start_time
+        # DESC, run_uuid), so a page (keyset token) is read in order, not sorted (0008).
+        Index(
+            "ix_runs_experiment_start", "experiment_id", text("start_time DESC"), "run_uuid"
+        ).ddl_if(dialect="postgresql"),
     )
 
     run_uuid: Mapped[str] = mapped_column(String(32), primary_key=True)

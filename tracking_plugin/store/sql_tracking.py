@@ -8,7 +8,7 @@ built from the tables of :mod:`~tracking_plugin.store.schema`, one way for both 
 The hot paths (``log_batch`` and so every ``log_*`` call, run create/update, ``get_run``
 and all of search) run on the driver's connection through
 :class:`~tracking_plugin.store.db.Transaction`, which costs a tenth of a SQLAlchemy
-session per call: their statements are :class:`~tracking_plugin.store.db.Statement`,
+session per call: their statements are :class:`~tracking_plugin.store.statements.Statement`,
 compiled once per dialect (and per shape: per set of updated columns, per ``IN`` list
 length) into the driver's positional placeholders and run with plain tuples; search
 statements are compiled once per distinct input. The rest runs Core statements in a
@@ -71,6 +71,7 @@ from tracking_plugin.entities import (
     RunStatus,
     RunTag,
     ViewType,
+    _positional_builder,
 )
 from tracking_plugin.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from tracking_plugin.search import (
@@ -80,6 +81,7 @@ from tracking_plugin.search import (
     check_max_results,
     compare,
     compile_filter,
+    decode_page_after,
     decode_page_token,
     encode_page_token,
     key_value_filter,
@@ -100,6 +102,7 @@ from tracking_plugin.validation import (
 )
 
 from tracking_plugin.artifacts import join_artifact_uri
+from tracking_plugin.store import _pg_bulk
 from tracking_plugin.store.db import Statement, Transaction, in_list
 from tracking_plugin.store._sql_search import (
     _CHUNK,
@@ -145,7 +148,7 @@ GC_DONE = "done"
 _METRICS = MetricRow.__table__
 _LIFECYCLE_INDEX = [c.name for c in _RUN_COLUMNS].index("lifecycle_stage")
 
-# Statements of the Transaction hot paths (see tracking_plugin.store.db.Statement).
+# Statements of the Transaction hot paths (see tracking_plugin.store.statements.Statement).
 _EXPERIMENT_FOR_RUN = Statement(
     sa.select(_EXPERIMENTS.c.lifecycle_stage, _EXPERIMENTS.c.name, _EXPERIMENTS.c.artifact_location).where(
         _EXPERIMENTS.c.experiment_id == sa.bindparam("experiment_id")
@@ -747,7 +750,10 @@ class SqlTrackingStore:
             if metric_rows and skip_logged_points:
                 metric_rows = _unlogged_points(tx, run_id, metric_rows)
             if metric_rows:
-                tx.executemany(_INSERT_METRIC, metric_rows)
+                if tx.postgres and len(metric_rows) >= _pg_bulk.COPY_MIN_POINTS:
+                    _pg_bulk.copy_metrics(tx.cursor, metric_rows)
+                else:
+                    tx.executemany(_INSERT_METRIC, metric_rows)
                 _fold_blocks(tx, metric_rows)
                 _write(tx, _UPSERT_LATEST_METRIC, _latest_points(metric_rows))
             if tag_values:
@@ -777,25 +783,29 @@ class SqlTrackingStore:
         if max_results is not None:
             check_max_results(max_results, limit=MAX_HISTORY_RESULTS)
         offset = decode_page_token(page_token)
-        m = _METRICS.c
-        stmt = (
-            sa.select(m.key, m.value, m.is_nan, m.timestamp, m.step)
-            .where(m.run_uuid == run_id, m.key == key)
-            .order_by(m.step, m.timestamp, m.id)
-            .offset(offset)
-        )
         if max_results is not None:
-            stmt = stmt.limit(max_results + 1)
-        with self.db.session(write=False) as session:
-            found = session.execute(sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)).first()
-            if found is None or found.lifecycle_stage == GC_PENDING:
-                raise _missing_run(session, run_id)
-            rows = session.execute(stmt).all()
-        more = max_results is not None and len(rows) > max_results
-        if more:
-            rows = rows[:max_results]
-        nan = math.nan
-        items = [Metric(r.key, nan if r.is_nan else r.value, r.timestamp, r.step) for r in rows]
+            statement, params = _HISTORY_COLUMNS["page"], (run_id, key, max_results + 1, offset)
+        elif offset:
+            statement, params = _HISTORY_COLUMNS["rest"], (run_id, key, offset)
+        else:
+            statement, params = _HISTORY_COLUMNS["all"], (run_id, key)
+        # Driver rows and the positional Metric builder: a 1,000,000-point history as
+        # SQLAlchemy Rows read by attribute into dataclass __init__ took ~4x as long.
+        # The collector paused while a long history becomes objects (see _gc_paused): a
+        # million rows and points set off collections that walk them all, again and again.
+        with _gc_paused(max_results is None or max_results >= _BULK_METRICS):
+            with self.db.transaction(write=False) as tx:
+                found = tx.one(_RUN_STAGE, (run_id,))
+                if found is None or found[0] == GC_PENDING:
+                    raise _missing_run(tx, run_id)
+                rows = tx.all(statement, params)
+            more = max_results is not None and len(rows) > max_results
+            if more:
+                rows = rows[:max_results]
+            nan = math.nan
+            build = _build_metric
+            items = [build(key, nan if is_nan else v, t, step) for step, t, v, is_nan in rows]
+            del rows
         token = encode_page_token(offset + len(items)) if more else None
         return PagedList(items, token)
 
@@ -861,6 +871,10 @@ class SqlTrackingStore:
         offset = decode_page_token(page_token)
         expr = parse_filter(filter_string, RUN_FILTER)
         orders = _parse_orders(order_by, RUN_FILTER)
+        # PostgreSQL, default order: the next page starts after the last run's sort key
+        # (keyset) instead of skipping ``offset`` runs, so page N costs what page 1 does.
+        keyset = self.db.dialect == "postgresql" and not orders
+        after = decode_page_after(page_token) if keyset else None
         if not experiment_pks:
             return PagedList([], None)
         with self.db.transaction(write=False) as tx:
@@ -872,12 +886,15 @@ class SqlTrackingStore:
             order_key = (order_by,) if isinstance(order_by, str) else tuple(order_by or ())
             statement = _search_sql(
                 self.db.dialect, filter_string, order_key, tuple(experiment_pks), stages, drivers,
-                max_results + 1, offset,
+                max_results + 1, 0 if after else offset, after,
             )
             rows = _run(tx, statement)
             more = len(rows) > max_results
             runs = _load_runs(tx, rows[:max_results])
-        return PagedList(runs, encode_page_token(offset + max_results) if more else None)
+        if not more:
+            return PagedList(runs, None)
+        last = rows[max_results - 1]  # _RUN_COLUMNS: run_uuid first, start_time fifth
+        return PagedList(runs, encode_page_token(offset + max_results, (last[4], last[0]) if keyset else None))
 
 
 # ====================================================================== helpers
@@ -1163,6 +1180,9 @@ def _fold_blocks(tx: Transaction, rows: list[tuple[str, str, float, bool, int, i
     if not blocks:
         return
     _write(tx, _UPSERT_METRIC_BLOCK, [(*at, *b) for at, b in sorted(blocks.items())])
+
+
+_build_metric = _positional_builder(Metric)
 
 
 def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:

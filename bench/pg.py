@@ -1,0 +1,297 @@
+"""prefect-mlops vs MLflow on PostgreSQL, side by side in one run (issue 19).
+
+    make bench-postgres        (or: PEER_PYTHON=.venv-peer/bin/python .venv/bin/python bench/pg.py)
+
+Starts its own PostgreSQL cluster (as the test suite does: the server binaries under
+/usr/lib/postgresql/*/bin, run as the ``postgres`` user when we are root, in a temporary
+directory, with PostgreSQL's default durability: fsync and synchronous_commit on), creates
+a template database per side (its own schema and the experiment ``bench``) and, from it, a
+fresh database per side and workload. Each side runs in its own processes: ours in this
+venv (bench/pg_ours.py), MLflow in ``PEER_PYTHON`` (bench/pg_peer.py). Timed parts
+alternate in short rounds (ours, MLflow, ours, ...) so a noisy spell of the machine falls
+on both; figures are medians. Progress and a table go to stderr; the last stdout line is
+one JSON object with every figure.
+
+Sizes (environment): BENCH_PG_SEARCH_RUNS (default ``100000,1000000``), BENCH_PG_PEER_MAX_RUNS
+(largest search MLflow is given, default 1000000), BENCH_PG_HISTORY (default 1000000),
+BENCH_PG_WRITERS (default 16), BENCH_PG_WRITER_POINTS (default 10000).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OURS = sys.executable
+PEER = os.environ.get("PEER_PYTHON", str(ROOT / ".venv-peer" / "bin" / "python"))
+SCRIPTS = {"ours": (OURS, "pg_ours.py"), "mlflow": (PEER, "pg_peer.py")}
+
+sys.path.insert(0, str(HERE))
+import _data  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster in a temporary directory (tests/conftest.py's PgServer)."""
+
+    def __init__(self) -> None:
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not candidates:
+            raise SystemExit("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: "
+                             "run `bash .ci/ensure-postgres` (installs them) and try again.")
+        self.bin = candidates[0].parent
+        self.tmp = Path(tempfile.mkdtemp(prefix="mlops-pg-bench-"))
+        self.data = self.tmp / "data"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.as_root = os.geteuid() == 0
+
+    def _run(self, *args: str) -> None:
+        cmd = ["runuser", "-u", "postgres", "--", *args] if self.as_root else list(args)
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+    def start(self) -> None:
+        if self.as_root:
+            shutil.chown(self.tmp, "postgres")
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        opts = (f"-p {self.port} -k {self.tmp} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+                "-c shared_buffers=256MB")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.tmp / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_db(self, name: str, template: str | None = None) -> str:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return self.url(name)
+
+
+def _spawn(side: str, workload: str, url: str, workdir: str, *args: str) -> subprocess.Popen:  # type: ignore[type-arg]
+    python, script = SCRIPTS[side]
+    return subprocess.Popen(
+        [python, str(HERE / script), workload, url, workdir, *args], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+
+
+def _last_json(proc: subprocess.Popen, what: str, stdin: str = "") -> dict:  # type: ignore[type-arg]
+    out, err = proc.communicate(stdin, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run_once(side: str, workload: str, url: str, *args: str) -> dict:
+    with tempfile.TemporaryDirectory() as workdir:
+        return _last_json(_spawn(side, workload, url, workdir, *args), f"{side} {workload}")
+
+
+class Bench:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.count = 0
+
+    def fresh(self, side: str) -> str:
+        """A new database for one side, copied from its migrated template."""
+        self.count += 1
+        return self.cluster.create_db(f"{side}_{self.count}", template=f"{side}_tpl")
+
+    def interleaved(self, workload: str, args: dict[str, list[str]], rounds: int, calls: dict[str, int]) -> dict[str, dict]:
+        """Both sides prepare at once, then their timed rounds alternate (bench/run.py's
+        ``_interleaved``); each reports the median of all its calls."""
+        sides = list(calls)
+        urls = {side: self.fresh(side) for side in sides}
+        with tempfile.TemporaryDirectory() as workdir:
+            procs = {side: _spawn(side, workload, urls[side], f"{workdir}/{side}", *args.get(side, []))
+                     for side in sides}
+
+            def read_until(side: str, done: Any) -> str:
+                for line in procs[side].stdout:  # type: ignore[union-attr]
+                    if done(line.strip()):
+                        return line.strip()
+                raise RuntimeError(f"{workload} ({side}) failed:\n{procs[side].stderr.read()[-3000:]}")  # type: ignore[union-attr]
+
+            try:
+                for side in sides:
+                    read_until(side, lambda line: line == "ready")
+                for number in range(rounds):
+                    log(f"  {workload}: round {number + 1}/{rounds}")
+                    for side in sides:
+                        procs[side].stdin.write(f"go {calls[side]}\n")  # type: ignore[union-attr]
+                        procs[side].stdin.flush()  # type: ignore[union-attr]
+                        read_until(side, lambda line: line.startswith("["))
+                return {side: _last_json(procs[side], f"{workload} ({side})", "end\n") for side in sides}
+            finally:
+                for proc in procs.values():
+                    if proc.poll() is None:
+                        proc.kill()
+
+    def writers(self, side: str, writers: int, points: int, per_call: int, shared: int) -> dict:
+        """``writers`` processes at once: ``writers - shared`` into runs of their own,
+        ``shared`` into one shared run (each its own metric key); then count what arrived."""
+        url = self.fresh(side)
+        shared_run = _run_once(side, "make_run", url)["run_id"]
+        with tempfile.TemporaryDirectory() as workdir:
+            procs = [
+                _spawn(side, "writer", url, f"{workdir}/{i}", shared_run if i < shared else "new", f"w{i}",
+                       str(points), str(per_call))
+                for i in range(writers)
+            ]
+            try:
+                for i, proc in enumerate(procs):
+                    line = proc.stdout.readline().strip()  # type: ignore[union-attr]
+                    if line != "ready":
+                        raise RuntimeError(f"writer {i} ({side}) failed:\n{proc.stderr.read()[-3000:]}")  # type: ignore[union-attr]
+                for proc in procs:
+                    proc.stdin.write("go\n")  # type: ignore[union-attr]
+                    proc.stdin.flush()  # type: ignore[union-attr]
+                results = [_last_json(proc, f"writer {i} ({side})") for i, proc in enumerate(procs)]
+            finally:
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.kill()
+        import _pgload
+
+        expected: dict[str, int] = {}
+        for r in results:
+            expected[r["run_id"]] = expected.get(r["run_id"], 0) + r["acknowledged"]
+        found = _pgload.count_points(url, list(expected))
+        times = sorted(t for r in results for t in r["times"])
+        wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
+        errors = [e for r in results for e in r["errors"]]
+        return {
+            "points_per_s": sum(r["acknowledged"] for r in results) / wall,
+            "wall_s": wall,
+            "p50_ms": times[len(times) // 2] * 1000,
+            "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1000,
+            "calls": len(times),
+            "errors": len(errors),
+            "error_samples": errors[:3],
+            "lost_points": sum(max(0, expected[k] - found[k]) for k in expected),
+            "extra_points": sum(max(0, found[k] - expected[k]) for k in expected),
+        }
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    """The table's rows; each is logged as it comes (a long run shows its figures early)."""
+
+    def append(self, row: tuple[str, str, str, str, str]) -> None:
+        log("  -> " + " | ".join(row))
+        super().append(row)
+
+
+def _sizes(name: str, default: str) -> list[int]:
+    return [int(x) for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+def main() -> None:
+    results: dict[str, Any] = {}
+    rows = _Rows()
+    cluster = Cluster()
+    log(f"PostgreSQL: starting a cluster in {cluster.tmp} (port {cluster.port})")
+    cluster.start()
+    started = time.time()
+    try:
+        bench = Bench(cluster)
+        for side in SCRIPTS:
+            _run_once(side, "init", cluster.create_db(f"{side}_tpl"))
+        log("log_batch")
+        r = bench.interleaved("log_batch", {}, rounds=7, calls={"ours": 1, "mlflow": 4})
+        o, p = r["ours"]["log_batch_points_per_s"], r["mlflow"]["log_batch_points_per_s"]
+        results["log_batch"] = r
+        rows.append(("log_batch throughput (ours 100,000-point calls, MLflow 1,000: its limit)",
+                     f"{o:,.0f} pts/s", f"{p:,.0f} pts/s", f"{o / p:.1f}x", ">= 10x"))
+
+        log("lifecycle")
+        r = bench.interleaved("lifecycle", {}, rounds=6, calls={"ours": 40, "mlflow": 10})
+        o, p = r["ours"]["runs_per_s"], r["mlflow"]["runs_per_s"]
+        results["lifecycle"] = r
+        rows.append(("run create + 2 params + 1 metric + end (median run)", f"{o:,.0f} runs/s", f"{p:,.0f} runs/s",
+                     f"{o / p:.1f}x", ">= 5x"))
+
+        peer_max = int(os.environ.get("BENCH_PG_PEER_MAX_RUNS", "1000000"))
+        for n in _sizes("BENCH_PG_SEARCH_RUNS", "100000,1000000"):
+            log(f"search_runs over {n:,} runs (loading with COPY)")
+            with_peer = n <= peer_max
+            calls = {"ours": 5, "mlflow": 1} if with_peer else {"ours": 5}
+            # MLflow takes seconds per search over a million runs: fewer rounds there.
+            r = bench.interleaved("search", {"ours": [str(n)], "mlflow": [str(n)]},
+                                  rounds=9 if n <= 100_000 else 4, calls=calls)
+            results[f"search_{n}"] = r
+            o = r["ours"]["search_ms"]
+            target = "< 50 ms and >= 5x" if n <= 100_000 else "< 200 ms"
+            what = f"search_runs metric + param filter, {n:,} runs ({r['ours']['search_hits']} hits, page 1,000)"
+            if with_peer:
+                p = r["mlflow"]["search_ms"]
+                rows.append((what, f"{o:.1f} ms", f"{p:.0f} ms", f"{p / o:.1f}x", target))
+            else:
+                rows.append((what, f"{o:.1f} ms", f"not run (BENCH_PG_PEER_MAX_RUNS={peer_max:,})", "-", target))
+
+        for n in _sizes("BENCH_PG_HISTORY", "1000000"):
+            log(f"get_metric_history of {n:,} points")
+            r = bench.interleaved("history", {"ours": [str(n)], "mlflow": [str(n)]}, rounds=2,
+                                  calls={"ours": 2, "mlflow": 1})
+            results[f"history_{n}"] = r
+            o, p = r["ours"]["history_s"], r["mlflow"]["history_s"]
+            rows.append((f"get_metric_history, {n:,} points", f"{o:.2f} s", f"{p:.2f} s", f"{p / o:.1f}x", "< 1 s"))
+
+        writers = int(os.environ.get("BENCH_PG_WRITERS", "16"))
+        points = int(os.environ.get("BENCH_PG_WRITER_POINTS", "10000"))
+        per_call, shared = 1000, 4
+        runs: dict[str, list[dict]] = {"ours": [], "mlflow": []}
+        for number in range(2):  # alternate: ours, MLflow, ours, MLflow
+            for side in runs:
+                log(f"{writers} writers ({side}, round {number + 1}/2)")
+                runs[side].append(bench.writers(side, writers, points, per_call, shared))
+        results["writers"] = runs
+
+        def med(side: str, key: str) -> float:
+            return _data.median([w[key] for w in runs[side]])
+
+        def total(side: str, key: str) -> int:
+            return sum(w[key] for w in runs[side])
+
+        rows.append((f"{writers} writer processes x {points:,} points ({per_call}-point log_batch calls; "
+                     f"{writers - shared} into own runs, {shared} into one shared run): aggregate",
+                     f"{med('ours', 'points_per_s'):,.0f} pts/s", f"{med('mlflow', 'points_per_s'):,.0f} pts/s",
+                     f"{med('ours', 'points_per_s') / med('mlflow', 'points_per_s'):.1f}x", ">= 10x"))
+        rows.append(("same: p99 per call / errors / lost points (both rounds)",
+                     f"{med('ours', 'p99_ms'):.1f} ms / {total('ours', 'errors')} / {total('ours', 'lost_points')}",
+                     f"{med('mlflow', 'p99_ms'):.1f} ms / {total('mlflow', 'errors')} / {total('mlflow', 'lost_points')}",
+                     "-", "0 errors, 0 lost"))
+    finally:
+        cluster.stop()
+    results["rows"] = rows
+    results["seconds"] = time.time() - started
+    table = "| what | prefect-mlops | MLflow | ratio | target |\n|---|---|---|---|---|\n"
+    table += "".join(f"| {' | '.join(r)} |\n" for r in rows)
+    results["table"] = table
+    log("\n" + table)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
