@@ -237,6 +237,32 @@ def main() -> None:
     row("#20", f"performance monitor: read + join + score {pl['join']['rows']:,} logged predictions",
         f"{pl['join']['read_join_score_s']:.1f} s", "-", "-", "< 10 s")
 
+    print("web UI (issue 17)", flush=True)
+    try:
+        u = _run(OURS, "ui_bench.py", "--peer-python", PEER, timeout=3600)
+    except Exception as exc:  # a failed section is a row that says so, not a lost table
+        print(f"  web UI bench failed: {exc}", file=sys.stderr)
+        row("#17", "web UI", f"FAILED: {str(exc).splitlines()[0][:120]}", "-", "-", "-")
+    else:
+        results["ui"] = u
+
+        def ms(key: str) -> str:
+            value = u.get(key)
+            if isinstance(value, dict):
+                return f"{value['median_ms']:.0f} ms" if "median_ms" in value else f"> {value.get('timeout_s', '?')} s (timed out)"
+            return f"{value:.0f} ms" if isinstance(value, (int, float)) else "-"
+
+        row("#17", f"runs page first screen, server time, {u['runs']:,} runs (MLflow: runs/search, 100 runs)",
+            ms("runs_page_first_screen"), ms("mlflow_runs_search_100"), "-", "< 300 ms")
+        row("#17", "runs page sorted by a metric, server time", ms("runs_page_sorted_by_metric"),
+            ms("mlflow_runs_search_100_sorted_by_metric"), "-", "< 500 ms")
+        row("#17", "runs page interactive in Chromium (MLflow: first run name drawn)",
+            ms("browser_runs_page_interactive_ms"), ms("mlflow_browser_runs_page_first_rows_ms"), "-", "< 1.5 s")
+        row("#17", f"chart data of a {u['points']:,}-point metric (MLflow: get-history-bulk-interval, 320 points)",
+            ms("chart_full_history"), ms("mlflow_chart_bulk_interval_320"), "-", "-")
+        row("#17", f"that {u['points']:,}-point chart drawn in Chromium (request + parse + draw)",
+            ms("browser_chart_drawn_ms"), "-", "-", "< 1 s")
+
     print("make run (issue 6)", flush=True)
     with tempfile.TemporaryDirectory() as demo_dir:
         env = {**os.environ, "PREFECT_HOME": str(Path(demo_dir) / "prefect-home")}
@@ -272,8 +298,22 @@ def main() -> None:
         "these machines are noisy, so read the ratios, not single times. Load generator for serving: "
         f"wrk ({os.environ.get('BENCH_WRK_DURATION', '15s')} per measurement).\n\n" + table
     )
-    (HERE / "RESULTS.md").write_text(text + _notes())
+    (HERE / "RESULTS.md").write_text(text + postgres_section() + _notes())
     print(table)
+
+
+PG_BEGIN, PG_END = "<!-- postgres: written by make bench-postgres (bench/pg.py) -->", "<!-- /postgres -->"
+
+
+def postgres_section(table: str | None = None) -> str:
+    """The PostgreSQL table of RESULTS.md: ``table`` (a new run of bench/pg.py) or the one
+    already there (``make bench`` keeps it: the PostgreSQL run takes about half an hour)."""
+    if table is None:
+        old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+        if PG_BEGIN in old and PG_END in old:
+            return old[old.index(PG_BEGIN):old.index(PG_END) + len(PG_END)] + "\n"
+        return ""
+    return f"{PG_BEGIN}\n{table}{PG_END}\n"
 
 
 def _notes() -> str:

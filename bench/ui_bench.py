@@ -364,7 +364,7 @@ def main() -> None:
             result.update(peer_mlflow(args.peer_python, workdir, args.runs, args.points, not args.no_browser))
         elif not args.no_peer:
             result["mlflow"] = "not measured: pass --peer-python or set PEER_PYTHON (make bench builds .venv-peer)"
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
