@@ -125,6 +125,38 @@ def test_dry_run_reports_and_gc_removes_deleted_runs_but_never_what_the_registry
     assert again.removed == () and {k.run_id for k in again.kept} == {champion_run, staging_run, lineage_run}
 
 
+def test_the_cutoff_counts_from_the_deletion_not_from_the_end_of_the_run(tracking_env, tmp_path: Path) -> None:
+    """A run that ended 60 days ago and was deleted today stays restorable for the whole
+    --older-than period (as mlflow gc counts from deleted_time); restoring clears the
+    deletion time, and only once the deletion itself is older than the cutoff does gc
+    remove the run."""
+    client = TrackingClient()
+    exp = client.create_experiment("gc-deleted-time")
+    sixty_days_ago = int(time.time() * 1000) - 60 * 86_400_000
+    run_id = client.create_run(exp, start_time=sixty_days_ago).info.run_id
+    client.set_terminated(run_id, RunStatus.FINISHED, end_time=sixty_days_ago + 1000)
+    client.delete_run(run_id)
+    store = SqlStore.from_uri(tracking_env.tracking_uri)
+
+    def deleted_time() -> int | None:
+        with store.db.transaction(write=False) as tx:
+            return tx.one(Statement(sa.text(f"SELECT deleted_time FROM runs WHERE run_uuid = '{run_id}'")))[0]
+
+    assert abs(deleted_time() - time.time() * 1000) < 60_000  # the database's clock, now
+    assert collect_garbage(older_than_seconds=parse_duration("30d")).removed == ()
+    client.restore_run(run_id)
+    assert deleted_time() is None
+    client.delete_run(run_id)
+    with store.db.transaction() as tx:  # as if deleted 31 days ago
+        tx.execute(Statement(sa.text(
+            f"UPDATE runs SET deleted_time = deleted_time - {31 * 86_400_000} WHERE run_uuid = '{run_id}'"
+        )))
+    assert [i.id for i in collect_garbage(older_than_seconds=parse_duration("30d")).removed] == [run_id]
+    with pytest.raises(NotFound, match="garbage-collected"):
+        client.get_run(run_id)
+    store.close()
+
+
 def test_only_runs_deleted_before_the_cutoff_and_in_scope_go(tracking_env, tmp_path: Path) -> None:
     client = TrackingClient()
     exp, other = client.create_experiment("gc-scope"), client.create_experiment("gc-other")

@@ -135,6 +135,9 @@ class RunRow(Base):
     end_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     artifact_uri: Mapped[str] = mapped_column(String(URI_LEN))
     lifecycle_stage: Mapped[str] = mapped_column(String(32), default="active")
+    # When the run was last deleted (the database's clock, epoch ms); None while active.
+    # prefect-mlops gc --older-than counts from it (0010).
+    deleted_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     parent_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     prefect_flow_run_id: Mapped[str | None] = mapped_column(
         String(64), nullable=True, unique=True

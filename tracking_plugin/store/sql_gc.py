@@ -195,8 +195,9 @@ class SqlGcStore:
         """What a gc would remove and keep now (reads only).
 
         Args:
-            deleted_before_ms: deleted runs whose end (or, unfinished, start) time is before
-                this, and deleted experiments last changed before it, are removed.
+            deleted_before_ms: runs deleted before this (their ``deleted_time``; for runs
+                deleted before that column existed, their end or start time), and deleted
+                experiments last changed before it, are removed.
             experiment_ids: only these experiments (default: all).
             run_ids: only these runs (default: all).
             keep_last: per experiment, keep this many most recent FINISHED active runs that
@@ -212,7 +213,9 @@ class SqlGcStore:
             scope.append(r.experiment_id.in_(pks))
         if run_ids is not None:
             scope.append(r.run_uuid.in_(list(run_ids)))
-        activity = sa.func.coalesce(r.end_time, r.start_time)
+        # Since the run was deleted (runs deleted before migration 0010 have no deletion
+        # time: their end, or start, time stands in for it).
+        activity = sa.func.coalesce(r.deleted_time, r.end_time, r.start_time)
         with self.db.session(write=False) as session:
             pending = session.execute(sa.select(*columns).where(r.lifecycle_stage == GC_PENDING, *scope)).all()
             deleted = session.execute(

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
 from tracking_plugin.entities import (
@@ -71,6 +70,7 @@ from tracking_plugin.store.schema import (
     RegisteredModelRow,
     RegisteredModelTagRow,
 )
+from tracking_plugin.store.statements import DatabaseClockMs
 from tracking_plugin.validation import (
     validate_alias,
     validate_model_name,
@@ -99,25 +99,6 @@ _ACTIVE_STAGES = (Stage.STAGING, Stage.PRODUCTION)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class _DatabaseClockMs(sa.sql.expression.FunctionElement[int]):
-    """The database's own clock in epoch milliseconds: audit rows take their time from
-    it, not from the writing process, so a worker whose clock is off cannot misdate (or
-    reorder in time) a promotion. SQLite's clock is the machine's that holds the file."""
-
-    type = sa.BigInteger()
-    inherit_cache = True
-
-
-@compiles(_DatabaseClockMs, "postgresql")
-def _pg_clock_ms(element: Any, compiler: Any, **kw: Any) -> str:
-    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
-
-
-@compiles(_DatabaseClockMs, "sqlite")
-def _sqlite_clock_ms(element: Any, compiler: Any, **kw: Any) -> str:
-    return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 
 # ---------------------------------------------------------------- argument checks
@@ -307,7 +288,7 @@ def _audit(
             subject=subject,
             from_value=from_value,
             to_value=to_value,
-            timestamp=session.scalar(sa.select(_DatabaseClockMs())),
+            timestamp=session.scalar(sa.select(DatabaseClockMs())),
             actor=audit.actor,
             reason=audit.reason,
             prefect_flow_run_id=audit.prefect_flow_run_id,

@@ -104,6 +104,7 @@ from tracking_plugin.validation import (
 from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin.store import _pg_bulk
 from tracking_plugin.store.db import Statement, Transaction, in_list
+from tracking_plugin.store.statements import DatabaseClockMs
 from tracking_plugin.store._sql_search import (
     _CHUNK,
     _EXPERIMENT_TAGS,
@@ -977,7 +978,10 @@ def _set_experiment_lifecycle(session: Session, pk: int, stage: LifecycleStage) 
     session.execute(
         sa.update(_RUNS)
         .where(_RUNS.c.experiment_id == pk, _RUNS.c.lifecycle_stage != GC_PENDING)
-        .values(lifecycle_stage=stage.value)
+        .values(
+            lifecycle_stage=stage.value,
+            deleted_time=DatabaseClockMs() if stage == LifecycleStage.DELETED else None,
+        )
     )
 
 
@@ -995,7 +999,10 @@ def _set_run_lifecycle(session: Session, run_id: str, stage: LifecycleStage) -> 
     result = session.execute(
         sa.update(_RUNS)
         .where(_RUNS.c.run_uuid == run_id, _RUNS.c.lifecycle_stage != GC_PENDING)
-        .values(lifecycle_stage=stage.value)
+        .values(
+            lifecycle_stage=stage.value,
+            deleted_time=DatabaseClockMs() if stage == LifecycleStage.DELETED else None,
+        )
     )
     if not result.rowcount:
         raise _missing_run(session, run_id)

@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.compiler import compiles
 
-__all__ = ["DIALECTS", "Statement", "in_list"]
+__all__ = ["DIALECTS", "DatabaseClockMs", "Statement", "in_list"]
 
 
 class _SQLiteCompiler(sqlite_dialect.base.SQLiteCompiler):
@@ -106,3 +107,23 @@ def in_list(values: Sequence[Any], limit: int) -> tuple[int, tuple[Any, ...]]:
     n = len(values)
     size = min(1 << (n - 1).bit_length(), limit)
     return size, (*values, *(values[-1],) * (size - n))
+
+
+class DatabaseClockMs(sa.sql.expression.FunctionElement[int]):
+    """The database's own clock in epoch milliseconds, for times that must not depend on
+    the writing process's clock (audit rows, a run's deletion time that gc counts from):
+    a worker whose clock is off cannot misdate or reorder them. SQLite's clock is the
+    machine's that holds the file."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(DatabaseClockMs, "postgresql")
+def _pg_clock_ms(element: Any, compiler: Any, **kw: Any) -> str:
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+
+@compiles(DatabaseClockMs, "sqlite")
+def _sqlite_clock_ms(element: Any, compiler: Any, **kw: Any) -> str:
+    return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
