@@ -315,7 +315,11 @@ def _remove_run(store: SqlStore, settings: MlopsSettings, candidate: GcCandidate
         try:
             repo.delete_artifacts()
         except MlopsError:
-            if repo.list_artifacts():
+            try:
+                left = repo.list_artifacts()
+            except NotFound:
+                left = []
+            if left:
                 raise
             # Nothing left: another gc deleting the same files at the same time won the race.
         _remove_empty_folders(repo, stop_at=candidate.run_id)

@@ -141,11 +141,13 @@ class LocalArtifactRepository:
                 children = list(self.root.iterdir()) if self.root.is_dir() else []
             else:
                 children = [target] if target.exists() or target.is_symlink() else []
+            # Idempotent, as on S3: what another deleter (a concurrent gc) removes meanwhile
+            # counts as deleted.
             for child in children:
                 if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
+                    shutil.rmtree(child, onerror=_raise_unless_missing)
                 else:
-                    child.unlink()
+                    child.unlink(missing_ok=True)
 
     def copy_to(self, dest: ArtifactRepository, artifact_path: str = "") -> None:
         relative = artifact_subpath(artifact_path)
@@ -246,3 +248,9 @@ def _atomic_write(target: Path, write: Callable[..., object]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+
+
+def _raise_unless_missing(function: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]) -> None:
+    """``shutil.rmtree``'s error handler: an entry already gone is fine, anything else raises."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
