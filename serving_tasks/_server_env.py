@@ -39,6 +39,19 @@ def _server_env(extra: dict[str, str] | None, settings: MlopsSettings | None = N
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if _PROJECT_ROOT not in paths:
         env["PYTHONPATH"] = os.pathsep.join([_PROJECT_ROOT, *paths])
+    # Tracking-server credentials of the settings (a block's, or PREFECT_MLOPS_TRACKING_*)
+    # travel as MLflow's variables, which _token_not_password turns into a token: the
+    # server never gets a password.
+    for name in ("TRACKING_USERNAME", "TRACKING_PASSWORD", "TRACKING_TOKEN"):
+        env.pop(f"PREFECT_MLOPS_{name}", None)
+    if settings.tracking_token is not None:
+        env[_TOKEN_ENV] = settings.tracking_token.get_secret_value()
+        env.pop(_USERNAME_ENV, None)
+        env.pop(_PASSWORD_ENV, None)
+    elif settings.tracking_username is not None:
+        env.pop(_TOKEN_ENV, None)
+        env[_USERNAME_ENV] = settings.tracking_username
+        env[_PASSWORD_ENV] = settings.tracking_password.get_secret_value() if settings.tracking_password else ""
     env.update(extra or {})
     return env
 

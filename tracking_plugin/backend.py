@@ -43,6 +43,7 @@ URL only inside :class:`~tracking_plugin.store.db.Database`. Printed URIs go thr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -94,7 +95,14 @@ def _rest_store(uri: str, settings: MlopsSettings) -> Store:
     from tracking_plugin.store.rest import RestStore  # httpx: loaded when first used
     from tracking_plugin.store.rest_session import RestSession
 
-    return RestStore(uri, session=RestSession(uri, retry_deadline=settings.retry_deadline))
+    session = RestSession(
+        uri,
+        retry_deadline=settings.retry_deadline,
+        username=settings.tracking_username,
+        password=settings.tracking_password,
+        token=settings.tracking_token,
+    )
+    return RestStore(uri, session=session)
 
 
 # Tracking URI scheme (without the driver, ``postgresql+psycopg`` -> ``postgresql``) -> store.
@@ -240,12 +248,16 @@ _STORES_LOCK = threading.Lock()
 
 
 def _store_key(settings: MlopsSettings) -> tuple[int, str, str | None]:
-    password = settings.database_password
-    return (
-        os.getpid(),
-        absolute_sqlite_uri(settings.tracking_uri),
-        password.get_secret_value() if password is not None else None,
-    )
+    # The secrets are part of the key (two blocks on one server with different tokens get
+    # two stores), hashed: the key never holds a secret in clear.
+    secrets = [settings.database_password, settings.tracking_password, settings.tracking_token]
+    digest = None
+    if settings.tracking_username is not None or any(value is not None for value in secrets):
+        material = "\0".join(
+            [settings.tracking_username or "", *(v.get_secret_value() if v is not None else "" for v in secrets)]
+        )
+        digest = hashlib.sha256(material.encode()).hexdigest()
+    return (os.getpid(), absolute_sqlite_uri(settings.tracking_uri), digest)
 
 
 def acquire_store(settings: MlopsSettings) -> Store:

@@ -89,6 +89,19 @@ class MlopsBackend(Block):
             "With a tracking server's URL, keep the default: files go through the server."
         ),
     )
+    tracking_username: str | None = Field(
+        default=None,
+        title="Tracking server user",
+        description="With a tracking server's URL and --auth: the user name (or use an API token).",
+    )
+    tracking_password: SecretStr | None = Field(
+        default=None, title="Tracking server password", description="Password of that user."
+    )
+    tracking_token: SecretStr | None = Field(
+        default=None,
+        title="Tracking server API token",
+        description="With a tracking server's URL and --auth: an API token (prefect-mlops tokens create).",
+    )
     s3_endpoint_url: str | None = Field(
         default=None,
         title="S3 endpoint URL",
@@ -127,6 +140,9 @@ class MlopsBackend(Block):
             "s3_region": self.s3_region,
             "aws_access_key_id": self.aws_access_key_id,
             "aws_secret_access_key": self.aws_secret_access_key,
+            "tracking_username": self.tracking_username,
+            "tracking_password": self.tracking_password,
+            "tracking_token": self.tracking_token,
         }
         base = get_settings()
         return base.model_copy(update={**values, **overrides})

@@ -46,6 +46,23 @@ class MlopsSettings(BaseSettings):
         default="./mlops-artifacts",
         description="Where run and registry artifacts go: a local path, file:// URI or s3://bucket/prefix.",
     )
+    tracking_username: str | None = Field(
+        default=None,
+        description=(
+            "User name for a tracking server with --auth (HTTP Basic, with tracking_password). "
+            "Takes precedence over MLFLOW_TRACKING_USERNAME."
+        ),
+    )
+    tracking_password: SecretStr | None = Field(
+        default=None, description="Password of tracking_username. Takes precedence over MLFLOW_TRACKING_PASSWORD."
+    )
+    tracking_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "API token for a tracking server with --auth (Bearer; wins over a user name and "
+            "password). Takes precedence over MLFLOW_TRACKING_TOKEN."
+        ),
+    )
     s3_endpoint_url: str | None = Field(
         default=None, description="Endpoint of an S3-compatible store (MinIO, moto, ...)."
     )

@@ -629,6 +629,61 @@ def test_our_client_with_only_the_url_and_a_token(
         reset_tracking()
 
 
+def test_our_client_takes_credentials_from_our_settings_and_the_block(
+    auth_server: ServerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """PREFECT_MLOPS_TRACKING_TOKEN (or _USERNAME / _PASSWORD) and the block's SecretStr
+    fields work like MLflow's variables and win over them; no repr shows them."""
+    from pydantic import SecretStr
+    from support import reset_tracking
+
+    import tracking_plugin as mlops
+    from tracking_plugin.blocks import MlopsBackend
+    from tracking_plugin.errors import InvalidArgument
+    from tracking_plugin.settings import get_settings
+
+    token = ok(as_role(auth_server, "EDIT").post(f"{X}/tokens/create", json={"name": "settings"}))["token"]
+    for name in list(os.environ):
+        if name.startswith(("PREFECT_MLOPS_", "MLFLOW_TRACKING_", "AWS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_MLOPS_TRACKING_URI", auth_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "not-a-valid-token")  # ours wins over it
+    monkeypatch.setenv("PREFECT_MLOPS_TRACKING_TOKEN", token)
+    reset_tracking()
+    try:
+        assert token not in repr(get_settings())
+        client = mlops.TrackingClient()
+        eid = client.create_experiment(f"settings-{uuid.uuid4().hex[:6]}")
+        assert client.get_experiment(eid).name.startswith("settings-")
+        client.close()
+
+        reset_tracking()
+        monkeypatch.delenv("PREFECT_MLOPS_TRACKING_TOKEN")
+        monkeypatch.setenv("PREFECT_MLOPS_TRACKING_USERNAME", _user("READ"))
+        monkeypatch.setenv("PREFECT_MLOPS_TRACKING_PASSWORD", _pw("READ"))
+        reader = mlops.TrackingClient()
+        assert reader.get_experiment(eid).experiment_id == eid  # the default permission: READ
+        with pytest.raises(InvalidArgument, match="HTTP 403"):
+            reader.delete_experiment(eid)
+        reader.close()
+
+        reset_tracking()
+        monkeypatch.delenv("PREFECT_MLOPS_TRACKING_USERNAME")
+        monkeypatch.delenv("PREFECT_MLOPS_TRACKING_PASSWORD")
+        block = MlopsBackend(tracking_uri=auth_server.url, tracking_token=SecretStr(token))
+        assert token not in repr(block) and token not in repr(block.to_settings())
+        with block.get_client() as by_block:
+            assert by_block.get_experiment(eid).experiment_id == eid
+            by_block.delete_experiment(eid)  # the token's user created it: MANAGE
+        wrong = MlopsBackend(tracking_uri=auth_server.url, tracking_username=_user("READ"),
+                             tracking_password=SecretStr("wrong-password"))
+        with wrong.get_client() as refused, pytest.raises(InvalidArgument, match="HTTP 401"):
+            refused.search_experiments()
+    finally:
+        reset_tracking()
+
+
 def test_the_environment_variable_turns_auth_on(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> None:
     env = {"PREFECT_MLOPS_AUTH": "true", "PREFECT_MLOPS_AUTH_ADMIN_USERNAME": "env-admin",
            "PREFECT_MLOPS_AUTH_ADMIN_PASSWORD": "env-admin-password"}

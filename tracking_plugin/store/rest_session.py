@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import httpx
 import orjson
+from pydantic import SecretStr
 
 from tracking_plugin.errors import (
     AlreadyExists,
@@ -61,8 +62,14 @@ class RestSession:
         backoff: float = 0.1,
         timeout: float = 120.0,
         retry_deadline: float = 0.0,
+        username: str | None = None,
+        password: SecretStr | None = None,
+        token: SecretStr | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Credentials given here (settings: PREFECT_MLOPS_TRACKING_* or a block) win over
+        # MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD, which are read when none is given.
+        self._credentials = (username, password, token)
         self.retries = retries
         self.retry_deadline = retry_deadline
         self.backoff = backoff
@@ -83,8 +90,8 @@ class RestSession:
                     client = self._client = httpx.Client(
                         base_url=self.base_url,
                         timeout=self.timeout,
-                        headers=_auth_headers(),
-                        auth=_basic_auth(),
+                        headers=_auth_headers(*self._credentials),
+                        auth=_basic_auth(*self._credentials),
                         follow_redirects=False,
                     )
         return client
@@ -205,13 +212,32 @@ class RestSession:
         return cls(message)
 
 
-def _auth_headers() -> dict[str, str]:
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    return {"Authorization": f"Bearer {token}"} if token else {}
+def _resolve(username: str | None, password: SecretStr | None, token: SecretStr | None) -> tuple[str | None, str, str | None]:
+    """(user, password, token): the given credentials, else MLflow's variables."""
+    if token is not None or username is not None:
+        return (
+            username,
+            password.get_secret_value() if password is not None else "",
+            token.get_secret_value() if token is not None else None,
+        )
+    return (
+        os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD") or "",
+        os.environ.get("MLFLOW_TRACKING_TOKEN"),
+    )
 
 
-def _basic_auth() -> httpx.BasicAuth | None:
-    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+def _auth_headers(
+    username: str | None = None, password: SecretStr | None = None, token: SecretStr | None = None
+) -> dict[str, str]:
+    bearer = _resolve(username, password, token)[2]
+    return {"Authorization": f"Bearer {bearer}"} if bearer else {}
+
+
+def _basic_auth(
+    username: str | None = None, password: SecretStr | None = None, token: SecretStr | None = None
+) -> httpx.BasicAuth | None:
+    user, secret, bearer = _resolve(username, password, token)
+    if bearer:
         return None
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    return httpx.BasicAuth(user, password or "") if user else None
+    return httpx.BasicAuth(user, secret) if user else None
