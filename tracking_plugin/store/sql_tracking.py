@@ -772,50 +772,11 @@ class SqlTrackingStore:
             if not deleted:
                 raise NotFound(f"Run {run_id!r} has no tag {key!r}; nothing to delete.")
 
-    def get_metric_history(
-        self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
-    ) -> PagedList[Metric]:
-        """Every logged point of ``key``, ordered by (step, timestamp), duplicates included.
-
-        Without ``max_results`` the whole history comes back in one page.
-        """
-        _run_id(run_id)
-        validate_metric(key, 0.0, 0, 0)
-        if max_results is not None:
-            check_max_results(max_results, limit=MAX_HISTORY_RESULTS)
-        offset = decode_page_token(page_token)
-        if max_results is not None:
-            statement, params = _HISTORY_COLUMNS["page"], (run_id, key, max_results + 1, offset)
-        elif offset:
-            statement, params = _HISTORY_COLUMNS["rest"], (run_id, key, offset)
-        else:
-            statement, params = _HISTORY_COLUMNS["all"], (run_id, key)
-        # Driver rows and the positional Metric builder: a 1,000,000-point history as
-        # SQLAlchemy Rows read by attribute into dataclass __init__ took ~4x as long.
-        # The collector paused while a long history becomes objects (see _gc_paused): a
-        # million rows and points set off collections that walk them all, again and again.
-        with _gc_paused(max_results is None or max_results >= _BULK_METRICS):
-            with self.db.transaction(write=False) as tx:
-                found = tx.one(_RUN_STAGE, (run_id,))
-                if found is None or found[0] == GC_PENDING:
-                    raise _missing_run(tx, run_id)
-                rows = tx.all(statement, params)
-            more = max_results is not None and len(rows) > max_results
-            if more:
-                rows = rows[:max_results]
-            nan = math.nan
-            build = _build_metric
-            items = [build(key, nan if is_nan else v, t, step) for step, t, v, is_nan in rows]
-            del rows
-        token = encode_page_token(offset + len(items)) if more else None
-        return PagedList(items, token)
-
-    def get_metric_history_columns(
-        self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
-    ) -> tuple[list[int], list[int], list[float], str | None]:
-        """:meth:`get_metric_history` as three columns ``(steps, timestamps, values, token)``
-        (NaN as ``float('nan')``), read on the driver's cursor without an object per point:
-        what the tracking server sends for a large history, a tenth of the cost."""
+    def _history_rows(
+        self, run_id: str, key: str, max_results: int | None, page_token: str | None
+    ) -> tuple[list[tuple[Any, ...]], int, bool]:
+        """One page of ``(step, timestamp, value, is_nan)`` driver rows of a history, its
+        offset and whether more follow (both history readers share it)."""
         _run_id(run_id)
         validate_metric(key, 0.0, 0, 0)
         if max_results is not None:
@@ -833,8 +794,35 @@ class SqlTrackingStore:
                 raise _missing_run(tx, run_id)
             rows = tx.all(statement, params)
         more = max_results is not None and len(rows) > max_results
-        if more:
-            rows = rows[:max_results]
+        return (rows[:max_results] if more else rows), offset, more
+
+    def get_metric_history(
+        self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
+    ) -> PagedList[Metric]:
+        """Every logged point of ``key``, ordered by (step, timestamp), duplicates included.
+
+        Without ``max_results`` the whole history comes back in one page.
+        """
+        # Driver rows and the positional Metric builder: a 1,000,000-point history as
+        # SQLAlchemy Rows read by attribute into dataclass __init__ took ~4x as long.
+        # The collector paused while a long history becomes objects (see _gc_paused): a
+        # million rows and points set off collections that walk them all, again and again.
+        with _gc_paused(max_results is None or max_results >= _BULK_METRICS):
+            rows, offset, more = self._history_rows(run_id, key, max_results, page_token)
+            nan = math.nan
+            build = _build_metric
+            items = [build(key, nan if is_nan else v, t, step) for step, t, v, is_nan in rows]
+            del rows
+        token = encode_page_token(offset + len(items)) if more else None
+        return PagedList(items, token)
+
+    def get_metric_history_columns(
+        self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
+    ) -> tuple[list[int], list[int], list[float], str | None]:
+        """:meth:`get_metric_history` as three columns ``(steps, timestamps, values, token)``
+        (NaN as ``float('nan')``), read on the driver's cursor without an object per point:
+        what the tracking server sends for a large history, a tenth of the cost."""
+        rows, offset, more = self._history_rows(run_id, key, max_results, page_token)
         if not rows:
             return [], [], [], None
         # A column at a time at C speed (zip(*rows) would take one argument per row).
