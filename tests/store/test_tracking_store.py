@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import random
 import re
 import shutil
 import sqlite3
@@ -628,6 +629,50 @@ def test_latest_metric_matches_a_reference_model(store: SqlStore, batches: list[
         assert (math.isnan(got) and math.isnan(expected.value)) or got == expected.value
         history = store.get_metric_history(run_id, key)
         assert len(history) == sum(1 for m in logged if m.key == key)
+
+
+def _bulk_shapes() -> dict[str, list[Metric]]:
+    rng = random.Random(7)
+    n = 3_000
+    return {
+        # several metrics per step, logged in a fixed cycle (a typical training loop)
+        "cycle": [Metric(("loss", "acc", "lr")[i % 3], rng.random(), T0 + i // 3, i // 3) for i in range(n)],
+        # one key; the last step logged three times: greatest timestamp, then value, wins
+        "one key, tied top step": [Metric("loss", float(i % 17), T0, min(i, 2_000)) for i in range(n)]
+        + [Metric("loss", -1.0, T0 + 5, 2_000), Metric("loss", 3.0, T0 + 5, 2_000)],
+        "one key, steps out of order": [Metric("loss", float(s), T0, s) for s in rng.sample(range(-1_500, 9_000), n)],
+        "keys in no order": [Metric(rng.choice("abcd"), rng.uniform(-5, 5), T0 + i, i) for i in range(n)],
+        "cycle with a NaN": [Metric(("x", "y")[i % 2], float("nan") if i == 1_001 else float(i), T0, i // 2)
+                             for i in range(n)],
+    }
+
+
+@pytest.mark.parametrize("shape", list(_bulk_shapes()))
+def test_bulk_batches_keep_latest_values_and_chart_blocks_exact(store: SqlStore, shape: str) -> None:
+    """Batches of 1,000+ points are summarised column by column when their keys allow it;
+    whatever the shape, the latest value per key and the chart's block summaries are the
+    ones the points themselves give, and the history holds every point."""
+    points = _bulk_shapes()[shape]
+    run_id = new_run(store)
+    store.log_batch(run_id, metrics=points)
+    metrics = store.get_run(run_id).data.metrics
+    expected_blocks = {}
+    for key in {m.key for m in points}:
+        mine = [m for m in points if m.key == key]
+        best = max(mine, key=_rank)
+        assert (math.isnan(metrics[key]) and math.isnan(best.value)) or metrics[key] == best.value, key
+        assert len(store.get_metric_history(run_id, key)) == len(mine)
+        for m in mine:
+            if not math.isnan(m.value):
+                b = expected_blocks.setdefault((key, m.step >> 10), [0, m.step, m.step, m.value, m.value])
+                b[0] += 1
+                b[1], b[2], b[3], b[4] = min(b[1], m.step), max(b[2], m.step), min(b[3], m.value), max(b[4], m.value)
+    with store.db.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT key, block, n_points, min_step, max_step, min_value, max_value FROM metric_blocks "
+            f"WHERE run_uuid = '{run_id}'"
+        ).all()
+    assert {(r[0], r[1]): list(r[2:]) for r in rows} == expected_blocks
 
 
 # --------------------------------------------------------------------- history

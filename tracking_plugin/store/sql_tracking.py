@@ -103,6 +103,7 @@ from tracking_plugin.validation import (
 
 from tracking_plugin.artifacts import join_artifact_uri
 from tracking_plugin.store import _pg_bulk
+from tracking_plugin.store._metric_batch import MetricColumns
 from tracking_plugin.store.db import Statement, Transaction, in_list
 from tracking_plugin.store.statements import DatabaseClockMs
 from tracking_plugin.store._sql_search import (
@@ -728,7 +729,10 @@ class SqlTrackingStore:
         bulk: bool,
         skip_logged_points: bool,
     ) -> None:
-        metric_rows = _metric_rows(run_id, metric_items)
+        # A large batch of plain points is handled column by column (_metric_batch).
+        columns = MetricColumns.of(metric_items) if bulk else None
+        flags = _NAN_FLAGS[self.db.dialect]
+        metric_rows = columns.rows(run_id, flags[0]) if columns else _metric_rows(run_id, metric_items, flags)
         param_values: dict[str, str] = {}
         for param in param_items:
             key, value = validate_param(_field(param, "key", "param"), _field(param, "value", "param"))
@@ -749,14 +753,17 @@ class SqlTrackingStore:
             if param_values:
                 _write_params(tx, run_id, param_values)
             if metric_rows and skip_logged_points:
-                metric_rows = _unlogged_points(tx, run_id, metric_rows)
+                metric_rows, columns = _unlogged_points(tx, run_id, metric_rows), None
             if metric_rows:
                 if tx.postgres and len(metric_rows) >= _pg_bulk.COPY_MIN_POINTS:
                     _pg_bulk.copy_metrics(tx.cursor, metric_rows)
                 else:
                     tx.executemany(_INSERT_METRIC, metric_rows)
-                _fold_blocks(tx, metric_rows)
-                _write(tx, _UPSERT_LATEST_METRIC, _latest_points(metric_rows))
+                summaries = columns.summaries(run_id) if columns else None
+                blocks, latest = summaries or (_fold_blocks(metric_rows), _latest_points(metric_rows))
+                if blocks:  # in key order, so concurrent PostgreSQL writers lock in one order
+                    _write(tx, _UPSERT_METRIC_BLOCK, blocks)
+                _write(tx, _UPSERT_LATEST_METRIC, latest)
             if tag_values:
                 _write(tx, _UPSERT_RUN_TAG, [(run_id, k, v) for k, v in sorted(tag_values.items())])
 
@@ -1030,8 +1037,17 @@ def _prefect_id_taken(exc: Exception, flow_run_id: str | None, task_run_id: str 
 _METRIC_COLUMNS = ("run_uuid", "key", "value", "is_nan", "timestamp", "step")
 
 
-def _metric_rows(run_id: str, metrics: Sequence[Any]) -> list[tuple[str, str, float, bool, int, int]]:
-    """Validate metric points into insert tuples (``_METRIC_COLUMNS`` order)."""
+# ``is_nan`` as bound per dialect: SQLite binds an exact int without the adapter lookup a
+# bool costs it (about a sixth of a 100,000-point insert); PostgreSQL's column is boolean.
+_NAN_FLAGS: dict[str, tuple[Any, Any]] = {"sqlite": (0, 1), "postgresql": (False, True)}
+
+
+def _metric_rows(
+    run_id: str, metrics: Sequence[Any], flags: tuple[Any, Any] = (False, True)
+) -> list[tuple[str, str, float, bool, int, int]]:
+    """Validate metric points into insert tuples (``_METRIC_COLUMNS`` order); ``flags``:
+    the (not NaN, NaN) values of ``is_nan`` (``_NAN_FLAGS``)."""
+    real, nan = flags
     rows: list[tuple[str, str, float, bool, int, int]] = []
     append = rows.append
     valid_keys: set[str] = set()
@@ -1057,9 +1073,9 @@ def _metric_rows(run_id: str, metrics: Sequence[Any]) -> list[tuple[str, str, fl
             key, value, timestamp, step = validate_metric(key, value, timestamp, step)
             valid_keys.add(key)
         if value != value:  # NaN: SQLite would store NULL, so keep a flag and a 0
-            append((run_id, key, 0.0, True, timestamp, step))
+            append((run_id, key, 0.0, nan, timestamp, step))
         else:
-            append((run_id, key, value, False, timestamp, step))
+            append((run_id, key, value, real, timestamp, step))
     return rows
 
 
@@ -1150,10 +1166,10 @@ _UPSERT_METRIC_BLOCK = Statement(
 )
 
 
-def _fold_blocks(tx: Transaction, rows: list[tuple[str, str, float, bool, int, int]]) -> None:
-    """Fold the batch's non-NaN points into ``metric_blocks`` (count, first/last step,
-    lowest/highest value per run, key and block of 1,024 steps): one upsert per block the
-    batch touches, in key order so concurrent PostgreSQL writers lock in the same order."""
+def _fold_blocks(rows: list[tuple[str, str, float, bool, int, int]]) -> list[tuple[Any, ...]]:
+    """The ``metric_blocks`` rows of the batch's non-NaN points (count, first/last step,
+    lowest/highest value per run, key and block of 1,024 steps), sorted by (run, key,
+    block): one upsert per block the batch touches."""
     blocks: dict[tuple[str, str, int], list[Any]] = {}
     for run_uuid, key, value, is_nan, _, step in rows:
         if is_nan:
@@ -1172,9 +1188,7 @@ def _fold_blocks(tx: Transaction, rows: list[tuple[str, str, float, bool, int, i
                 b[3] = value
             if value > b[4]:
                 b[4] = value
-    if not blocks:
-        return
-    _write(tx, _UPSERT_METRIC_BLOCK, [(*at, *b) for at, b in sorted(blocks.items())])
+    return [(*at, *b) for at, b in sorted(blocks.items())]
 
 
 _build_metric = _positional_builder(Metric)

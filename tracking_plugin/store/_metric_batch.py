@@ -1,0 +1,131 @@
+"""A large metric batch handled column by column instead of point by point.
+
+``log_batch`` turns a batch into insert rows, the ``metric_blocks`` summaries (count,
+first/last step, lowest/highest value per run, key and block of 1,024 steps) and the
+latest point of each key. Done point by point in Python that is about a fifth of a
+100,000-point call. When every point has the common exact types (``float`` value that is
+not NaN, ``int`` timestamp and step within 64 bits, ``str`` key), all three come from
+C-level list operations instead: the rows from ``zip``; when the batch has one key or its
+keys repeat in a cycle (several metrics per step), each key's points are a stride slice,
+and the summaries of a key whose steps ascend (the usual case) come from ``bisect`` over
+its steps and ``min``/``max`` over slices.
+Anything else returns ``None`` / falls back, and the per-point code decides (and raises the
+same errors it always did).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from itertools import repeat
+from typing import Any, Sequence
+
+from tracking_plugin.store.schema import METRIC_BLOCK_SHIFT
+from tracking_plugin.validation import validate_key
+
+Row = tuple[str, str, float, bool, int, int]  # run_uuid, key, value, is_nan, timestamp, step
+_INT64 = 2**63
+
+
+class MetricColumns:
+    """A batch of valid, NaN-free points as parallel lists (``of`` builds one or says no)."""
+
+    __slots__ = ("keys", "values", "stamps", "steps")
+
+    def __init__(self, keys: list[str], values: list[float], stamps: list[int], steps: list[int]):
+        self.keys, self.values, self.stamps, self.steps = keys, values, stamps, steps
+
+    @classmethod
+    def of(cls, metrics: Sequence[Any]) -> MetricColumns | None:
+        """The batch as columns, or ``None`` when any point needs the per-point checks."""
+        if not metrics:
+            return None
+        try:
+            keys = [m.key for m in metrics]
+            values = [m.value for m in metrics]
+            stamps = [m.timestamp for m in metrics]
+            steps = [m.step for m in metrics]
+        except AttributeError:
+            return None
+        if (
+            set(map(type, keys)) != {str}
+            or set(map(type, values)) != {float}
+            or set(map(type, stamps)) != {int}
+            or set(map(type, steps)) != {int}
+            or min(stamps) < -_INT64
+            or max(stamps) >= _INT64
+            or min(steps) < -_INT64
+            or max(steps) >= _INT64
+        ):
+            return None
+        total = sum(values)
+        if total != total:  # a NaN (or +inf beside -inf): the per-point path flags NaNs
+            return None
+        for key in set(keys):
+            validate_key(key, "metric")
+        return cls(keys, values, stamps, steps)
+
+    def rows(self, run_id: str, not_nan: Any = False) -> list[Row]:
+        """Insert rows in the batch's order; ``not_nan``: the ``is_nan`` value bound."""
+        return list(zip(repeat(run_id), self.keys, self.values, repeat(not_nan), self.stamps, self.steps))
+
+    def summaries(self, run_id: str) -> tuple[list[tuple[Any, ...]], list[Row]] | None:
+        """``(blocks, latest)``: the block rows sorted by (key, block) and the greatest point
+        of each key sorted by key (greatest (step, timestamp, value), MLflow's rule); ``None``
+        when the keys follow no pattern ``_by_key`` knows (the per-point code does it)."""
+        blocks: list[tuple[Any, ...]] = []
+        latest: list[Row] = []
+        by_key = self._by_key()
+        if by_key is None:
+            return None
+        for key, steps, values, stamps in by_key:
+            if steps == sorted(steps):
+                _fold_sorted(run_id, key, steps, values, blocks)
+                top = steps[-1]
+                candidates: Sequence[int] = range(bisect_left(steps, top), len(steps))
+            else:
+                _fold_unsorted(run_id, key, steps, values, blocks)
+                top = max(steps)
+                candidates = [i for i, step in enumerate(steps) if step == top]
+            best = max(candidates, key=lambda i: (stamps[i], values[i]))
+            latest.append((run_id, key, values[best], False, stamps[best], top))
+        return blocks, latest
+
+    def _by_key(self) -> list[tuple[str, list[int], list[float], list[int]]] | None:
+        """Each key's (steps, values, timestamps) in batch order, keys sorted, when the
+        batch has one key or its keys repeat in a fixed cycle (several metrics logged per
+        step: ``loss, acc, loss, acc, ...``); ``None`` otherwise."""
+        keys = self.keys
+        if len(set(keys[:64])) == 1 and keys.count(keys[0]) == len(keys):
+            return [(keys[0], self.steps, self.values, self.stamps)]
+        period = len(set(keys))
+        cycle = keys[:period]
+        if len(set(cycle)) != period or keys[period:] != keys[:-period]:
+            return None
+        at = sorted(range(period), key=cycle.__getitem__)
+        return [(cycle[j], self.steps[j::period], self.values[j::period], self.stamps[j::period]) for j in at]
+
+
+def _fold_sorted(run_id: str, key: str, steps: list[int], values: list[float], out: list) -> None:
+    """Blocks of ascending ``steps``: one bisect and a min/max over a slice per block."""
+    lo, n = 0, len(steps)
+    while lo < n:
+        block = steps[lo] >> METRIC_BLOCK_SHIFT
+        hi = bisect_left(steps, (block + 1) << METRIC_BLOCK_SHIFT, lo)
+        part = values[lo:hi]
+        out.append((run_id, key, block, hi - lo, steps[lo], steps[hi - 1], min(part), max(part)))
+        lo = hi
+
+
+def _fold_unsorted(run_id: str, key: str, steps: list[int], values: list[float], out: list) -> None:
+    """Blocks of steps in any order, point by point."""
+    folded: dict[int, list[Any]] = {}
+    for step, value in zip(steps, values):
+        block = step >> METRIC_BLOCK_SHIFT
+        b = folded.get(block)
+        if b is None:
+            folded[block] = [1, step, step, value, value]
+        else:
+            b[0] += 1
+            b[1], b[2] = min(b[1], step), max(b[2], step)
+            b[3], b[4] = min(b[3], value), max(b[4], value)
+    out.extend((run_id, key, block, *b) for block, b in sorted(folded.items()))
