@@ -97,10 +97,16 @@ class Transaction:
         self.dialect = dialect
         self.postgres = dialect == "postgresql"
 
-    def execute(self, statement: Statement, params: Sequence[Any] = ()) -> Any:
-        """Run one statement with the values of its ``params``; returns the DB-API cursor."""
+    def execute(self, statement: Statement, params: Sequence[Any] = (), *, binary: bool = False) -> Any:
+        """Run one statement with the values of its ``params``; returns the DB-API cursor.
+        ``binary``: PostgreSQL sends the result in binary (cheaper to decode: arrays and
+        numbers); only for PostgreSQL."""
         sql, order = statement.compiled.get(self.dialect) or statement.compile(self.dialect)
-        self.cursor.execute(sql, params if order is None else [params[i] for i in order])
+        values = params if order is None else [params[i] for i in order]
+        if binary:
+            self.cursor.execute(sql, values, binary=True)
+        else:
+            self.cursor.execute(sql, values)
         return self.cursor
 
     def executemany(self, statement: Statement, rows: Sequence[Sequence[Any]]) -> int:
@@ -117,8 +123,8 @@ class Transaction:
         self.cursor.execute(sql, params)
         return self.cursor
 
-    def one(self, statement: Statement, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        return self.execute(statement, params).fetchone()  # type: ignore[no-any-return]
+    def one(self, statement: Statement, params: Sequence[Any] = (), *, binary: bool = False) -> tuple[Any, ...] | None:
+        return self.execute(statement, params, binary=binary).fetchone()  # type: ignore[no-any-return]
 
     def all(self, statement: Statement, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.execute(statement, params).fetchall()  # type: ignore[no-any-return]

@@ -52,6 +52,7 @@ import random
 import time
 import uuid
 from contextlib import contextmanager
+from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -175,13 +176,52 @@ _HISTORY = (
     .where(_METRICS.c.run_uuid == sa.bindparam("run_id"), _METRICS.c.key == sa.bindparam("key"))
     .order_by(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.id)
 )
+# PostgreSQL reads a history as three arrays (steps, timestamps, values with NaN put back)
+# in one row, fetched in binary: the driver then decodes three lists in C instead of a
+# tuple of four objects per point (a 1,000,000-point history: ~0.1 s of client CPU instead
+# of ~0.35 s, and 70 MB less garbage). The rows come in the order of ix_metrics_history
+# (step, timestamp, value, is_nan), so the plan is an index-only scan with no sort;
+# ordering by ``id`` as well, as SQLite does, read the heap and sorted each (step,
+# timestamp) group (a third of the statement's time). Points equal in all four columns are
+# the same point to a reader; only points of one step and timestamp with different values
+# may come in another order than on SQLite (there: the order they were logged).
+# ``array_agg`` keeps the order of its sorted subquery (PostgreSQL's documented idiom).
+_PG_HISTORY_ROWS = (
+    sa.select(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.value, _METRICS.c.is_nan)
+    .where(_METRICS.c.run_uuid == sa.bindparam("run_id"), _METRICS.c.key == sa.bindparam("key"))
+    .order_by(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.value, _METRICS.c.is_nan)
+    .limit(sa.bindparam("limit"))
+    .offset(sa.bindparam("offset"))
+    .subquery()
+)
+_PG_HISTORY_ARRAYS = Statement(
+    sa.select(
+        sa.func.array_agg(_PG_HISTORY_ROWS.c.step),
+        sa.func.array_agg(_PG_HISTORY_ROWS.c.timestamp),
+        sa.func.array_agg(
+            sa.case((_PG_HISTORY_ROWS.c.is_nan, sa.literal_column("'NaN'::float8")), else_=_PG_HISTORY_ROWS.c.value)
+        ),
+    ),
+    ("run_id", "key", "limit", "offset"),
+)
+# Points per array statement of an unpaged read (PostgreSQL arrays hold up to 1 GB: 4M
+# 8-byte values are 32 MB). A longer history is read in several, in one snapshot.
+_PG_HISTORY_CHUNK = 4_000_000
+_REPEATABLE_READ = Statement(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
 # get_metric_history_columns: every point, a page (limit + offset), or the rest after an offset.
 _HISTORY_COLUMNS = {
     "all": Statement(_HISTORY, ("run_id", "key")),
     "page": Statement(
         _HISTORY.limit(sa.bindparam("limit")).offset(sa.bindparam("offset")), ("run_id", "key", "limit", "offset")
     ),
-    "rest": Statement(_HISTORY.offset(sa.bindparam("offset")), ("run_id", "key", "offset")),
+    # SQLite has no OFFSET without LIMIT: SQLAlchemy adds ``LIMIT ?`` with a parameter of
+    # its own (-1), which a Statement cannot take; LIMIT -1 (no limit) goes into the SQL.
+    "rest": Statement(
+        lambda dialect: (_HISTORY.limit(sa.literal_column("-1")) if dialect == "sqlite" else _HISTORY).offset(
+            sa.bindparam("offset")
+        ),
+        ("run_id", "key", "offset"),
+    ),
 }
 _TOMBSTONES = GcTombstoneRow.__table__
 _TOMBSTONE = Statement(
@@ -776,12 +816,8 @@ class SqlTrackingStore:
         self, run_id: str, key: str, max_results: int | None, page_token: str | None
     ) -> tuple[list[tuple[Any, ...]], int, bool]:
         """One page of ``(step, timestamp, value, is_nan)`` driver rows of a history, its
-        offset and whether more follow (both history readers share it)."""
-        _run_id(run_id)
-        validate_metric(key, 0.0, 0, 0)
-        if max_results is not None:
-            check_max_results(max_results, limit=MAX_HISTORY_RESULTS)
-        offset = decode_page_token(page_token)
+        offset and whether more follow (SQLite's reader for both history methods)."""
+        offset = self._check_history_call(run_id, key, max_results, page_token)
         if max_results is not None:
             statement, params = _HISTORY_COLUMNS["page"], (run_id, key, max_results + 1, offset)
         elif offset:
@@ -789,12 +825,55 @@ class SqlTrackingStore:
         else:
             statement, params = _HISTORY_COLUMNS["all"], (run_id, key)
         with self.db.transaction(write=False) as tx:
-            found = tx.one(_RUN_STAGE, (run_id,))
-            if found is None or found[0] == GC_PENDING:
-                raise _missing_run(tx, run_id)
+            _check_run_readable(tx, run_id)
             rows = tx.all(statement, params)
         more = max_results is not None and len(rows) > max_results
         return (rows[:max_results] if more else rows), offset, more
+
+    def _check_history_call(self, run_id: str, key: str, max_results: int | None, page_token: str | None) -> int:
+        """Validate a history read's arguments; returns the page token's offset."""
+        _run_id(run_id)
+        validate_metric(key, 0.0, 0, 0)
+        if max_results is not None:
+            check_max_results(max_results, limit=MAX_HISTORY_RESULTS)
+        return decode_page_token(page_token)
+
+    def _pg_history_arrays(
+        self, run_id: str, key: str, max_results: int | None, page_token: str | None
+    ) -> tuple[list[int], list[int], list[float], int, bool]:
+        """PostgreSQL's reader for both history methods: one page as the columns
+        ``(steps, timestamps, values)`` (NaN as ``float('nan')``), its offset and whether
+        more follow. An unpaged read is one statement up to ``_PG_HISTORY_CHUNK`` points;
+        a longer history is read again in chunks, all in one REPEATABLE READ snapshot so
+        no concurrent write shifts a chunk's offset."""
+        offset = self._check_history_call(run_id, key, max_results, page_token)
+        limit = _PG_HISTORY_CHUNK if max_results is None else max_results + 1
+
+        def read(tx: Transaction, at: int) -> tuple[list[int], list[int], list[float]]:
+            steps, timestamps, values = tx.one(_PG_HISTORY_ARRAYS, (run_id, key, limit, at), binary=True)
+            return (steps or [], timestamps or [], values or [])
+
+        with self.db.transaction(write=False) as tx:
+            _check_run_readable(tx, run_id)
+            steps, timestamps, values = read(tx, offset)
+        if max_results is not None:
+            more = len(steps) > max_results
+            if more:
+                del steps[max_results:], timestamps[max_results:], values[max_results:]
+            return steps, timestamps, values, offset, more
+        if len(steps) < limit:
+            return steps, timestamps, values, offset, False
+        with self.db.transaction(write=False) as tx:  # longer than a chunk: all in one snapshot
+            tx.execute(_REPEATABLE_READ)
+            _check_run_readable(tx, run_id)
+            steps, timestamps, values = [], [], []
+            while True:
+                s, t, v = read(tx, offset + len(steps))
+                steps += s
+                timestamps += t
+                values += v
+                if len(s) < limit:
+                    return steps, timestamps, values, offset, False
 
     def get_metric_history(
         self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
@@ -807,12 +886,17 @@ class SqlTrackingStore:
         # SQLAlchemy Rows read by attribute into dataclass __init__ took ~4x as long.
         # The collector paused while a long history becomes objects (see _gc_paused): a
         # million rows and points set off collections that walk them all, again and again.
+        build = _build_metric
         with _gc_paused(max_results is None or max_results >= _BULK_METRICS):
-            rows, offset, more = self._history_rows(run_id, key, max_results, page_token)
-            nan = math.nan
-            build = _build_metric
-            items = [build(key, nan if is_nan else v, t, step) for step, t, v, is_nan in rows]
-            del rows
+            if self.db.dialect == "postgresql":
+                steps, timestamps, values, offset, more = self._pg_history_arrays(run_id, key, max_results, page_token)
+                items = list(map(build, repeat(key), values, timestamps, steps))
+                del steps, timestamps, values
+            else:
+                rows, offset, more = self._history_rows(run_id, key, max_results, page_token)
+                nan = math.nan
+                items = [build(key, nan if is_nan else v, t, step) for step, t, v, is_nan in rows]
+                del rows
         token = encode_page_token(offset + len(items)) if more else None
         return PagedList(items, token)
 
@@ -822,6 +906,9 @@ class SqlTrackingStore:
         """:meth:`get_metric_history` as three columns ``(steps, timestamps, values, token)``
         (NaN as ``float('nan')``), read on the driver's cursor without an object per point:
         what the tracking server sends for a large history, a tenth of the cost."""
+        if self.db.dialect == "postgresql":
+            steps, timestamps, values, offset, more = self._pg_history_arrays(run_id, key, max_results, page_token)
+            return steps, timestamps, values, (encode_page_token(offset + len(steps)) if more else None)
         rows, offset, more = self._history_rows(run_id, key, max_results, page_token)
         if not rows:
             return [], [], [], None
@@ -1178,6 +1265,13 @@ def _fold_blocks(tx: Transaction, rows: list[tuple[str, str, float, bool, int, i
 
 
 _build_metric = _positional_builder(Metric)
+
+
+def _check_run_readable(tx: Transaction, run_id: str) -> None:
+    """NotFound unless the run exists and is not being garbage-collected."""
+    found = tx.one(_RUN_STAGE, (run_id,))
+    if found is None or found[0] == GC_PENDING:
+        raise _missing_run(tx, run_id)
 
 
 def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:
