@@ -80,6 +80,51 @@ def _normalise_uri(uri: str) -> str:
     return uri
 
 
+# A pooled PostgreSQL connection idle longer than this is pinged (a round trip) at
+# checkout; one used more recently only has its socket looked at (see _pg_check_alive).
+_PG_PING_AFTER_IDLE = 10.0
+
+
+def _pg_mark_idle(dbapi_conn: Any, record: Any) -> None:
+    record.info["mlops_idle_since"] = time.monotonic()
+
+
+def _pg_check_alive(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    """Pool checkout: hand out only a live PostgreSQL connection, without a round trip
+    for one that was in use a moment ago (SQLAlchemy's ``pool_pre_ping`` sends ``;`` and
+    waits for the answer at every checkout: one of the five round trips of a
+    ``log_param``).
+
+    An idle connection receives nothing unless the server is ending it (a restart or
+    ``pg_terminate_backend`` sends an error and closes the socket), so a readable socket,
+    or a connection psycopg already knows is broken, gets the real ping; so does one idle
+    for over ``_PG_PING_AFTER_IDLE`` seconds (a network path that went away sends
+    nothing). A failed ping raises ``DisconnectionError``: the pool drops the connection
+    and checks out a fresh one, as with ``pool_pre_ping``.
+    """
+    import select
+
+    idle_since = record.info.get("mlops_idle_since")
+    try:
+        suspect = (
+            dbapi_conn.broken
+            or dbapi_conn.closed
+            or idle_since is None
+            or time.monotonic() - idle_since > _PG_PING_AFTER_IDLE
+            or bool(select.select([dbapi_conn.fileno()], [], [], 0)[0])
+        )
+        if suspect:  # SQLAlchemy's ping: ';' outside a transaction
+            before = dbapi_conn.autocommit
+            dbapi_conn.autocommit = True
+            try:
+                dbapi_conn.execute(";")
+            finally:
+                if not dbapi_conn.closed:
+                    dbapi_conn.autocommit = before
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not usable"
+        raise sa.exc.DisconnectionError(f"Pooled PostgreSQL connection is not usable: {exc}") from exc
+
+
 class Transaction:
     """One transaction on the driver's own connection, for the hot paths of the store.
 
@@ -223,13 +268,15 @@ class Database:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return sa.create_engine(
+        engine = sa.create_engine(
             url,
             pool_size=self._pool[0],
             max_overflow=self._pool[1],
-            pool_pre_ping=True,
             connect_args={"connect_timeout": 10},
         )
+        event.listen(engine, "checkout", _pg_check_alive)
+        event.listen(engine, "checkin", _pg_mark_idle)
+        return engine
 
     # ---------------------------------------------------------------- sessions
 
