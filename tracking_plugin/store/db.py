@@ -80,6 +80,7 @@ def _normalise_uri(uri: str) -> str:
     return uri
 
 
+_REPEATABLE_READ = 3  # psycopg.IsolationLevel.REPEATABLE_READ (psycopg is imported only for PostgreSQL)
 # A pooled PostgreSQL connection idle longer than this is pinged (a round trip) at
 # checkout; one used more recently only has its socket looked at (see _pg_check_alive).
 _PG_PING_AFTER_IDLE = 10.0
@@ -309,7 +310,9 @@ class Database:
             raise
 
     @contextmanager
-    def transaction(self, *, write: bool = True, bulk: bool = False, rows: int | None = None) -> Iterator[Transaction]:
+    def transaction(
+        self, *, write: bool = True, bulk: bool = False, rows: int | None = None, snapshot: bool = False
+    ) -> Iterator[Transaction]:
         """One transaction on a pooled driver connection: commit on success, roll back on
         any error. Same locking and error translation as :meth:`session` (SQLite writes
         start with ``BEGIN IMMEDIATE``).
@@ -324,6 +327,10 @@ class Database:
         instead of growing with every batch. Durability is unchanged: with
         ``synchronous=NORMAL`` a WAL commit is never synced, only checkpoints are.
 
+        ``snapshot=True`` (PostgreSQL): the transaction runs at REPEATABLE READ, so all its
+        statements see one snapshot (a read in several statements); psycopg says so in its
+        BEGIN, no round trip more. SQLite transactions always read one snapshot.
+
         ``rows``: how many rows the bulk transaction writes, when the caller knows. The
         checkpoint is then asked for once bulk commits since the last one reach
         ``_BULK_CHECKPOINT_ROWS`` (about SQLite's own 1,000-page automatic checkpoint), not
@@ -335,7 +342,10 @@ class Database:
         if relax:
             self._checkpoint_idle.wait(self._busy_timeout)
         fairy = self._retrying_connect(self.engine.raw_connection)
+        isolation = snapshot and postgres
         try:
+            if isolation:
+                fairy.driver_connection.isolation_level = _REPEATABLE_READ
             cursor = fairy.cursor()
             if relax:
                 # Both are no-ops inside a transaction: set them before BEGIN.
@@ -374,6 +384,11 @@ class Database:
                 fairy.invalidate(exc)  # a broken connection must not go back to the pool
             raise self._unavailable(exc) from exc
         finally:
+            if isolation:
+                try:
+                    fairy.driver_connection.isolation_level = None
+                except Exception as exc:  # never pool a connection left at another level
+                    fairy.invalidate(exc)
             if relax:
                 try:
                     restore = fairy.cursor()
