@@ -1313,8 +1313,7 @@ def _pg_history_whole(
         _check_run_readable(tx, run_id)
         first = _pg_history_read(tx, run_id, key, _STEP_MIN, _STEP_MAX, size, offset)
     except BaseException:
-        if not tx_context.__exit__(*sys.exc_info()):
-            raise
+        tx_context.__exit__(*sys.exc_info())  # rolls back; raises its own error if it has one
         raise
 
     def chunks(start: tuple[list[int], list[int], list[float]]) -> Iterator[tuple[list[int], list[int], list[float]]]:
@@ -1375,8 +1374,8 @@ def _pg_history_whole(
                             pass
                     worker.join()
         except BaseException:
-            if not tx_context.__exit__(*sys.exc_info()):
-                raise
+            tx_context.__exit__(*sys.exc_info())
+            raise
         else:
             tx_context.__exit__(None, None, None)
 
