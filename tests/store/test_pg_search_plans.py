@@ -137,6 +137,31 @@ def _plan_nodes(plan: dict) -> Iterator[dict]:
         yield from _plan_nodes(child)
 
 
+def _search_settings(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
+    """What search_runs sets for its transaction (custom plans, cached page costs), on a
+    connection that then EXPLAINs the store's statements in the same transaction."""
+    from tracking_plugin.store.sql_tracking import _CUSTOM_PLANS
+
+    conn.execute(_CUSTOM_PLANS.compile("postgresql")[0])
+
+
+def test_a_pages_lookups_probe_the_primary_keys(big_store: tuple[SqlStore, str]) -> None:
+    """The page's metrics/params/tags (one ``= ANY(run ids)`` statement per table) are read
+    by primary-key probes, not by reading the whole table (the planner's choice with
+    PostgreSQL's default random_page_cost for a page of 250 of 20,000 runs)."""
+    store, exp = big_store
+    statements = _statements(lambda: store.search_runs([exp], "metrics.acc > 0.5", max_results=250))
+    lookups = [(sql, params) for sql, params in statements if "= ANY" in sql]
+    assert {sql.split("FROM", 1)[1].split()[0] for sql, _ in lookups} == {"latest_metrics", "params", "tags"}
+    with psycopg.connect(_dsn(store.db.uri)) as conn:
+        _search_settings(conn)
+        for sql, params in lookups:
+            plan = conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()[0][0]["Plan"]
+            nodes = list(_plan_nodes(plan))
+            seq = [n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan"]
+            assert not seq, f"sequential scan of {seq}:\n{json.dumps(plan, indent=1)[:3000]}"
+
+
 # shape -> (filter, order_by, page, indexes the plan must use)
 SHAPES = {
     "metric filter": ("metrics.acc > 0.995", None, 1, {"ix_latest_metrics_key_value"}),
@@ -163,7 +188,7 @@ def test_search_shapes_use_their_indexes(big_store: tuple[SqlStore, str], shape:
     assert len(search) == 1, [s[0][:80] for s in statements]
     sql, params = search[0]
     with psycopg.connect(_dsn(store.db.uri)) as conn:
-        conn.execute("SET plan_cache_mode = force_custom_plan")
+        _search_settings(conn)
         plan = conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()[0][0]["Plan"]
     nodes = list(_plan_nodes(plan))
     seq = [n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in KV_TABLES]
@@ -206,7 +231,7 @@ def test_a_keyset_page_starts_in_the_index_at_the_token(big_store: tuple[SqlStor
     statements = _statements(lambda: store.search_runs([exp], "", max_results=50, page_token=token))
     sql, params = next(s for s in statements if s[0].startswith("SELECT runs."))
     with psycopg.connect(_dsn(store.db.uri)) as conn:
-        conn.execute("SET plan_cache_mode = force_custom_plan")
+        _search_settings(conn)
         plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()[0][0]["Plan"]
     nodes = list(_plan_nodes(plan))
     # An Incremental Sort (ties of start_time ordered by run id) is fine; a full Sort is not.

@@ -712,6 +712,37 @@ def test_metric_history_order_duplicates_and_paging(store: SqlStore) -> None:
         store.get_metric_history("ffffffffffffffffffffffffffffffff", "loss")
 
 
+def test_metric_history_longer_than_one_read_comes_whole(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # PostgreSQL reads an unpaged history in chunks of _PG_HISTORY_CHUNK points (arrays,
+    # one snapshot, cut at step edges); a chunk of 3 makes 16 points take several reads,
+    # duplicates and NaN across the chunk edges, one step longer than a chunk (no two points of one step and timestamp differ in value:
+    # their order is the backend's, see _PG_HISTORY_ROWS). SQLite reads it in one statement.
+    from tracking_plugin.store import sql_tracking
+
+    monkeypatch.setattr(sql_tracking, "_PG_HISTORY_CHUNK", 3)
+    run_id = new_run(store)
+    points = [Metric("loss", float(s % 4), T0 + s, s // 2) for s in range(8)]
+    points += [Metric("loss", 2.0, T0 + 2, 1), Metric("loss", math.nan, T0 + 9, 4), Metric("loss", 2.0, T0 + 2, 1)]
+    points += [Metric("loss", 7.0, T0 + 20 + i, 7) for i in range(5)]  # one step longer than a chunk
+    store.log_batch(run_id, metrics=points)
+    store.log_batch(run_id, metrics=[Metric("other", 5.0, T0, 0)])
+    want = sorted(((m.step, m.timestamp, m.value) for m in points), key=lambda p: (p[0], p[1], math.isnan(p[2]), p[2]))
+    got = store.get_metric_history(run_id, "loss")
+    assert got.token is None
+    assert [(m.step, m.timestamp, m.value) for m in got if not math.isnan(m.value)] == [p for p in want if not math.isnan(p[2])]
+    assert [(m.step, m.timestamp) for m in got if math.isnan(m.value)] == [(4, T0 + 9)]
+    assert all(m.key == "loss" for m in got) and len(got) == 16
+    steps, timestamps, values, token = store.get_metric_history_columns(run_id, "loss")
+    assert token is None and (steps, timestamps) == ([m.step for m in got], [m.timestamp for m in got])
+    assert [v for v in values if not math.isnan(v)] == [m.value for m in got if not math.isnan(m.value)]
+    # From an offset (a page token) to the end: also chunked, from within a step too.
+    for first in (4, 12, 13, 15):
+        page = store.get_metric_history(run_id, "loss", max_results=first)
+        rest = store.get_metric_history(run_id, "loss", page_token=page.token)
+        assert [(m.step, m.timestamp) for m in [*page, *rest]] == [(m.step, m.timestamp) for m in got], first
+        assert rest.token is None
+
+
 def test_metric_history_columns_match_the_entities_page_by_page(store: SqlStore) -> None:
     # The tracking server's columnar read: the same points, order, NaN/inf and pages.
     run_id = new_run(store)

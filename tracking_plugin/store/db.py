@@ -80,6 +80,52 @@ def _normalise_uri(uri: str) -> str:
     return uri
 
 
+_REPEATABLE_READ = 3  # psycopg.IsolationLevel.REPEATABLE_READ (psycopg is imported only for PostgreSQL)
+# A pooled PostgreSQL connection idle longer than this is pinged (a round trip) at
+# checkout; one used more recently only has its socket looked at (see _pg_check_alive).
+_PG_PING_AFTER_IDLE = 10.0
+
+
+def _pg_mark_idle(dbapi_conn: Any, record: Any) -> None:
+    record.info["mlops_idle_since"] = time.monotonic()
+
+
+def _pg_check_alive(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    """Pool checkout: hand out only a live PostgreSQL connection, without a round trip
+    for one that was in use a moment ago (SQLAlchemy's ``pool_pre_ping`` sends ``;`` and
+    waits for the answer at every checkout: one of the five round trips of a
+    ``log_param``).
+
+    An idle connection receives nothing unless the server is ending it (a restart or
+    ``pg_terminate_backend`` sends an error and closes the socket), so a readable socket,
+    or a connection psycopg already knows is broken, gets the real ping; so does one idle
+    for over ``_PG_PING_AFTER_IDLE`` seconds (a network path that went away sends
+    nothing). A failed ping raises ``DisconnectionError``: the pool drops the connection
+    and checks out a fresh one, as with ``pool_pre_ping``.
+    """
+    import select
+
+    idle_since = record.info.get("mlops_idle_since")
+    try:
+        suspect = (
+            dbapi_conn.broken
+            or dbapi_conn.closed
+            or idle_since is None
+            or time.monotonic() - idle_since > _PG_PING_AFTER_IDLE
+            or bool(select.select([dbapi_conn.fileno()], [], [], 0)[0])
+        )
+        if suspect:  # SQLAlchemy's ping: ';' outside a transaction
+            before = dbapi_conn.autocommit
+            dbapi_conn.autocommit = True
+            try:
+                dbapi_conn.execute(";")
+            finally:
+                if not dbapi_conn.closed:
+                    dbapi_conn.autocommit = before
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not usable"
+        raise sa.exc.DisconnectionError(f"Pooled PostgreSQL connection is not usable: {exc}") from exc
+
+
 class Transaction:
     """One transaction on the driver's own connection, for the hot paths of the store.
 
@@ -97,10 +143,16 @@ class Transaction:
         self.dialect = dialect
         self.postgres = dialect == "postgresql"
 
-    def execute(self, statement: Statement, params: Sequence[Any] = ()) -> Any:
-        """Run one statement with the values of its ``params``; returns the DB-API cursor."""
+    def execute(self, statement: Statement, params: Sequence[Any] = (), *, binary: bool = False) -> Any:
+        """Run one statement with the values of its ``params``; returns the DB-API cursor.
+        ``binary``: PostgreSQL sends the result in binary (cheaper to decode: arrays and
+        numbers); only for PostgreSQL."""
         sql, order = statement.compiled.get(self.dialect) or statement.compile(self.dialect)
-        self.cursor.execute(sql, params if order is None else [params[i] for i in order])
+        values = params if order is None else [params[i] for i in order]
+        if binary:
+            self.cursor.execute(sql, values, binary=True)
+        else:
+            self.cursor.execute(sql, values)
         return self.cursor
 
     def executemany(self, statement: Statement, rows: Sequence[Sequence[Any]]) -> int:
@@ -117,8 +169,8 @@ class Transaction:
         self.cursor.execute(sql, params)
         return self.cursor
 
-    def one(self, statement: Statement, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        return self.execute(statement, params).fetchone()  # type: ignore[no-any-return]
+    def one(self, statement: Statement, params: Sequence[Any] = (), *, binary: bool = False) -> tuple[Any, ...] | None:
+        return self.execute(statement, params, binary=binary).fetchone()  # type: ignore[no-any-return]
 
     def all(self, statement: Statement, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.execute(statement, params).fetchall()  # type: ignore[no-any-return]
@@ -217,13 +269,15 @@ class Database:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return sa.create_engine(
+        engine = sa.create_engine(
             url,
             pool_size=self._pool[0],
             max_overflow=self._pool[1],
-            pool_pre_ping=True,
             connect_args={"connect_timeout": 10},
         )
+        event.listen(engine, "checkout", _pg_check_alive)
+        event.listen(engine, "checkin", _pg_mark_idle)
+        return engine
 
     # ---------------------------------------------------------------- sessions
 
@@ -256,7 +310,9 @@ class Database:
             raise
 
     @contextmanager
-    def transaction(self, *, write: bool = True, bulk: bool = False, rows: int | None = None) -> Iterator[Transaction]:
+    def transaction(
+        self, *, write: bool = True, bulk: bool = False, rows: int | None = None, snapshot: bool = False
+    ) -> Iterator[Transaction]:
         """One transaction on a pooled driver connection: commit on success, roll back on
         any error. Same locking and error translation as :meth:`session` (SQLite writes
         start with ``BEGIN IMMEDIATE``).
@@ -271,6 +327,10 @@ class Database:
         instead of growing with every batch. Durability is unchanged: with
         ``synchronous=NORMAL`` a WAL commit is never synced, only checkpoints are.
 
+        ``snapshot=True`` (PostgreSQL): the transaction runs at REPEATABLE READ, so all its
+        statements see one snapshot (a read in several statements); psycopg says so in its
+        BEGIN, no round trip more. SQLite transactions always read one snapshot.
+
         ``rows``: how many rows the bulk transaction writes, when the caller knows. The
         checkpoint is then asked for once bulk commits since the last one reach
         ``_BULK_CHECKPOINT_ROWS`` (about SQLite's own 1,000-page automatic checkpoint), not
@@ -282,7 +342,10 @@ class Database:
         if relax:
             self._checkpoint_idle.wait(self._busy_timeout)
         fairy = self._retrying_connect(self.engine.raw_connection)
+        isolation = snapshot and postgres
         try:
+            if isolation:
+                fairy.driver_connection.isolation_level = _REPEATABLE_READ
             cursor = fairy.cursor()
             if relax:
                 # Both are no-ops inside a transaction: set them before BEGIN.
@@ -321,6 +384,11 @@ class Database:
                 fairy.invalidate(exc)  # a broken connection must not go back to the pool
             raise self._unavailable(exc) from exc
         finally:
+            if isolation:
+                try:
+                    fairy.driver_connection.isolation_level = None
+                except Exception as exc:  # never pool a connection left at another level
+                    fairy.invalidate(exc)
             if relax:
                 try:
                     restore = fairy.cursor()

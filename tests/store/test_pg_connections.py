@@ -1,0 +1,96 @@
+"""PostgreSQL connection checkout: a pooled connection used a moment ago goes out without
+a ping round trip, and a connection the server ended (a restart, pg_terminate_backend) is
+still never handed out (the pool replaces it, as SQLAlchemy's pool_pre_ping did).
+
+Statements are counted at the driver (a counting cursor class on every connection of the
+store's engine): the ping is a statement like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import event
+
+from support import create_pg_database
+from tracking_plugin.entities import Param
+from tracking_plugin.store import db as db_module
+from tracking_plugin.store.db import Database
+from tracking_plugin.store.sql import SqlStore
+
+
+class _Counting(psycopg.Cursor):  # type: ignore[type-arg]
+    log: list[str] = []
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+        _Counting.log.append(str(query))
+        return super().execute(query, params, **kw)
+
+    def executemany(self, query: Any, params_seq: Any, **kw: Any) -> Any:
+        _Counting.log.append(str(query))
+        return super().executemany(query, params_seq, **kw)
+
+
+@pytest.fixture
+def counted(pg_server: str) -> Iterator[tuple[SqlStore, str]]:
+    url = create_pg_database(pg_server)
+    db = Database(url, pool_size=1, max_overflow=0)
+    db.upgrade()
+    db.engine.dispose()
+
+    @event.listens_for(db.engine, "connect")
+    def _counting(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.cursor_factory = _Counting
+
+    with SqlStore(db) as store:
+        yield store, url
+
+
+def _statements(fn: Any) -> list[str]:
+    _Counting.log = []
+    fn()
+    return list(_Counting.log)
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(counted: tuple[SqlStore, str]) -> None:
+    store, _ = counted
+    exp = store.create_experiment("e")
+    run_id = store.create_run(exp, user_id="u", start_time=1_700_000_000_000).info.run_id
+    sent = _statements(lambda: store.log_batch(run_id, params=[Param("a", "1")]))
+    # The run check and the insert (what log_param sends): no ";" ping before them.
+    assert [s for s in sent if s.strip() == ";"] == []
+    assert len(sent) == 2, sent
+
+
+def test_an_idle_connection_is_pinged(counted: tuple[SqlStore, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    store, _ = counted
+    exp = store.create_experiment("e")
+    run_id = store.create_run(exp, user_id="u", start_time=1_700_000_000_000).info.run_id
+    monkeypatch.setattr(db_module, "_PG_PING_AFTER_IDLE", 0.05)
+    time.sleep(0.2)
+    sent = _statements(lambda: store.log_batch(run_id, params=[Param("a", "1")]))
+    assert [s.strip() for s in sent][0] == ";" and len(sent) == 3, sent
+
+
+def test_a_connection_the_server_ended_is_replaced_not_handed_out(counted: tuple[SqlStore, str]) -> None:
+    store, url = counted
+    exp = store.create_experiment("e")
+    run_id = store.create_run(exp, user_id="u", start_time=1_700_000_000_000).info.run_id
+    # The pool's one connection is ended by the server while it sits in the pool.
+    with psycopg.connect("postgresql://" + url.split("://", 1)[1], autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert ended and all(row[0] for row in ended)
+    time.sleep(0.2)  # the termination notice reaches the client's socket
+    # A read first (writes would also survive by replaying on a fresh connection): the
+    # checkout must not hand out the ended connection.
+    assert store.get_run(run_id).info.run_id == run_id
+    for i in range(3):
+        store.log_batch(run_id, params=[Param(f"p{i}", str(i))])
+    assert set(store.get_run(run_id).data.params) >= {"p0", "p1", "p2"}
