@@ -175,6 +175,9 @@ class RunData:
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    # (timestamp, step) of each latest value in ``metrics``, as MLflow's run answers carry
+    # them; empty where not known (a run just created, an entity built by hand).
+    metric_points: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ then, in any training job, ``mlflow.set_tracking_uri("http://mlops-server:5000")
 
 Layout: ``app`` (factory), ``settings``, ``schemas`` (request bodies), ``wire`` (proto
 JSON out, artifact URI translation), ``errors`` (MLflow's error JSON and status codes),
-``limits`` (body size), ``routes/*`` (one router per area), ``serve`` (uvicorn runner).
+``limits`` (body size), ``routes/*`` (one router per area), ``fast`` (the mlflow client's
+hot calls without FastAPI's per-request machinery), ``serve`` (uvicorn runner).
 It sits above the stores and ``registry_tasks`` and imports nothing above ``serving_tasks``.
 """
 

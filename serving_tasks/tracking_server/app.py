@@ -25,6 +25,7 @@ from tracking_plugin.backend import acquire_store, release_store
 
 from serving_tasks.tracking_server.auth import AuthSettings, auth_dependencies, docs_router, install_auth
 from serving_tasks.tracking_server.errors import install_error_handlers
+from serving_tasks.tracking_server.fast import FastRoutes
 from serving_tasks.tracking_server.limits import BodyLimitMiddleware
 from serving_tasks.tracking_server.routes import (
     artifacts,
@@ -86,6 +87,8 @@ def create_app(settings: ServerSettings | None = None, *, auth: AuthSettings | N
         app.include_router(router)
     if settings.serve_artifacts:
         app.include_router(artifacts.router)
+    # Added first, so innermost: the body limit and auth's after-rules wrap it (see fast).
+    app.add_middleware(FastRoutes, owner=app)
     install_ui(app)
     if auth.enabled:
         install_auth(app, app.state.store.db, auth)

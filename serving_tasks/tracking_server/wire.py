@@ -150,6 +150,15 @@ def run_info(info: RunInfo, uris: ArtifactUris) -> dict[str, Any]:
     return out
 
 
+def _latest_metrics(values: Mapping[str, float], points: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    """The latest value of each metric, with its time and step (0 and 0 where unknown)."""
+    out = []
+    for key, value in values.items():
+        timestamp, step = points.get(key, (0, 0))
+        out.append({"key": key, "value": float_out(value), "timestamp": timestamp, "step": step})
+    return out
+
+
 def run(
     r: Run, uris: ArtifactUris, inputs: RunInputs | None = None, outputs: RunOutputs | None = None
 ) -> dict[str, Any]:
@@ -157,8 +166,7 @@ def run(
     out: dict[str, Any] = {
         "info": run_info(r.info, uris),
         "data": {
-            # The latest value of each metric (its step and time are in get-history).
-            "metrics": [{"key": k, "value": float_out(v), "timestamp": 0, "step": 0} for k, v in data.metrics.items()],
+            "metrics": _latest_metrics(data.metrics, data.metric_points),
             "params": [{"key": k, "value": v} for k, v in data.params.items()],
             "tags": _tags(data.tags),
         },

@@ -19,7 +19,7 @@ def test_builder_equals_the_constructor_and_keeps_the_entity_frozen() -> None:
     assert info == RunInfo(*_info_values())
     assert hash(info) == hash(RunInfo(*_info_values()))
     assert info.prefect_flow_run_id == "f" and info.run_uuid == "a" * 32
-    data = _positional_builder(RunData)({"m": 1.0}, {"p": "v"}, {})
+    data = _positional_builder(RunData)({"m": 1.0}, {"p": "v"}, {}, {})
     run = _positional_builder(Run)(info, data)
     assert run == Run(info=RunInfo(*_info_values()), data=RunData(metrics={"m": 1.0}, params={"p": "v"}))
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -117,6 +117,39 @@ def test_over_limit_batches_and_bodies(http: httpx.Client, run_id: str) -> None:
     assert http.get(f"{ARTIFACTS}/big.bin").status_code == 404
 
 
+def test_hot_routes_refuse_bad_bodies_like_every_route(http: httpx.Client, run_id: str) -> None:
+    """The mlflow client's hot calls (answered by the server's fast path) keep the body
+    limit, name the bad field of a batch, and write nothing of a refused batch."""
+    wide = b"w" * 200  # 300 points of ~260 bytes: over the limit, within the 1,000 points
+
+    def chunks():  # no Content-Length: cut off while reading
+        yield b'{"run_id": "' + run_id.encode() + b'", "metrics": ['
+        for i in range(300):
+            yield b'{"key": "%s", "value": 1.0, "timestamp": 1, "step": %d},' % (wide, i)
+        yield b'{"key": "big", "value": 1.0, "timestamp": 1, "step": 0}]}'
+
+    headers = {"Content-Type": "application/json"}
+    _error(http.post(f"{API}/runs/log-batch", content=chunks(), headers=headers), 413, "RESOURCE_EXHAUSTED")
+    metrics = [{"key": "typed", "value": 1.0, "timestamp": 1, "step": i} for i in range(600)]
+    metrics[500] = {"key": "typed", "value": 1.0, "timestamp": 1, "step": "five hundred"}
+    _error(http.post(f"{API}/runs/log-batch", json={"run_id": run_id, "metrics": metrics}), 400,
+           "INVALID_PARAMETER_VALUE", "metrics.500.step")
+    _error(http.post(f"{API}/runs/log-batch", json={"metrics": metrics[:3]}), 400, "INVALID_PARAMETER_VALUE", "'run_id'")
+    _error(http.post(f"{API}/runs/update", json={"run_id": run_id, "status": "SLEEPING"}), 400,
+           "INVALID_PARAMETER_VALUE", "status")
+    _error(http.get(f"{API}/runs/get", params={"run_id": ""}), 400, "INVALID_PARAMETER_VALUE", "run_id")
+    _error(http.post(f"{API}/runs/search", json={"experiment_ids": "1", "max_results": "many"}), 400,
+           "INVALID_PARAMETER_VALUE", "max_results")
+    for key in ("big", "w" * 200, "typed"):
+        history = http.get(f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": key}).json()
+        assert history.get("metrics", []) == []
+    # Proto JSON spellings the fast check leaves to the schema are still accepted.
+    lax = {"run_id": run_id, "metrics": [{"key": "lax", "value": "NaN", "timestamp": "7", "step": 1}, {"key": "lax", "value": 2, "timestamp": 8}]}
+    assert http.post(f"{API}/runs/log-batch", json=lax).status_code == 200
+    history = http.get(f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": "lax"}).json()["metrics"]
+    assert sorted((m["step"], m["timestamp"], m["value"]) for m in history) == [(0, 8, 2.0), (1, 7, "NaN")]
+
+
 def test_log_batch_limit_is_enforced_by_count(small_server: Any, start_server: Callable[..., Any], tmp_path: Path) -> None:
     roomy = start_server(f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "a"))
     with httpx.Client(base_url=roomy.url) as http:

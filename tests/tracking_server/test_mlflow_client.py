@@ -114,6 +114,24 @@ def test_search_runs_pages_with_tokens(client: MlflowClient) -> None:
     assert pages == 3 and len(seen) == 7 and set(seen) == created
 
 
+def test_run_answers_carry_the_latest_metric_time_and_step(client: MlflowClient) -> None:
+    """``run.data`` of search_runs and get_run holds each latest metric as MLflow's server
+    answers it: value, timestamp and step of the greatest step (not 0 and 0)."""
+    from mlflow.entities import Metric
+
+    experiment_id = client.create_experiment("latest-points")
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_batch(run_id, metrics=[Metric("loss", 1.0 / (s + 1), 1_700_000_000_000 + 10 * s, s) for s in range(5)])
+    client.log_metric(run_id, "acc", 0.75, timestamp=1_700_000_123_456, step=42)
+    client.log_metric(run_id, "acc", 0.5, timestamp=1_700_000_999_999, step=3)  # older step: not the latest
+
+    expected = {("loss", 0.2, 1_700_000_000_040, 4), ("acc", 0.75, 1_700_000_123_456, 42)}
+    [found] = client.search_runs([experiment_id], "metrics.acc > 0.7")
+    assert {(m.key, m.value, m.timestamp, m.step) for m in found.data._metric_objs} == expected
+    got = client.get_run(run_id)
+    assert {(m.key, m.value, m.timestamp, m.step) for m in got.data._metric_objs} == expected
+
+
 def test_experiment_endpoints(client: MlflowClient) -> None:
     experiment_id = client.create_experiment("exp-a", tags={"owner": "ana"})
     assert client.get_experiment(experiment_id).tags == {"owner": "ana"}

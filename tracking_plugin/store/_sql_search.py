@@ -243,7 +243,9 @@ def _page_statements(size: int) -> tuple[Statement, Statement, Statement]:
     latest, params, tags = _LATEST.c, _PARAMS.c, _TAGS.c
     return (
         Statement(
-            sa.select(latest.run_uuid, latest.key, latest.value, latest.is_nan).where(latest.run_uuid.in_(ids)), names
+            sa.select(latest.run_uuid, latest.key, latest.value, latest.is_nan, latest.timestamp, latest.step)
+            .where(latest.run_uuid.in_(ids)),
+            names,
         ),
         Statement(sa.select(params.run_uuid, params.key, params.value).where(params.run_uuid.in_(ids)), names),
         Statement(sa.select(tags.run_uuid, tags.key, tags.value).where(tags.run_uuid.in_(ids)), names),
@@ -256,8 +258,8 @@ def _page_statements_any() -> tuple[Statement, Statement, Statement]:
     latest, params, tags = _LATEST.c, _PARAMS.c, _TAGS.c
     ids = sa.any_(sa.bindparam("run_ids"))
     return (
-        Statement(sa.select(latest.run_uuid, latest.key, latest.value, latest.is_nan).where(latest.run_uuid == ids),
-                  ("run_ids",)),
+        Statement(sa.select(latest.run_uuid, latest.key, latest.value, latest.is_nan, latest.timestamp, latest.step)
+                  .where(latest.run_uuid == ids), ("run_ids",)),
         Statement(sa.select(params.run_uuid, params.key, params.value).where(params.run_uuid == ids), ("run_ids",)),
         Statement(sa.select(tags.run_uuid, tags.key, tags.value).where(tags.run_uuid == ids), ("run_ids",)),
     )
@@ -273,6 +275,7 @@ def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
         return []
     ids = [r[0] for r in rows]
     metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
+    points: dict[str, dict[str, tuple[int, int]]] = {i: {} for i in ids}
     params: dict[str, dict[str, str]] = {i: {} for i in ids}
     tags: dict[str, dict[str, str]] = {i: {} for i in ids}
     nan = math.nan
@@ -286,13 +289,16 @@ def _load_runs(tx: Transaction, rows: Sequence[Any]) -> list[Run]:
         else:
             size, args = in_list(chunk, _CHUNK)
             latest, params_of, tags_of = _page_statements(size)
-        for run_uuid, key, value, is_nan in tx.all(latest, args):
+        for run_uuid, key, value, is_nan, timestamp, step in tx.all(latest, args):
             metrics[run_uuid][key] = nan if is_nan else value
+            points[run_uuid][key] = (timestamp, step)
         for run_uuid, key, value in tx.all(params_of, args):
             params[run_uuid][key] = value
         for run_uuid, key, value in tx.all(tags_of, args):
             tags[run_uuid][key] = value
-    return [_build_run(_run_info(r), _build_run_data(metrics[r[0]], params[r[0]], tags[r[0]])) for r in rows]
+    return [
+        _build_run(_run_info(r), _build_run_data(metrics[r[0]], params[r[0]], tags[r[0]], points[r[0]])) for r in rows
+    ]
 
 
 _KV_TABLES = {"metric": _LATEST, "param": _PARAMS, "tag": _TAGS}

@@ -121,12 +121,14 @@ def run_info(i: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> Run
 def run(r: Mapping[str, Any]) -> Run:
     data = r.get("data", {})
     tags = kv(data.get("tags"))
+    metrics = data.get("metrics", ())
     return Run(
         info=run_info(r["info"], tags),
         data=RunData(
-            metrics={m["key"]: float_in(m["value"]) for m in data.get("metrics", ())},
+            metrics={m["key"]: float_in(m["value"]) for m in metrics},
             params=kv(data.get("params")),
             tags=tags,
+            metric_points={m["key"]: (int(m.get("timestamp", 0)), int(m.get("step", 0))) for m in metrics},
         ),
     )
 

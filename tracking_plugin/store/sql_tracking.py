@@ -1202,6 +1202,8 @@ def _unlogged_points(
             (key, value, bool(is_nan), timestamp, step)
             for key, value, is_nan, timestamp, step in tx.all(_logged_points(size), (run_id, *padded, *bounds))
         )
+    if not logged:  # the usual case, nothing of it stored yet: only repeats within the batch go
+        return list(dict.fromkeys(rows))  # (the run id is the same in every row)
     fresh = []
     for row in rows:
         identity = (row[1], row[2], row[3], row[4], row[5])

@@ -125,23 +125,31 @@ def delete_tag(body: schemas.DeleteTag, store: Store) -> Response:
 
 @router.post("/log-batch")
 def log_batch(body: schemas.LogBatch, store: Store) -> Response:
-    if len(body.metrics) > MAX_METRICS_PER_BATCH:
+    return log_batch_items(
+        store,
+        _run_id(body),
+        [Metric(m.key, m.value, m.timestamp, m.step) for m in body.metrics],
+        [Param(p.key, p.value) for p in body.params],
+        [RunTag(t.key, t.value) for t in body.tags],
+    )
+
+
+def log_batch_items(
+    store: SqlStore, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]
+) -> Response:
+    """``runs/log-batch`` after parsing (also ``fast.FastRoutes``'s): MLflow's limits, then
+    one store call."""
+    if len(metrics) > MAX_METRICS_PER_BATCH:
         raise InvalidArgument(
             f"A batch logging request can contain at most {MAX_METRICS_PER_BATCH} metrics; got "
-            f"{len(body.metrics)} in 'metrics'. Split it into several log-batch calls."
+            f"{len(metrics)} in 'metrics'. Split it into several log-batch calls."
         )
-    if len(body.params) + len(body.tags) > MAX_PARAMS_TAGS_PER_BATCH:
+    if len(params) + len(tags) > MAX_PARAMS_TAGS_PER_BATCH:
         raise InvalidArgument(
             f"A batch logging request can contain at most {MAX_PARAMS_TAGS_PER_BATCH} params and tags "
-            f"together; got {len(body.params)} in 'params' and {len(body.tags)} in 'tags'. Split it."
+            f"together; got {len(params)} in 'params' and {len(tags)} in 'tags'. Split it."
         )
-    store.log_batch(
-        _run_id(body),
-        metrics=[Metric(m.key, m.value, m.timestamp, m.step) for m in body.metrics],
-        params=[Param(p.key, p.value) for p in body.params],
-        tags=[RunTag(t.key, t.value) for t in body.tags],
-        skip_logged_points=True,
-    )
+    store.log_batch(run_id, metrics=metrics, params=params, tags=tags, skip_logged_points=True)
     return ok()
 
 
