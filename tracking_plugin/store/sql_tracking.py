@@ -811,7 +811,10 @@ class SqlTrackingStore:
             if param_values:
                 _write_params(tx, run_id, param_values)
             if metric_rows and skip_logged_points:
-                metric_rows, columns = _unlogged_points(tx, run_id, metric_rows), None
+                fresh = _unlogged_points(tx, run_id, metric_rows)
+                if len(fresh) != len(metric_rows):  # some dropped: the columns no longer match
+                    columns = None
+                metric_rows = fresh
             if metric_rows:
                 if tx.postgres and len(metric_rows) >= _pg_bulk.COPY_MIN_POINTS:
                     _pg_bulk.copy_metrics(tx.cursor, metric_rows)
