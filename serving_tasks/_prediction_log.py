@@ -134,6 +134,7 @@ class PredictionLogger:
         self._thread: threading.Thread | None = None
         self._random = random.Random()
         self._queued_rows = 0
+        self._writing_rows = 0  # taken by flush(), not yet written
         self.logged_rows = 0
         self.dropped_rows = 0
         self.sampled_out_requests = 0
@@ -217,11 +218,12 @@ class PredictionLogger:
     def stats(self) -> dict[str, Any]:
         """What ``/metadata`` shows under ``prediction_log``."""
         with self._lock:
-            queued = self._queued_rows
+            queued = self._queued_rows + self._writing_rows
+            logged = self.logged_rows
         return {
             "uri": self.uri,
             "sample_rate": self.sample_rate,
-            "logged_rows": self.logged_rows,
+            "logged_rows": logged,
             "queued_rows": queued,
             "dropped_rows": self.dropped_rows,
             "sampled_out_requests": self.sampled_out_requests,
@@ -247,6 +249,7 @@ class PredictionLogger:
         with self._lock:
             entries = list(self._queue)
             self._queue.clear()
+            self._writing_rows = self._queued_rows  # still "queued" in stats() until written
             self._queued_rows = 0
         if not entries:
             return
@@ -262,6 +265,7 @@ class PredictionLogger:
     def _requeue(self, group: list[_Entry]) -> None:
         rows = sum(map(_N_ROWS, group))
         with self._lock:
+            self._writing_rows -= rows
             if self._queued_rows + rows > self.max_queue_rows:
                 self.dropped_rows += rows
                 return
@@ -286,8 +290,10 @@ class PredictionLogger:
             writer.close()
             self._writer = None
             raise RuntimeError(f"the prediction log writer process stopped (exit code {code}): {exc}") from exc
-        self.files_written += 1
-        self.logged_rows += rows
+        with self._lock:  # with _writing_rows' decrement, so stats() never counts a row twice
+            self.files_written += 1
+            self.logged_rows += rows
+            self._writing_rows -= rows
 
     def _model_key(self, served: Any, writer: "_WriterProcess") -> tuple[int, dict[str, Any] | None]:
         """The writer process's key for ``served``, and its description when that process
@@ -349,10 +355,17 @@ def _wire_group(group: list[_Entry]) -> tuple[Any, ...]:
         inputs,
         b"".join(predictions),
         np.fromiter(map(len, predictions), dtype=np.int64, count=n),
-        list(map(_REQUEST_ID, group)),
+        _joined_ids(list(map(_REQUEST_ID, group))),
         np.fromiter(map(_AT, group), dtype=np.float64, count=n),
         np.fromiter(map(_N_ROWS, group), dtype=np.int64, count=n),
     )
+
+
+def _joined_ids(ids: list[str]) -> str | list[str]:
+    """The request ids as one newline-joined string (one object to pickle, not thousands),
+    or the list when an id holds a newline (the server's ids never do)."""
+    joined = "\n".join(ids)
+    return joined if joined.count("\n") == len(ids) - 1 else ids
 
 
 _N_ROWS = operator.attrgetter("n_rows")

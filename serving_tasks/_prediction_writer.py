@@ -189,6 +189,8 @@ class _Model:
         import pyarrow as pa
 
         inputs_wire, answers, answer_lengths, request_ids, stamps, counts = wire
+        if isinstance(request_ids, str):
+            request_ids = request_ids.split("\n")
         payloads = self.payloads(inputs_wire)
         total = int(counts.sum())
         inputs = _input_frame(payloads)
