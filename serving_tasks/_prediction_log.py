@@ -86,7 +86,7 @@ class _Entry:
 
 
 class PredictionLogger:
-    """Queue scored requests on the event loop; write them as Parquet from one thread.
+    """Queue scored requests on the event loop; a thread hands them to a writer process.
 
     - ``uri``: the log's root (a folder or ``s3://bucket/prefix``);
     - ``sample_rate``: share of requests logged (0 < rate <= 1; 1 logs every request);
@@ -187,7 +187,7 @@ class PredictionLogger:
 
     def start(self) -> None:
         """Start the writer process (it imports pandas and pyarrow now, not when the first
-        flush competes with requests for the CPU) and the writer thread."""
+        flush competes with requests for the CPU) and the writer thread that feeds it."""
         if self._writer is None:
             self._writer = _WriterProcess(self.uri, self._settings)
         if self._thread is None:

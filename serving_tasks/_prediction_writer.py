@@ -96,7 +96,8 @@ def writer_main() -> None:
     # Below the server in CPU priority: on a busy machine its encoding waits, not requests
     # (at nice 10 it still gets ~10% of a core against one busy process, ~8x what 1,000
     # logged requests/s need).
-    os.nice(10)
+    if hasattr(os, "nice"):  # POSIX
+        os.nice(10)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -104,19 +105,25 @@ def writer_main() -> None:
     from tracking_plugin.artifacts import get_artifact_repository
 
     repo = None
+    repo_error = "the writer process has no artifact store"
     models: dict[int, _Model] = {}
     while True:
         message = read_message(requests)
         if message is None:
             return
+        if message[0] == "open":  # no reply: a failure is the reply to every write
+            try:
+                repo = get_artifact_repository(message[1], message[2])
+            except Exception as exc:
+                repo_error = f"{type(exc).__name__}: {exc}"
+            import pandas  # noqa: F401  (warm up while the server starts)
+            import pyarrow.parquet  # noqa: F401
+
+            continue
         reply: tuple[bool, Any]
         try:
-            if message[0] == "open":
-                repo = get_artifact_repository(message[1], message[2])
-                import pandas  # noqa: F401  (warm up while the server starts)
-                import pyarrow.parquet  # noqa: F401
-
-                continue
+            if repo is None:
+                raise RuntimeError(repo_error)
             _, key, description, day, wire = message
             if description is not None:
                 models[key] = _Model.load(description)
