@@ -18,7 +18,7 @@ from tracking_plugin.errors import InvalidArgument, MlopsError
 
 from serving_tasks._payload import ParsedPayload
 
-__all__ = ["ModelPredictError", "RefusedVersion", "ServedModel", "predictions_to_json"]
+__all__ = ["ModelPredictError", "RefusedVersion", "ServedModel", "columns_to_frame", "predictions_to_json"]
 
 logger = logging.getLogger("serving_tasks")
 
@@ -186,6 +186,14 @@ def _build_frame(payloads: Sequence[ParsedPayload]) -> Any:
             n: list(itertools.chain.from_iterable(p.columns[n] for p in payloads))  # type: ignore[index]
             for n in first.columns or {}
         }
+    return columns_to_frame(columns)
+
+
+def columns_to_frame(columns: dict[str, list[Any]]) -> Any:
+    """One DataFrame from JSON columns (name -> values), typed as ``predict`` sees them
+    (the prediction log builds its ``predict_proba`` input with it too)."""
+    import pandas as pd
+
     values = [_column_array(v) for v in columns.values()]
     index = pd.RangeIndex(len(values[0]) if values else 0)
     if values and all(isinstance(v, np.ndarray) for v in values) and len({v.dtype for v in values}) == 1:

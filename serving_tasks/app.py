@@ -273,7 +273,7 @@ class _Scorer:
         except Exception as exc:
             return _internal_error(request_id, exc, "Unexpected error while scoring")
         if self.prediction_log is not None:
-            self.prediction_log.offer(served, payload, result.value, request_id)
+            self.prediction_log.offer(served, payload, result.value, request_id, body=body, media_type=media_type)
         return _Reply(
             200,
             b'{"predictions":' + result.value + b"}",

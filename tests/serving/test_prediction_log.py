@@ -5,7 +5,8 @@ models, Parquet read back from a local folder and from S3 (moto over HTTP).
   probabilities of the model's ``predict_proba``, and each response's ``X-Request-ID``;
   partitioned ``model=/version=/date=``; written on shutdown.
 - A full queue drops and counts rows (``/metadata``) and requests do not wait for it.
-- A write that fails (missing bucket) keeps its rows and writes them once it can.
+- A write that fails (missing bucket) keeps its rows and writes them once it can; so does
+  a writer process that dies (a new one is started).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Iterator
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -343,3 +345,60 @@ def test_several_worker_processes_log_every_request_once(
     logged = _read_log(log_root)
     assert len(ids) == len(set(ids)) == 60
     assert sorted(logged["request_id"]) == sorted(ids)
+
+
+def _writer_processes() -> list[int]:
+    """This test process's prediction log writer processes (children running the writer)."""
+    import os
+
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                if b"_prediction_writer" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    pids.append(int(child))
+            except FileNotFoundError:  # exited meanwhile
+                pass
+    return pids
+
+
+def test_a_killed_writer_process_loses_no_rows_and_is_replaced(label_model: tuple[str, Any], churn_data: Any, tmp_path: Path) -> None:
+    """Encoding and writing run in a writer process; if it dies (OOM killer, a crash), the
+    rows it held are requeued and the next flush starts another one."""
+    import os
+    import signal
+
+    model_path, pipeline = label_model
+    X, _ = churn_data
+    log = PredictionLogger(str(tmp_path), flush_interval=3600)
+    log.start()
+    served = _served(model_path)
+    rows = X.iloc[:6].reset_index(drop=True)
+
+    def send(i: int) -> None:
+        body = rows.iloc[[i]].to_json(orient="split", index=False).encode()
+        payload = ParsedPayload(n_rows=1, columns={c: [rows[c][i].item()] for c in rows.columns})
+        log.offer(served, payload, orjson.dumps([int(pipeline.predict(rows.iloc[[i]])[0])]), f"r{i}",
+                  body=b'{"dataframe_split": ' + body + b"}", media_type="application/json")
+
+    for i in range(3):
+        send(i)
+    log.flush()
+    assert log.stats()["logged_rows"] == 3
+    [writer] = _writer_processes()
+    os.kill(writer, signal.SIGKILL)
+    poll(lambda: writer not in _writer_processes(), timeout=30, what="the writer process gone")
+    for i in range(3, 6):
+        send(i)
+    # This flush finds the process dead and starts another, or (if it has not been reaped
+    # yet) loses its pipe and requeues the rows; stop() writes whatever is left.
+    log.flush()
+    log.stop()
+    stats = log.stats()
+    assert stats["logged_rows"] == 6 and stats["queued_rows"] == 0 and stats["dropped_rows"] == 0
+    assert stats["files_written"] >= 2 and stats["write_errors"] <= 1
+    assert _writer_processes() == []  # stop() ends it
+    logged = _read_log(tmp_path).sort_values("request_id").reset_index(drop=True)
+    assert list(logged["request_id"]) == [f"r{i}" for i in range(6)]
+    pd.testing.assert_frame_equal(logged[list(rows.columns)], rows, check_dtype=False)
+    np.testing.assert_allclose(logged["probability"], pipeline.predict_proba(rows)[:, 1], rtol=1e-9)
