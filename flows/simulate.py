@@ -13,7 +13,7 @@ process: the first day with a valid batch trains the first champion; every later
 3. a poisoned batch is trained on as the nightly retraining would;
 
 all through the gate. A corrupted batch is stopped by validation and quarantined. A
-client thread queries the served champion at a steady rate the whole time (so during
+client process queries the served champion at a steady rate the whole time (so during
 every model swap), with each request's id kept to label it later; the scoring server logs
 every prediction. The scenarios are YAML files (:mod:`flows.scenario`).
 
@@ -77,6 +77,7 @@ class DayResult:
     poisoned: bool = False
     live_auc: float | None = None  # the champion's ROC AUC on the labels that arrived today
     degraded: bool | None = None  # the performance monitor's verdict (None: not run)
+    monitor_run_id: str | None = None  # the performance monitor's flow run that day
 
 
 @dataclass
@@ -127,44 +128,39 @@ class _Traffic:
     failed: int = 0
 
 
-class _Client:
-    """Queries the served model at a steady rate from one thread; counts per day."""
+class _ClientLoop:
+    """Queries the served model at a steady rate; counts per day. Runs in a process of its
+    own (:class:`_Client`), so the training in the simulating process does not hold it back."""
 
-    def __init__(self, endpoint: str, columns: list[str], *, rate: float, rows_per_request: int) -> None:
-        self.endpoint = endpoint
-        self.columns = columns
+    def __init__(self, endpoint: str, scenario: Scenario, rate: float, rows_per_request: int) -> None:
+        from prefect_mlops.flows.data import FEATURE_COLUMNS
+
+        self.endpoint, self.scenario = endpoint, scenario
+        self.columns = list(FEATURE_COLUMNS)
         self.interval = 1.0 / rate
         self.rows_per_request = rows_per_request
         self.days: dict[int, _Traffic] = {}
-        self.day = 0
+        self.day = -1
         self.times: list[tuple[float, bool]] = []  # (monotonic time, ok) of every request
         self.ok_rows = 0
         self.ok_rows_by_day_end: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
 
-    def set_day(self, day: int, traffic: _Traffic) -> None:
-        with self._lock:
-            if self.days:
+    def set_day(self, day: int) -> None:
+        traffic = _traffic(self.scenario, day)
+        with self.lock:
+            if self.day >= 0:
                 self.ok_rows_by_day_end[self.day] = self.ok_rows
             self.days[day] = traffic
             self.day = day
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="simulate-client", daemon=True)
-        self._thread.start()
-
-    def requests_on(self, day: int) -> int:
-        traffic = self.days.get(day)
-        return traffic.requests if traffic else 0
-
-    def _loop(self) -> None:
+    def run(self) -> None:
         counter = 0
         next_at = time.monotonic()
         with httpx.Client(base_url=self.endpoint, timeout=10.0) as http:
-            while not self._stop.is_set():
-                with self._lock:
+            while not self.stop.is_set():
+                with self.lock:
                     day, traffic = self.day, self.days[self.day]
                 start = (counter * self.rows_per_request) % len(traffic.features)
                 picked = [(start + i) % len(traffic.features) for i in range(self.rows_per_request)]
@@ -176,7 +172,7 @@ class _Client:
                     ok = response.status_code == 200 and len(response.json().get("predictions", [])) == len(picked)
                 except (httpx.HTTPError, ValueError):
                     ok = False
-                with self._lock:
+                with self.lock:
                     traffic.requests += 1
                     if ok:
                         traffic.sent.append((request_id, picked))
@@ -188,20 +184,82 @@ class _Client:
                 delay = next_at - time.monotonic()
                 if delay < -1.0:  # far behind (the machine was busy): no burst to catch up
                     next_at = time.monotonic()
-                self._stop.wait(max(0.0, delay))
+                self.stop.wait(max(0.0, delay))
+
+    def answer(self, command: str, arg: Any) -> Any:
+        with self.lock:
+            if command == "labels":  # (request id, row, label) of the day's answered requests
+                traffic = self.days.get(arg)
+                return [] if traffic is None else [
+                    (rid, j, traffic.labels[i]) for rid, picked in traffic.sent for j, i in enumerate(picked)]
+            if command == "counts":
+                return {d: (t.requests, t.failed) for d, t in self.days.items()}
+            if command == "ok_rows":  # rows answered up to the end of day arg (None: so far)
+                return self.ok_rows if arg is None else self.ok_rows_by_day_end.get(arg, self.ok_rows)
+            if command == "rate":
+                start, end = arg
+                count = sum(1 for t, _ in self.times if start <= t <= end)
+                return count / max(end - start, 1e-9)
+        raise ValueError(command)
+
+
+def _client_main(conn: Any, endpoint: str, scenario_json: str, rate: float, rows_per_request: int, day: int) -> None:
+    loop = _ClientLoop(endpoint, Scenario.model_validate_json(scenario_json), rate, rows_per_request)
+    loop.set_day(day)
+    thread = threading.Thread(target=loop.run, name="simulate-client", daemon=True)
+    thread.start()
+    while True:
+        command, arg = conn.recv()
+        if command == "stop":
+            loop.stop.set()
+            thread.join(15)
+            with loop.lock:
+                loop.ok_rows_by_day_end[loop.day] = loop.ok_rows
+            conn.send(({d: (t.requests, t.failed) for d, t in loop.days.items()}, loop.ok_rows))
+            return
+        conn.send(None if command == "day" else loop.answer(command, arg))
+        if command == "day":
+            loop.set_day(arg)
+
+
+class _Client:
+    """The client process: a steady stream of requests, each with an ``X-Request-ID`` kept
+    with the rows it sent, so their labels can arrive later."""
+
+    def __init__(self, endpoint: str, scenario: Scenario, day: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_client_main, name="simulate-client", daemon=True,
+            args=(child, endpoint, scenario.model_dump_json(), scenario.load.requests_per_second,
+                  scenario.load.rows_per_request, day),
+        )
+        self._process.start()
+        self.counts: dict[int, tuple[int, int]] = {}
+        self.ok_rows = 0
+
+    def ask(self, command: str, arg: Any = None) -> Any:
+        self._conn.send((command, arg))
+        return self._conn.recv()
+
+    def set_day(self, day: int) -> None:
+        self.ask("day", day)
+
+    def requests_on(self, day: int) -> int:
+        return int(self.ask("counts").get(day, (0, 0))[0])
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(15)
-        with self._lock:
-            self.ok_rows_by_day_end[self.day] = self.ok_rows
-
-    def rate_between(self, start: float, end: float) -> tuple[int, float]:
-        """Requests sent in [start, end] and their rate per second."""
-        with self._lock:
-            count = sum(1 for t, _ in self.times if start <= t <= end)
-        return count, count / max(end - start, 1e-9)
+        if self._process.is_alive():
+            try:
+                self._conn.send(("stop", None))
+                self.counts, self.ok_rows = self._conn.recv()
+            except (EOFError, OSError):
+                pass
+        self._process.join(20)
+        if self._process.is_alive():
+            self._process.kill()
 
 
 def _traffic(scenario: Scenario, day: int) -> _Traffic:
@@ -259,10 +317,9 @@ def _source(scenario: Scenario, day: int, workdir: Path) -> tuple[str, str | Non
     return str(path), corrupted, poisoned is not None
 
 
-def _write_labels(traffic: _Traffic, path: Path) -> int:
+def _write_labels(rows: list[tuple[str, int, int]], path: Path) -> int:
     import pandas as pd
 
-    rows = [(rid, j, traffic.labels[i]) for rid, picked in traffic.sent for j, i in enumerate(picked)]
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=["request_id", "row", "churn"]).to_csv(path, index=False)
     return len(rows)
@@ -319,7 +376,6 @@ def simulate_scenario(
     from tracking_plugin.errors import InvalidArgument
 
     from prefect_mlops.flows.ct_pipeline import DataValidationFailed, ct_pipeline
-    from prefect_mlops.flows.data import FEATURE_COLUMNS
     from prefect_mlops.flows.drift_monitor import drift_monitor
     from prefect_mlops.flows.performance_monitor import performance_monitor
     from prefect_mlops.flows.scenario import clean_generator, day_generator_args
@@ -350,6 +406,7 @@ def simulate_scenario(
     client: _Client | None = None
     endpoint = f"http://127.0.0.1:{port}" if port else ""
     stats: dict[str, Any] = {}
+    swap_rates: list[float] = []
     try:
         for day in range(scenario.days):
             args = day_generator_args(scenario, day)
@@ -357,22 +414,24 @@ def simulate_scenario(
             row = DayResult(day=day, drift=args["drift"], concept=args["concept"], corrupt=corrupt_kind is not None,
                             corrupt_kind=corrupt_kind, poisoned=poisoned, source=source)
             if client:
-                client.set_day(day, _traffic(scenario, day))
+                client.set_day(day)
             champion = registry.get_by_alias(model_name, "champion")
             retrain_source: str | None = source if champion is None else None
 
             # 1. labels of the requests served delay_days ago arrive; the performance monitor judges them
             arrived = day - labels.delay_days if labels else -1
-            if champion is not None and client and labels and arrived in client.days and client.days[arrived].sent:
+            arrived_labels = client.ask("labels", arrived) if client and labels and arrived >= 0 else []
+            if champion is not None and arrived_labels:
                 labels_file = work / "labels" / f"day-{arrived:03d}.csv"
-                _write_labels(client.days[arrived], labels_file)
-                _wait_for_log(endpoint, client.ok_rows_by_day_end.get(arrived, client.ok_rows))
+                _write_labels(arrived_labels, labels_file)
+                _wait_for_log(endpoint, client.ask("ok_rows", arrived))
                 labelled_source = clean_generator(scenario, arrived).describe()
                 state = performance_monitor(
                     predictions_uri=log_uri, labels_source=str(labels_file), model_name=model_name,
                     margin=labels.margin, min_labels=labels.min_labels, retrain_source=labelled_source,
                     return_state=True,
                 )
+                row.monitor_run_id = str(state.state_details.flow_run_id)
                 if state.is_completed():
                     out = state.result()
                     row.degraded = bool(out["degraded"])
@@ -434,11 +493,7 @@ def simulate_scenario(
             champion = registry.get_by_alias(model_name, "champion")
             row.champion_version = champion.version if champion else None
             if client is None and champion is not None and port:
-                columns = list(FEATURE_COLUMNS)
-                client = _Client(endpoint, columns, rate=scenario.load.requests_per_second,
-                                 rows_per_request=scenario.load.rows_per_request)
-                client.set_day(day, _traffic(scenario, day))
-                client.start()
+                client = _Client(endpoint, scenario, day)
             # a day lasts until the client has sent its share of requests
             if client and day < scenario.days - 1:
                 deadline = time.monotonic() + 60
@@ -450,17 +505,17 @@ def simulate_scenario(
                 echo(detail)
             details.clear()
         if client:
+            swap_rates = [client.ask("rate", window) for window in swaps]
+            client.stop()  # then every answered request is in the log, or counted as dropped
             stats = _wait_for_log(endpoint, client.ok_rows)
     finally:
         if client:
             client.stop()
             for row in results:
-                traffic = client.days.get(row.day)
-                row.requests, row.failed_requests = (traffic.requests, traffic.failed) if traffic else (0, 0)
+                row.requests, row.failed_requests = client.counts.get(row.day, (0, 0))
         if port:
             stop_server(port)
     judgements = _judge_promotions(scenario, model_name, promotions)
-    swap_rates = [client.rate_between(a, b)[1] for a, b in swaps] if client else []
     figures = _figures(scenario, results, judgements, stats, swap_rates)
     result = SimulationResult(scenario=scenario, rows=results, figures=figures, judgements=judgements,
                               wall_seconds=time.perf_counter() - started)
