@@ -143,6 +143,7 @@ class _ClientLoop:
         self.day = -1
         self.times: list[tuple[float, bool]] = []  # (monotonic time, ok) of every request
         self.ok_rows = 0
+        self.sent_count = 0
         self.ok_rows_by_day_end: dict[int, int] = {}
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -155,17 +156,20 @@ class _ClientLoop:
             self.days[day] = traffic
             self.day = day
 
-    def run(self) -> None:
-        counter = 0
-        next_at = time.monotonic()
+    def run(self, lane: int = 0, lanes: int = 1) -> None:
+        """One of ``lanes`` paced senders: together they keep the rate even when a request
+        takes longer than the interval between two (a busy machine, a model being swapped)."""
+        interval = self.interval * lanes
+        next_at = time.monotonic() + self.interval * lane
         with httpx.Client(base_url=self.endpoint, timeout=10.0) as http:
-            while not self.stop.is_set():
+            while not self.stop.wait(max(0.0, next_at - time.monotonic())):
                 with self.lock:
                     day, traffic = self.day, self.days[self.day]
+                    counter = self.sent_count
+                    self.sent_count += 1
                 start = (counter * self.rows_per_request) % len(traffic.features)
                 picked = [(start + i) % len(traffic.features) for i in range(self.rows_per_request)]
                 request_id = f"sim-d{day:03d}-{counter:07d}"
-                counter += 1
                 payload = {"dataframe_split": {"columns": self.columns, "data": [traffic.features[i] for i in picked]}}
                 try:
                     response = http.post("/invocations", json=payload, headers={"X-Request-ID": request_id})
@@ -180,11 +184,9 @@ class _ClientLoop:
                     else:
                         traffic.failed += 1
                     self.times.append((time.monotonic(), ok))
-                next_at += self.interval
-                delay = next_at - time.monotonic()
-                if delay < -1.0:  # far behind (the machine was busy): no burst to catch up
+                next_at += interval
+                if next_at < time.monotonic() - 1.0:  # far behind (the machine was busy): no burst to catch up
                     next_at = time.monotonic()
-                self.stop.wait(max(0.0, delay))
 
     def answer(self, command: str, arg: Any) -> Any:
         with self.lock:
@@ -203,16 +205,24 @@ class _ClientLoop:
         raise ValueError(command)
 
 
+#: Paced senders in the client process (each at rate / _LANES).
+_LANES = 4
+
+
 def _client_main(conn: Any, endpoint: str, scenario_json: str, rate: float, rows_per_request: int, day: int) -> None:
     loop = _ClientLoop(endpoint, Scenario.model_validate_json(scenario_json), rate, rows_per_request)
     loop.set_day(day)
-    thread = threading.Thread(target=loop.run, name="simulate-client", daemon=True)
-    thread.start()
+    lanes = _LANES
+    threads = [threading.Thread(target=loop.run, args=(i, lanes), name=f"simulate-client-{i}", daemon=True)
+               for i in range(lanes)]
+    for thread in threads:
+        thread.start()
     while True:
         command, arg = conn.recv()
         if command == "stop":
             loop.stop.set()
-            thread.join(15)
+            for thread in threads:
+                thread.join(15)
             with loop.lock:
                 loop.ok_rows_by_day_end[loop.day] = loop.ok_rows
             conn.send(({d: (t.requests, t.failed) for d, t in loop.days.items()}, loop.ok_rows))
