@@ -159,7 +159,8 @@ class Scenario(_Strict):
         data["days"] = days
         for drift in data["drifts"]:
             drift["start"] = round(drift["start"] * factor)
-            drift["ramp_days"] = max(1, round(drift["ramp_days"] * factor))
+            if drift["ramp_days"] > 1:  # 1 is "at once", whatever the length
+                drift["ramp_days"] = max(2, round(drift["ramp_days"] * factor))
         faulty = sorted([(e["day"], key, i) for key in ("corrupted", "poisoned") for i, e in enumerate(data[key])])
         previous = -1
         for day, key, i in faulty:

@@ -45,6 +45,7 @@ def test_the_default_scenario_is_what_simulate_did_before() -> None:
 def test_with_days_tells_the_same_story_over_fewer_or_more_days() -> None:
     thirty = load_scenario("covariate-drift").with_days(30)
     assert (thirty.days, thirty.drifts[0].start, thirty.corrupted[0].day) == (30, 18, 9)
+    assert thirty.drifts[0].ramp_days == 1  # a shift at once stays at once
     short = load_scenario("corrupted-days").with_days(6)
     days = [c.day for c in short.corrupted]
     assert days == sorted(set(days)) and days[-1] < 6, days  # each fault keeps a day of its own

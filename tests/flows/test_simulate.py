@@ -122,7 +122,7 @@ def test_the_command_reports_an_expected_quarantine_in_one_line_without_log_nois
     assert result.returncode == 0, output
     assert "ERROR" not in output and "Traceback" not in output, output
     header = output.splitlines()[0]
-    assert "no drift (it starts on day 6, after the last day, 2)" in header, header
+    assert "no covariate drift (it starts on day 6, after the last day, 2)" in header, header
     assert "a corrupted batch on day 1" in header, header
     [detail] = [line for line in output.splitlines() if "quarantined at" in line]
     assert detail.strip().startswith("day 1, ct_pipeline: The batch failed data validation"), detail
