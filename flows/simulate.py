@@ -353,6 +353,7 @@ def simulate(
     port: int | None = 5056,
     model_name: str | None = None,
     echo: Callable[[str], Any] = print,
+    workdir: str | Path | None = None,
 ) -> list[DayResult]:
     """Today's covariate-drift simulation with its options; returns the table's rows.
 
@@ -360,7 +361,7 @@ def simulate(
     """
     scenario = legacy_scenario(days=days, drift_start=drift_start, corrupt_day=corrupt_day, drift_level=drift_level,
                                seed=seed, n_rows=n_rows, n_estimators=n_estimators)
-    return simulate_scenario(scenario, port=port, model_name=model_name, echo=echo).rows
+    return simulate_scenario(scenario, port=port, model_name=model_name, echo=echo, workdir=workdir).rows
 
 
 def simulate_scenario(

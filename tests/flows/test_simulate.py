@@ -42,7 +42,7 @@ def test_ten_days_match_what_the_batches_warrant(backend: Any, helpers: Any) -> 
     port = helpers.free_port()
     printed: list[str] = []
     rows = simulate(days=10, drift_start=6, corrupt_day=3, n_rows=1000, n_estimators=20, port=port,
-                    model_name="churn-sim", echo=printed.append)
+                    model_name="churn-sim", echo=printed.append, workdir=backend.root / "simulate")
     assert [r.day for r in rows] == list(range(10))
 
     # Day 0: no champion yet, so the pipeline trains one and serves it.
@@ -147,8 +147,10 @@ def figures_of(printed: list[str]) -> dict[str, str]:
 
 def run(name: str, days: int, helpers: Any, *, serve: bool = True) -> tuple[Any, dict[str, str]]:
     printed: list[str] = []
+    from pathlib import Path
+
     result = simulate_scenario(name, days=days, rows=1000, port=helpers.free_port() if serve else None,
-                               model_name=f"sim-{name}", echo=printed.append)
+                               model_name=f"sim-{name}", echo=printed.append, workdir=Path.cwd() / "simulate")
     figures = figures_of(printed)
     # The figures are printed last, in this order, and say what the result holds.
     keys = list(figures)[::-1]
