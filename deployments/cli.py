@@ -8,6 +8,7 @@ Commands import their packages lazily so ``prefect-mlops --help`` stays fast.
     prefect-mlops reconcile               # close runs whose Prefect flow run ended
     prefect-mlops gc --older-than 30d     # permanently remove deleted runs (never registered ones)
     prefect-mlops simulate --days 10      # replay days of batches through the flows
+    prefect-mlops simulate --scenario concept-drift --days 30   # labels turn; late labels; retraining
     prefect-mlops db upgrade              # apply schema migrations explicitly
     prefect-mlops server --backend-store-uri postgresql+psycopg://... --default-artifact-root s3://...
     prefect-mlops ui                      # the tracking server on ./mlops.db
@@ -266,26 +267,42 @@ def _print_gc_report(report) -> None:  # type: ignore[no-untyped-def]
 
 @app.command("simulate")
 def simulate_command(
-    days: Annotated[int, typer.Option("--days", min=1, help="Number of daily batches to replay.")] = 10,
-    drift_start: Annotated[int, typer.Option(min=0, help="First day whose batch drifts.")] = 6,
-    corrupt_day: Annotated[int, typer.Option(min=-1, help="Day whose batch is corrupted (-1: none).")] = 3,
-    drift_level: Annotated[float, typer.Option(min=0.0, help="Generator drift of the drifted batches.")] = 2.0,
-    seed: Annotated[int, typer.Option(min=0, help="Generator seed.")] = 0,
-    rows: Annotated[int, typer.Option(min=200, help="Rows per daily batch.")] = 1500,
+    scenario: Annotated[
+        Optional[str],
+        typer.Option("--scenario", help="A shipped scenario (covariate-drift, concept-drift, gradual-drift, "
+                     "poisoned-batch, corrupted-days, steady-load) or a scenario YAML file. Default: covariate-drift."),
+    ] = None,
+    days: Annotated[
+        Optional[int], typer.Option("--days", min=1, help="Days to replay; a scenario's story is told over that many days.")
+    ] = None,
+    drift_start: Annotated[Optional[int], typer.Option(min=0, help="First day whose batch drifts (default 6; not with --scenario).")] = None,
+    corrupt_day: Annotated[Optional[int], typer.Option(min=-1, help="Day whose batch is corrupted (default 3, -1: none; not with --scenario).")] = None,
+    drift_level: Annotated[Optional[float], typer.Option(min=0.0, help="Generator drift of the drifted batches (default 2; not with --scenario).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Generator seed (without --scenario).")] = 0,
+    rows: Annotated[Optional[int], typer.Option(min=200, help="Rows per daily batch (default: the scenario's, 1500).")] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve the champion on (0: do not serve).")] = 5056,
     model_name: Annotated[
         Optional[str], typer.Option(help="Registered model to use (default: a new churn-sim-<time>).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show the flows' and tasks' log lines too.")] = False,
 ) -> None:
-    """Replay N days of generated batches through validation, drift monitoring and retraining.
+    """Replay the days of a scenario through validation, monitoring, retraining and the gate.
 
     Prints one line per day as it goes (and under it one line per flow that failed, such
     as a quarantined batch), then the table: batch valid?, drift score, retrained?, gate
-    passed?, champion version, served requests and how many failed.
+    passed?, champion version, live ROC AUC on late labels, served requests and how many
+    failed; then a summary ending with one `name: value` line per figure
+    (corrupted_stopped, regressions_promoted, failed_requests, detection_days.<kind>,
+    predictions_logged, predictions_dropped).
     """
     import os
 
+    legacy = {"drift_start": drift_start, "corrupt_day": corrupt_day, "drift_level": drift_level}
+    given = [f"--{k.replace('_', '-')}" for k, v in legacy.items() if v is not None]
+    if scenario is not None and given:
+        typer.echo(f"Error: {', '.join(given)} cannot be combined with --scenario: edit a copy of the scenario "
+                   "file instead (README: \"Scenarios\").", err=True)
+        raise typer.Exit(2)
     if not verbose:
         # The table, and one line under a day for each flow that failed, say what happened;
         # the flows' own log lines (an expected quarantine alone is ~90 ERROR lines and two
@@ -301,14 +318,24 @@ def simulate_command(
     if not verbose:
         quiet_library_logs()
     with ephemeral_api_defaults():
-        from prefect_mlops.flows.simulate import simulate
+        from prefect_mlops.flows.scenario import load_scenario
+        from prefect_mlops.flows.simulate import legacy_scenario, simulate_scenario
 
         try:
+            if scenario is not None:
+                chosen = load_scenario(scenario)
+            elif given or seed:
+                chosen = legacy_scenario(
+                    days=days or 10, drift_start=6 if drift_start is None else drift_start,
+                    corrupt_day=None if corrupt_day == -1 else (3 if corrupt_day is None else corrupt_day),
+                    drift_level=2.0 if drift_level is None else drift_level, seed=seed, n_rows=rows or 1500,
+                )
+            else:
+                chosen = load_scenario("covariate-drift")
             require_reachable_api()
-            simulate(
-                days=days, drift_start=drift_start, corrupt_day=None if corrupt_day < 0 else corrupt_day,
-                drift_level=drift_level, seed=seed, n_rows=rows,
-                port=choose_serving_port(port) if port else None, model_name=model_name, echo=typer.echo,
+            simulate_scenario(
+                chosen, days=days, rows=rows, port=choose_serving_port(port) if port else None,
+                model_name=model_name, echo=typer.echo,
             )
         except MlopsError as exc:
             typer.echo(f"Error: {exc.message}", err=True)

@@ -360,7 +360,8 @@ def record_gate_lineage(name: str, version: int, decision: GateDecision) -> None
 
 
 def _refresh_serving(
-    model_name: str, port: int, *, champion_version: int, promoted: bool, previous_version: int | None
+    model_name: str, port: int, *, champion_version: int, promoted: bool, previous_version: int | None,
+    serve_options: dict[str, Any] | None = None,
 ) -> None:
     """Make the endpoint serve ``@champion`` and smoke-test it; on failure keep the old one.
 
@@ -373,7 +374,7 @@ def _refresh_serving(
     endpoint = f"http://127.0.0.1:{port}"
     checked_smoke_test = smoke_test.with_options(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_if_transient)
     try:
-        server = deploy_model(uri, port, expect_version=champion_version)
+        server = deploy_model(uri, port, expect_version=champion_version, **(serve_options or {}))
         checked_smoke_test(server.endpoint)
         return
     except MlopsError as exc:
@@ -397,7 +398,7 @@ def _refresh_serving(
             f"Rolling @{CHAMPION_ALIAS} back to version {previous_version} failed too: {refused}"
         ) from error
     try:
-        deploy_model(uri, port, expect_version=previous_version)
+        deploy_model(uri, port, expect_version=previous_version, **(serve_options or {}))
         kept = f"version {previous_version} keeps serving at {endpoint}"
     except MlopsError as again:
         kept = f"but serving version {previous_version} failed too: {again}"
@@ -422,6 +423,8 @@ def ct_pipeline(
     suite_path: str | None = None,
     gate: dict[str, Any] | None = None,
     serve_port: int | None = 5055,
+    serve_log_predictions: float | None = None,
+    prediction_log_uri: str | None = None,
 ) -> dict[str, float]:
     """Validate -> train -> evaluate -> register -> gate -> promote -> deploy -> smoke test.
 
@@ -437,6 +440,8 @@ def ct_pipeline(
             :data:`DEFAULT_GATE`.
         serve_port: port of the scoring server that follows ``models:/<name>@champion``;
             None skips deploy and smoke test.
+        serve_log_predictions, prediction_log_uri: the scoring server logs that share of
+            requests (0 < rate <= 1) under that URI (``--log-predictions``); None: no log.
 
     Returns numbers (recorded as the run's metrics by ``@track``): the held-out metrics,
     ``model_version`` (the version registered now), ``promoted`` (1.0 / 0.0) and
@@ -493,6 +498,7 @@ def ct_pipeline(
         _refresh_serving(
             model_name, serve_port, champion_version=champion_version,
             promoted=decision.passed, previous_version=previous_version,
+            serve_options={"log_predictions": serve_log_predictions, "prediction_log_uri": prediction_log_uri},
         )
     return {
         **evaluation.metrics,

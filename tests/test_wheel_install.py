@@ -55,6 +55,8 @@ def test_the_wheel_holds_every_package_under_its_installed_name(wheel: Path) -> 
     top_level = {name.split("/", 1)[0] for name in names if not name.startswith("prefect_mlops-")}
     assert top_level == {"tracking_plugin", "registry_tasks", "serving_tasks", "prefect_mlops"}
     assert "prefect_mlops/flows/expectations/churn_batch.json" in names
+    scenarios = {p.name for p in (ROOT / "flows" / "scenarios").glob("*.yaml")}
+    assert scenarios and all(f"prefect_mlops/flows/scenarios/{name}" in names for name in scenarios), scenarios
     assert "prefect_mlops/deployments/prefect.yaml" in names
 
 

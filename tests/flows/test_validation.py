@@ -111,9 +111,13 @@ def test_drifted_batch_is_still_valid(suite: Any) -> None:
     assert report.success, report.failure_summary()
 
 
-def test_extra_columns_are_allowed(suite: Any, clean: pd.DataFrame) -> None:
+def test_extra_columns_are_refused_naming_them(suite: Any, clean: pd.DataFrame) -> None:
+    # A column the schema does not know may be a leaked label (churned_next_month) or an
+    # upstream change: the batch stops until the suite says it belongs.
     report = validate_batch(clean.assign(region="north"), suite)
-    assert report.success, report.failure_summary()
+    assert not report.success
+    assert failed_pairs(report) == {(COLUMNS, None)}
+    assert "unexpected columns: region" in report.failure_summary()
 
 
 def test_default_suite_is_used_when_none_given(clean: pd.DataFrame) -> None:

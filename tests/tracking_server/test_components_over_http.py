@@ -69,7 +69,7 @@ def test_simulate_batch_predict_and_dask_with_only_the_server_url(
         # flags it and the pipeline retrains; requests to the served champion never fail.
         port = free_port()
         rows = simulate(days=3, drift_start=1, corrupt_day=None, drift_level=2.0, n_rows=1000, n_estimators=15,
-                        port=port, model_name="churn-http-sim", echo=lambda _line: None)
+                        port=port, model_name="churn-http-sim", echo=lambda _line: None, workdir=tmp_path / "simulate")
         assert [r.day for r in rows] == [0, 1, 2]
         assert (rows[0].retrained, rows[0].gate_passed, rows[0].champion_version) == (True, True, 1)
         assert rows[1].valid and rows[1].drifted and rows[1].drift_score > 0.2 and rows[1].retrained, rows[1]
