@@ -12,7 +12,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
 PEER   := .venv-peer
 
-.PHONY: setup run test test-fast bench bench-postgres clean
+.PHONY: setup run test test-fast bench bench-postgres bench-scenarios clean
 
 $(RUN_STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ $(PEER)/.installed: .ci/constraints.txt Makefile
 bench: $(STAMP) $(PEER)/.installed
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	PEER_PYTHON=$(PEER)/bin/python $(BIN)/python bench/run.py
+	$(MAKE) bench-scenarios
+
+# The 30-day simulations of every shipped scenario (issue 20; about 25 minutes), the second
+# half of `make bench`: writes RESULTS.md's scenario section.
+bench-scenarios: $(STAMP)
+	$(BIN)/python bench/scenarios.py "$$(mktemp -d)" --write-results
 
 # The PostgreSQL side by side (issue 19): starts its own PostgreSQL cluster (as the suite
 # does), one database per side and workload; prints a table and, last, one JSON line.

@@ -301,19 +301,12 @@ def _write_results(table: str) -> None:
 
     import run  # bench/run.py: the section markers and the machine description
 
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n\n"
     section = run.postgres_section(
         f"## PostgreSQL (issue 19)\n\nMeasured {dt.date.today().isoformat()} by `make bench-postgres`, both sides "
         f"in one run on one PostgreSQL 15 server started by the bench (fsync on): {run._machine()}; "
         f"{run._versions()}. Medians; read the ratios.\n\n{table}"
     )
-    if run.PG_BEGIN in text and run.PG_END in text:
-        text = text[:text.index(run.PG_BEGIN)] + section + text[text.index(run.PG_END) + len(run.PG_END) + 1:]
-    else:
-        marker = "\n## Reading this run" if "\n## Reading this run" in text else None
-        text = text.replace(marker, "\n" + section + marker, 1) if marker else text + "\n" + section
-    results.write_text(text)
+    run.replace_section(run.PG_BEGIN, run.PG_END, section)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--write-results", action="store_true",
+                        help="put the table into bench/RESULTS.md's scenario section (make bench does)")
     args = parser.parse_args()
     names = args.only or sorted(shipped_scenarios())
     out = {}
@@ -77,6 +79,28 @@ def main() -> None:
         out[name] = run(name, args.days, args.workdir, args.workdir / "prefect-home")
         print(f"    {json.dumps(out[name])}", file=sys.stderr, flush=True)
     print(json.dumps({"days": args.days, "scenarios": out}))
+    if args.write_results:
+        _write_results(args.days, out)
+
+
+def _write_results(days: int, out: dict[str, dict[str, object]]) -> None:
+    """The scenario section of bench/RESULTS.md: one row per scenario with its figures."""
+    import datetime as dt
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import run  # bench/run.py: the section markers and the machine description
+
+    table = "| scenario | figures (the summary's machine-readable lines) | wall time |\n|---|---|---|\n"
+    for name, figures in out.items():
+        shown = ("FAILED: " + str(figures["error"]).splitlines()[-1][:160]) if "error" in figures else ", ".join(
+            f"{k} {v}" for k, v in figures.items() if k != "wall_s")
+        table += f"| `{name}` | {shown} | {figures['wall_s']:.0f} s |\n"
+    run.replace_section(run.SC_BEGIN, run.SC_END, run.scenarios_section(
+        f"## Simulated scenarios, {days} days (issue 20)\n\nMeasured {dt.date.today().isoformat()} by "
+        f"`make bench` (`bench/scenarios.py`: `prefect-mlops simulate --scenario X --days {days}` as a user "
+        f"types it, one after the other): {run._machine()}. Targets: 0 regressions promoted, 0 failed "
+        "requests, every corrupted batch stopped, concept drift detected within 2 days of onset (labels "
+        "1 day late).\n\n" + table))
 
 
 if __name__ == "__main__":
