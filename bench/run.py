@@ -332,13 +332,13 @@ def scenarios_section(table: str | None = None) -> str:
 
 def replace_section(begin: str, end: str, section: str) -> None:
     """Put ``section`` (with its markers) into RESULTS.md in place of the old one, or
-    before the notes ("## Reading this run") when there is none yet."""
+    before the notes ("## Reading this run", else bench/NOTES.md's text) when there is none."""
     results = HERE / "RESULTS.md"
     text = results.read_text() if results.exists() else "# Benchmark results\n\n"
     if begin in text and end in text:
         text = text[:text.index(begin)] + section + text[text.index(end) + len(end) + 1:]
     else:
-        marker = "\n## Reading this run" if "\n## Reading this run" in text else None
+        marker = next((m for m in ("\n## Reading this run", "\n## How each figure is measured") if m in text), None)
         text = text.replace(marker, "\n" + section + marker, 1) if marker else text + "\n" + section
     results.write_text(text)
 
