@@ -24,9 +24,12 @@ The summary ends with machine-readable lines, one per figure::
                                   next 3 days' labels (ROC AUC lower by more than 0.01)
     failed_requests: <n>
     detection_days.<kind>: <n>    days from onset to detection (drift monitor for
-                                  covariate / gradual, performance monitor for concept)
+                                  covariate / gradual, performance monitor for concept,
+                                  counted from labels of requests served since the onset)
     predictions_logged: <n>
     predictions_dropped: <n>
+    performance_false_alarms: <n> the performance monitor's alarms on labels from before
+                                  any concept drift (when it ran)
 
     prefect-mlops simulate --scenario concept-drift --days 30
 """
@@ -81,6 +84,7 @@ class DayResult:
     live_auc: float | None = None  # the champion's ROC AUC on the labels that arrived today
     degraded: bool | None = None  # the performance monitor's verdict (None: not run)
     monitor_run_id: str | None = None  # the performance monitor's flow run that day
+    labels_day: int | None = None  # the day whose requests' labels the monitor judged
 
 
 @dataclass
@@ -445,7 +449,7 @@ def simulate_scenario(
                     margin=labels.margin, min_labels=labels.min_labels, retrain_source=labelled_source,
                     return_state=True,
                 )
-                row.monitor_run_id = str(state.state_details.flow_run_id)
+                row.monitor_run_id, row.labels_day = str(state.state_details.flow_run_id), arrived
                 if state.is_completed():
                     out = state.result()
                     row.degraded = bool(out["degraded"])
@@ -577,12 +581,26 @@ def _judge_promotions(scenario: Scenario, model_name: str, promotions: list[tupl
 
 
 def _detection(scenario: Scenario, rows: list[DayResult]) -> dict[str, int | None]:
+    """Days from each drift kind's onset to its first detection. The performance monitor
+    detects concept drift only from labels of requests served since the onset: an alarm
+    judged on older labels is a false alarm (``_false_alarms``), not a detection."""
     found: dict[str, int | None] = {}
     for kind in scenario.drift_kinds():
         onset = min(d.start for d in scenario.drifts if d.kind == kind)
-        hits = [r.day for r in rows if r.day >= onset and (r.degraded if kind == "concept" else r.drifted)]
+        if kind == "concept":
+            hits = [r.day for r in rows if r.degraded and r.labels_day is not None and r.labels_day >= onset]
+        else:
+            hits = [r.day for r in rows if r.day >= onset and r.drifted]
         found[kind] = hits[0] - onset if hits else None
     return found
+
+
+def _false_alarms(scenario: Scenario, rows: list[DayResult]) -> int:
+    """Days the performance monitor flagged the champion on labels of requests served
+    before any concept drift began (the simulator knows the truth; the monitor does not)."""
+    onsets = [d.start for d in scenario.drifts if d.kind == "concept"]
+    onset = min(onsets) if onsets else None
+    return sum(1 for r in rows if r.degraded and r.labels_day is not None and (onset is None or r.labels_day < onset))
 
 
 def _figures(scenario: Scenario, rows: list[DayResult], judgements: list[dict[str, Any]], stats: dict[str, Any],
@@ -596,6 +614,8 @@ def _figures(scenario: Scenario, rows: list[DayResult], judgements: list[dict[st
     }
     for kind, days in _detection(scenario, rows).items():
         figures[f"detection_days.{kind}"] = "none" if days is None else days
+    if any(r.labels_day is not None for r in rows):
+        figures["performance_false_alarms"] = _false_alarms(scenario, rows)
     figures["predictions_logged"] = int(stats.get("logged_rows", 0))
     figures["predictions_dropped"] = int(stats.get("dropped_rows", 0))
     if poisoned:
@@ -726,6 +746,7 @@ def render_summary(result: SimulationResult) -> str:
                      + (f"not detected by the {by}" if days == "none" else f"detected by the {by} {days} day(s) later"))
     lines.append(f"  predictions logged: {f['predictions_logged']:,}, dropped: {f['predictions_dropped']:,}")
     keys = [*_MACHINE_FIRST, *(k for k in f if k.startswith("detection_days.")), "predictions_logged",
-            "predictions_dropped", *(k for k in ("poisoned_rejected", "swap_requests_per_second_min") if k in f)]
+            "predictions_dropped",
+            *(k for k in ("poisoned_rejected", "performance_false_alarms", "swap_requests_per_second_min") if k in f)]
     lines += [f"{key}: {f[key]}" for key in keys]
     return "\n".join(lines)
