@@ -132,8 +132,14 @@ class GcReport:
 
 
 def _tree_size(repo: ArtifactRepository, path: str | None = None) -> int:
+    """Bytes under ``path``; a folder that another gc removes while this one measures it
+    (both found the same run) counts as empty: that gc reports the bytes it removed."""
+    try:
+        listing = repo.list_artifacts(path)
+    except NotFound:
+        return 0
     total = 0
-    for info in repo.list_artifacts(path):
+    for info in listing:
         total += _tree_size(repo, info.path) if info.is_dir else int(info.file_size or 0)
     return total
 

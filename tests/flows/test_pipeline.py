@@ -128,7 +128,9 @@ def test_first_run_promotes_version_1_with_full_lineage(backend: Any, helpers: A
     for step in steps:
         assert step in tasks, f"no {step} task run: {sorted(tasks)}"
     # The README's pipeline section names the same tasks, in this order.
-    documented = re.findall(r"^\| `([a-z-]+)`", readme_section("The continuous-training pipeline"), flags=re.M)
+    steps_table = readme_section("The continuous-training pipeline").split("\n### What each step records")[1]
+    steps_table = steps_table.split("\n### ")[0]  # the subsection's own table, not the scenario table
+    documented = re.findall(r"^\| `([a-z-]+)`", steps_table, flags=re.M)
     assert documented == steps + ["deploy-model"]
     assert "deploy-model" not in tasks  # serve_port=None
     artifacts = helpers.artifacts_of(flow_run_id)
