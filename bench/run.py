@@ -308,12 +308,17 @@ PG_BEGIN, PG_END = "<!-- postgres: written by make bench-postgres (bench/pg.py) 
 def postgres_section(table: str | None = None) -> str:
     """The PostgreSQL table of RESULTS.md: ``table`` (a new run of bench/pg.py) or the one
     already there (``make bench`` keeps it: the PostgreSQL run takes about half an hour)."""
+    return _section(PG_BEGIN, PG_END, table)
+
+
+def _section(begin: str, end: str, table: str | None) -> str:
+    """``table`` between the markers, or RESULTS.md's section between them ("" if none)."""
     if table is None:
         old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
-        if PG_BEGIN in old and PG_END in old:
-            return old[old.index(PG_BEGIN):old.index(PG_END) + len(PG_END)] + "\n"
+        if begin in old and end in old:
+            return old[old.index(begin):old.index(end) + len(end)] + "\n"
         return ""
-    return f"{PG_BEGIN}\n{table}{PG_END}\n"
+    return f"{begin}\n{table}{end}\n"
 
 
 SC_BEGIN, SC_END = "<!-- scenarios: written by bench/scenarios.py --write-results -->", "<!-- /scenarios -->"
@@ -322,12 +327,7 @@ SC_BEGIN, SC_END = "<!-- scenarios: written by bench/scenarios.py --write-result
 def scenarios_section(table: str | None = None) -> str:
     """The 30-day scenario table of RESULTS.md (issue 20): ``table`` (a new run of
     bench/scenarios.py, the second half of ``make bench``) or the one already there."""
-    if table is None:
-        old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
-        if SC_BEGIN in old and SC_END in old:
-            return old[old.index(SC_BEGIN):old.index(SC_END) + len(SC_END)] + "\n"
-        return ""
-    return f"{SC_BEGIN}\n{table}{SC_END}\n"
+    return _section(SC_BEGIN, SC_END, table)
 
 
 def replace_section(begin: str, end: str, section: str) -> None:

@@ -71,22 +71,19 @@ class MetricColumns:
     def summaries(self, run_id: str) -> tuple[list[tuple[Any, ...]], list[Row]] | None:
         """``(blocks, latest)``: the block rows sorted by (key, block) and the greatest point
         of each key sorted by key (greatest (step, timestamp, value), MLflow's rule); ``None``
-        when the keys follow no pattern ``_by_key`` knows (the per-point code does it)."""
+        when the keys follow no pattern ``_by_key`` knows or a key's steps do not ascend (the
+        per-point code does it)."""
         blocks: list[tuple[Any, ...]] = []
         latest: list[Row] = []
         by_key = self._by_key()
         if by_key is None:
             return None
         for key, steps, values, stamps in by_key:
-            if steps == sorted(steps):
-                _fold_sorted(run_id, key, steps, values, blocks)
-                top = steps[-1]
-                candidates: Sequence[int] = range(bisect_left(steps, top), len(steps))
-            else:
-                _fold_unsorted(run_id, key, steps, values, blocks)
-                top = max(steps)
-                candidates = [i for i, step in enumerate(steps) if step == top]
-            best = max(candidates, key=lambda i: (stamps[i], values[i]))
+            if steps != sorted(steps):
+                return None  # steps out of order: the per-point code folds the batch
+            _fold_sorted(run_id, key, steps, values, blocks)
+            top = steps[-1]
+            best = max(range(bisect_left(steps, top), len(steps)), key=lambda i: (stamps[i], values[i]))
             latest.append((run_id, key, values[best], False, stamps[best], top))
         return blocks, latest
 
@@ -114,18 +111,3 @@ def _fold_sorted(run_id: str, key: str, steps: list[int], values: list[float], o
         part = values[lo:hi]
         out.append((run_id, key, block, hi - lo, steps[lo], steps[hi - 1], min(part), max(part)))
         lo = hi
-
-
-def _fold_unsorted(run_id: str, key: str, steps: list[int], values: list[float], out: list) -> None:
-    """Blocks of steps in any order, point by point."""
-    folded: dict[int, list[Any]] = {}
-    for step, value in zip(steps, values):
-        block = step >> METRIC_BLOCK_SHIFT
-        b = folded.get(block)
-        if b is None:
-            folded[block] = [1, step, step, value, value]
-        else:
-            b[0] += 1
-            b[1], b[2] = min(b[1], step), max(b[2], step)
-            b[3], b[4] = min(b[3], value), max(b[4], value)
-    out.extend((run_id, key, block, *b) for block, b in sorted(folded.items()))
