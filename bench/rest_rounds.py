@@ -65,6 +65,7 @@ def main(rounds: int) -> dict:
         "ours_vs_mlflow": {k: round(gain("ours", k), 2) for k in FIGURES},
         "floor_vs_mlflow": {k: round(gain("floor", k), 2) for k in FIGURES},
         "search_hits": sorted({x["search_hits"] for side in SIDES for x in results[side]}),
+        "search_runs": results["ours"][0]["search_runs"],
     }
 
 
