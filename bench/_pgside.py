@@ -114,6 +114,7 @@ def writer(side: Side, url: str, args: list[str]) -> dict:
     errors: list[str] = []
     acknowledged = 0
     started = time.time()
+    cpu = time.process_time()
     for first in range(0, points, per_call):
         batch = [(key, float(s), now + s, s) for s in range(first, min(first + per_call, points))]
         t = time.perf_counter()
@@ -125,7 +126,7 @@ def writer(side: Side, url: str, args: list[str]) -> dict:
             acknowledged += len(batch)
         times.append(time.perf_counter() - t)
     return {"run_id": run_id, "started": started, "ended": time.time(), "times": times,
-            "errors": errors, "acknowledged": acknowledged}
+            "errors": errors, "acknowledged": acknowledged, "cpu_s": time.process_time() - cpu}
 
 
 WORKLOADS: dict[str, Callable[[Side, str, list[str]], dict]] = {
