@@ -239,6 +239,17 @@ _TOMBSTONE = Statement(
 )
 _INSERT_RUN = Statement(sa.insert(_RUNS), tuple(c.name for c in _RUN_COLUMNS))
 _INSERT_RUN_TAG = Statement(sa.insert(_TAGS), ("run_uuid", "key", "value"))
+# PostgreSQL's create_run: the run row (``_RUN_COLUMNS``) and its tags (two arrays, keys
+# sorted) in one statement; the tags' foreign key sees the run the CTE inserted.
+_PG_INSERT_RUN_WITH_TAGS = Statement(
+    sa.text(
+        f"WITH run AS (INSERT INTO runs ({', '.join(c.name for c in _RUN_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + c.name for c in _RUN_COLUMNS)}) RETURNING run_uuid) "
+        "INSERT INTO tags (run_uuid, key, value) SELECT run.run_uuid, t.key, t.value "
+        "FROM run, unnest(CAST(:tag_keys AS VARCHAR[]), CAST(:tag_values AS VARCHAR[])) AS t(key, value)"
+    ),
+    (*(c.name for c in _RUN_COLUMNS), "tag_keys", "tag_values"),
+)
 # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
 # processing for a Core insert of dicts costs about as much as SQLite's own work.
 _INSERT_METRIC = Statement(sa.insert(_METRICS), _METRIC_COLUMNS)
@@ -620,14 +631,16 @@ class SqlTrackingStore:
                     raise NotFound(f"Parent run {parent_run_id!r} does not exist; start the parent run first.")
                 _check_prefect_ids_free(tx, prefect_flow_run_id, prefect_task_run_id)
                 artifact_uri = _join_artifact_uri(artifact_location, run_id, "artifacts")
-                tx.execute(
-                    _INSERT_RUN,
-                    (
-                        run_id, pk, run_name, RunStatus.RUNNING.value, start_time, None, user_id, artifact_uri,
-                        LifecycleStage.ACTIVE.value, parent_run_id, prefect_flow_run_id, prefect_task_run_id,
-                    ),
+                run_row = (
+                    run_id, pk, run_name, RunStatus.RUNNING.value, start_time, None, user_id, artifact_uri,
+                    LifecycleStage.ACTIVE.value, parent_run_id, prefect_flow_run_id, prefect_task_run_id,
                 )
-                tx.executemany(_INSERT_RUN_TAG, [(run_id, k, v) for k, v in sorted(tag_values.items())])
+                keys = sorted(tag_values)
+                if tx.postgres:  # the run and its tags in one statement (one round trip)
+                    tx.execute(_PG_INSERT_RUN_WITH_TAGS, (*run_row, keys, [tag_values[k] for k in keys]))
+                else:
+                    tx.execute(_INSERT_RUN, run_row)
+                    tx.executemany(_INSERT_RUN_TAG, [(run_id, k, tag_values[k]) for k in keys])
         except self.db.IntegrityError as exc:
             # Only the unique Prefect ids can collide (run ids are fresh uuid4s); this is the
             # race our check above cannot see on PostgreSQL: the unique index decides.
@@ -698,13 +711,15 @@ class SqlTrackingStore:
 
         def update(_replay: bool) -> Any:  # setting the same values twice changes nothing
             with self.db.transaction() as tx:
-                row = tx.one(_RUN_BY["run_uuid"], (run_id,))
-                if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
-                    raise _missing_run(tx, run_id)
-                if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
-                    raise _run_deleted(run_id, "update")
-                if values:
-                    tx.execute(_update_run(tuple(values)), (*values.values(), run_id))
+                # One statement: the UPDATE of an active run returns its row; only when no
+                # row came back is the run read again, to say why (unknown, gc, deleted).
+                row = tx.one(_update_run(tuple(values)), (*values.values(), run_id)) if values else None
+                if row is None:
+                    row = tx.one(_RUN_BY["run_uuid"], (run_id,))
+                    if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                        raise _missing_run(tx, run_id)
+                    if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
+                        raise _run_deleted(run_id, "update")
                 if run_name is not None:
                     tx.execute(_UPSERT_RUN_TAG, (run_id, TAG_RUN_NAME, run_name))
                 return row
@@ -1427,12 +1442,17 @@ def _write(tx: Transaction, statement: Statement, rows: Sequence[Sequence[Any]])
 
 @functools.lru_cache(maxsize=8)  # one per subset of (status, end_time, name)
 def _update_run(columns: tuple[str, ...]) -> Statement:
-    """``UPDATE runs SET <columns> WHERE run_uuid``: the new values, then the run id."""
+    """``UPDATE runs SET <columns> WHERE run_uuid AND active RETURNING <_RUN_COLUMNS>``:
+    the new values, then the run id; no row when the run is not active (or unknown)."""
     names = tuple(f"new_{column}" for column in columns)
     stmt = (
         sa.update(_RUNS)
         .values({_RUNS.c[column]: sa.bindparam(name) for column, name in zip(columns, names, strict=True)})
-        .where(_RUNS.c.run_uuid == sa.bindparam("run_id"))
+        .where(
+            _RUNS.c.run_uuid == sa.bindparam("run_id"),
+            _RUNS.c.lifecycle_stage == sa.literal_column(f"'{LifecycleStage.ACTIVE.value}'"),
+        )
+        .returning(*_RUN_COLUMNS)
     )
     return Statement(stmt, (*names, "run_id"))
 
@@ -1470,7 +1490,10 @@ def _write_params(tx: Transaction, run_id: str, values: dict[str, str]) -> None:
     Rows are sorted by key so concurrent PostgreSQL writers take locks in the same order.
     """
     keys = sorted(values)
-    inserted = tx.executemany(_INSERT_NEW_PARAM, [(run_id, k, values[k]) for k in keys])
+    if len(keys) == 1:  # log_param: one execute (an executemany costs a pipeline on PostgreSQL)
+        inserted = int(tx.execute(_INSERT_NEW_PARAM, (run_id, keys[0], values[keys[0]])).rowcount)
+    else:
+        inserted = tx.executemany(_INSERT_NEW_PARAM, [(run_id, k, values[k]) for k in keys])
     if inserted == len(keys):
         return
     for chunk in _chunks(keys):
