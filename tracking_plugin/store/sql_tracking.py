@@ -126,6 +126,7 @@ from tracking_plugin.store._sql_search import (
     _insert_for,
     _load_runs,
     _parse_orders,
+    _pg_page,
     _run,
     _run_info,
     _search_sql,
@@ -1008,9 +1009,12 @@ class SqlTrackingStore:
                 self.db.dialect, filter_string, order_key, tuple(experiment_pks), stages, drivers,
                 max_results + 1, 0 if after else offset, after,
             )
-            rows = _run(tx, statement)
+            if tx.postgres:  # the runs with their metrics, params and tags: one statement
+                rows, runs = _pg_page(_run(tx, statement), max_results)
+            else:
+                rows = _run(tx, statement)
+                runs = _load_runs(tx, rows[:max_results])
             more = len(rows) > max_results
-            runs = _load_runs(tx, rows[:max_results])
         if not more:
             return PagedList(runs, None)
         last = rows[max_results - 1]  # _RUN_COLUMNS: run_uuid first, start_time fifth
