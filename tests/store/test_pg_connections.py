@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import event
 
 from support import create_pg_database
-from tracking_plugin.entities import Param
+from tracking_plugin.entities import Param, RunStatus, RunTag
+from tracking_plugin.errors import Conflict
 from tracking_plugin.store import db as db_module
 from tracking_plugin.store.db import Database
 from tracking_plugin.store.sql import SqlStore
@@ -134,3 +135,21 @@ def test_a_run_lifecycle_sends_eleven_statements(pg_server: str, tmp_path: Any) 
     assert run.info.status.value == "FINISHED" and run.info.end_time is not None
     assert run.data.params == {"a": "1", "b": "x"} and run.data.metrics == {"m": 0.5}
     assert set(run.data.tags) >= {"mlflow.runName", "mlflow.user"}
+
+
+def test_a_connection_goes_back_to_the_pool_in_transaction_mode(counted: tuple[SqlStore, str]) -> None:
+    """log_param and ending a run run without BEGIN/COMMIT (autocommit: one write each) on
+    the pool's one connection; the next call of several writes is still all or nothing."""
+    store, url = counted
+    exp = store.create_experiment("e")
+    run_id = store.create_run(exp, user_id="u", start_time=1_700_000_000_000).info.run_id
+    store.log_batch(run_id, params=[Param("a", "1")])
+    store.update_run_info(run_id, status=RunStatus.FINISHED, end_time=1_700_000_000_500)
+    with pytest.raises(Conflict, match="'a'"):
+        store.log_batch(run_id, params=[Param("new", "1"), Param("a", "2")], tags=[RunTag("t", "v")])
+    run = store.get_run(run_id)
+    assert run.data.params == {"a": "1"} and "t" not in run.data.tags
+    assert (run.info.status, run.info.end_time) == (RunStatus.FINISHED, 1_700_000_000_500)
+    # The same connection served every call (pool of one) and is back in transaction mode.
+    with store.db.engine.connect() as conn:
+        assert conn.connection.driver_connection.autocommit is False

@@ -311,7 +311,13 @@ class Database:
 
     @contextmanager
     def transaction(
-        self, *, write: bool = True, bulk: bool = False, rows: int | None = None, snapshot: bool = False
+        self,
+        *,
+        write: bool = True,
+        bulk: bool = False,
+        rows: int | None = None,
+        snapshot: bool = False,
+        autocommit: bool = False,
     ) -> Iterator[Transaction]:
         """One transaction on a pooled driver connection: commit on success, roll back on
         any error. Same locking and error translation as :meth:`session` (SQLite writes
@@ -331,6 +337,12 @@ class Database:
         statements see one snapshot (a read in several statements); psycopg says so in its
         BEGIN, no round trip more. SQLite transactions always read one snapshot.
 
+        ``autocommit=True`` (PostgreSQL) is for calls that write with one statement at most
+        (their other statements only read): each statement is then its own transaction, so
+        psycopg sends no ``BEGIN`` and no ``COMMIT`` (two round trips of a one-write call
+        such as ending a run). The write is still committed, and flushed to the WAL, before
+        the statement returns. SQLite ignores it (its transactions take the write lock).
+
         ``rows``: how many rows the bulk transaction writes, when the caller knows. The
         checkpoint is then asked for once bulk commits since the last one reach
         ``_BULK_CHECKPOINT_ROWS`` (about SQLite's own 1,000-page automatic checkpoint), not
@@ -343,9 +355,12 @@ class Database:
             self._checkpoint_idle.wait(self._busy_timeout)
         fairy = self._retrying_connect(self.engine.raw_connection)
         isolation = snapshot and postgres
+        auto = autocommit and postgres and not isolation
         try:
             if isolation:
                 fairy.driver_connection.isolation_level = _REPEATABLE_READ
+            if auto:
+                fairy.driver_connection.autocommit = True
             cursor = fairy.cursor()
             if relax:
                 # Both are no-ops inside a transaction: set them before BEGIN.
@@ -388,6 +403,11 @@ class Database:
                 try:
                     fairy.driver_connection.isolation_level = None
                 except Exception as exc:  # never pool a connection left at another level
+                    fairy.invalidate(exc)
+            if auto:
+                try:
+                    fairy.driver_connection.autocommit = False
+                except Exception as exc:  # never pool a connection left in autocommit
                     fairy.invalidate(exc)
             if relax:
                 try:

@@ -618,7 +618,8 @@ class SqlTrackingStore:
 
         run_id = uuid.uuid4().hex
         try:
-            with self.db.transaction() as tx:
+            # PostgreSQL writes the run and its tags with one statement: no BEGIN/COMMIT.
+            with self.db.transaction(autocommit=True) as tx:
                 experiment = tx.one(_EXPERIMENT_FOR_RUN, (pk,))
                 if experiment is None:
                     raise _experiment_not_found(pk)
@@ -711,7 +712,8 @@ class SqlTrackingStore:
             values["name"] = validate_text(run_name, "run name")
 
         def update(_replay: bool) -> Any:  # setting the same values twice changes nothing
-            with self.db.transaction() as tx:
+            # Without a new name the UPDATE is the one write: no BEGIN/COMMIT on PostgreSQL.
+            with self.db.transaction(autocommit=run_name is None) as tx:
                 # One statement: the UPDATE of an active run returns its row; only when no
                 # row came back is the run read again, to say why (unknown, gc, deleted).
                 row = tx.one(_update_run(tuple(values)), (*values.values(), run_id)) if values else None
@@ -822,7 +824,10 @@ class SqlTrackingStore:
             tag_values[key] = value  # the last value of a repeated tag wins, as in MLflow
 
         write = bool(metric_rows or param_values or tag_values)
-        with self.db.transaction(write=write, bulk=bulk, rows=len(metric_rows)) as tx:
+        # log_param (one param, nothing else) writes with one INSERT: no BEGIN/COMMIT on
+        # PostgreSQL (params keep their foreign key to the run).
+        single = len(param_values) == 1 and not metric_rows and not tag_values
+        with self.db.transaction(write=write, bulk=bulk, rows=len(metric_rows), autocommit=single) as tx:
             _check_run_active(tx, run_id, "log to")
             if param_values:
                 _write_params(tx, run_id, param_values)
