@@ -174,11 +174,12 @@ def _compile(stmt: Any, dialect: str) -> _Compiled:
     return compiled.string, tuple(params[k] for k in compiled.positiontup)  # type: ignore[union-attr]
 
 
-def _run(tx: Transaction, statement: _Compiled) -> list[tuple[Any, ...]]:
+def _run(tx: Transaction, statement: _Compiled, *, binary: bool = False) -> list[tuple[Any, ...]]:
     """Rows of a compiled statement, as plain tuples (a page of 1,000 runs as SQLAlchemy
-    Rows costs as much as the page's SQL on SQLite)."""
+    Rows costs as much as the page's SQL on SQLite). ``binary``: PostgreSQL sends the rows
+    in binary (numbers decode without parsing text)."""
     sql, params = statement
-    return tx.execute_compiled(sql, params).fetchall()  # type: ignore[no-any-return]
+    return tx.execute_compiled(sql, params, binary=binary).fetchall()  # type: ignore[no-any-return]
 
 
 def _comparisons(expr: Any) -> list[Comparison]:

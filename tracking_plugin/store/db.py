@@ -163,10 +163,14 @@ class Transaction:
         self.cursor.executemany(sql, rows)
         return int(self.cursor.rowcount)
 
-    def execute_compiled(self, sql: str, params: Sequence[Any]) -> Any:
+    def execute_compiled(self, sql: str, params: Sequence[Any], *, binary: bool = False) -> Any:
         """Run SQL compiled for this dialect by :data:`DIALECTS` with its values in order
-        (statements compiled with their values, as search's); returns the cursor."""
-        self.cursor.execute(sql, params)
+        (statements compiled with their values, as search's); returns the cursor.
+        ``binary``: as for :meth:`execute` (PostgreSQL only)."""
+        if binary:
+            self.cursor.execute(sql, params, binary=True)
+        else:
+            self.cursor.execute(sql, params)
         return self.cursor
 
     def one(self, statement: Statement, params: Sequence[Any] = (), *, binary: bool = False) -> tuple[Any, ...] | None:
