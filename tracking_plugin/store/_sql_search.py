@@ -179,7 +179,10 @@ def _run(tx: Transaction, statement: _Compiled, *, binary: bool = False) -> list
     Rows costs as much as the page's SQL on SQLite). ``binary``: PostgreSQL sends the rows
     in binary (numbers decode without parsing text)."""
     sql, params = statement
-    return tx.execute_compiled(sql, params, binary=binary).fetchall()  # type: ignore[no-any-return]
+    if binary:
+        tx.cursor.execute(sql, params, binary=True)
+        return tx.cursor.fetchall()  # type: ignore[no-any-return]
+    return tx.execute_compiled(sql, params).fetchall()  # type: ignore[no-any-return]
 
 
 def _comparisons(expr: Any) -> list[Comparison]:

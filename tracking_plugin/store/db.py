@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: the engines, sessions, driver-level transactions and migrations of
+# both dialects share one connection handling (retries, pings, error translation, pool events).
 """Engines, sessions and migrations for the backend database.
 
 ``Database(uri)`` only builds an engine: it neither connects nor migrates. The schema is
@@ -163,14 +165,10 @@ class Transaction:
         self.cursor.executemany(sql, rows)
         return int(self.cursor.rowcount)
 
-    def execute_compiled(self, sql: str, params: Sequence[Any], *, binary: bool = False) -> Any:
+    def execute_compiled(self, sql: str, params: Sequence[Any]) -> Any:
         """Run SQL compiled for this dialect by :data:`DIALECTS` with its values in order
-        (statements compiled with their values, as search's); returns the cursor.
-        ``binary``: as for :meth:`execute` (PostgreSQL only)."""
-        if binary:
-            self.cursor.execute(sql, params, binary=True)
-        else:
-            self.cursor.execute(sql, params)
+        (statements compiled with their values, as search's); returns the cursor."""
+        self.cursor.execute(sql, params)
         return self.cursor
 
     def one(self, statement: Statement, params: Sequence[Any] = (), *, binary: bool = False) -> tuple[Any, ...] | None:
@@ -315,12 +313,7 @@ class Database:
 
     @contextmanager
     def transaction(
-        self,
-        *,
-        write: bool = True,
-        bulk: bool = False,
-        rows: int | None = None,
-        snapshot: bool = False,
+        self, *, write: bool = True, bulk: bool = False, rows: int | None = None, snapshot: bool = False,
         autocommit: bool = False,
     ) -> Iterator[Transaction]:
         """One transaction on a pooled driver connection: commit on success, roll back on
@@ -341,11 +334,8 @@ class Database:
         statements see one snapshot (a read in several statements); psycopg says so in its
         BEGIN, no round trip more. SQLite transactions always read one snapshot.
 
-        ``autocommit=True`` (PostgreSQL) is for calls that write with one statement at most
-        (their other statements only read): each statement is then its own transaction, so
-        psycopg sends no ``BEGIN`` and no ``COMMIT`` (two round trips of a one-write call
-        such as ending a run). The write is still committed, and flushed to the WAL, before
-        the statement returns. SQLite ignores it (its transactions take the write lock).
+        ``autocommit=True`` (PostgreSQL): for calls whose one write is one statement; each
+        statement is its own transaction (no BEGIN/COMMIT round trips), committed on return.
 
         ``rows``: how many rows the bulk transaction writes, when the caller knows. The
         checkpoint is then asked for once bulk commits since the last one reach
@@ -403,15 +393,13 @@ class Database:
                 fairy.invalidate(exc)  # a broken connection must not go back to the pool
             raise self._unavailable(exc) from exc
         finally:
-            if isolation:
+            if isolation or auto:
                 try:
-                    fairy.driver_connection.isolation_level = None
-                except Exception as exc:  # never pool a connection left at another level
-                    fairy.invalidate(exc)
-            if auto:
-                try:
-                    fairy.driver_connection.autocommit = False
-                except Exception as exc:  # never pool a connection left in autocommit
+                    if isolation:
+                        fairy.driver_connection.isolation_level = None
+                    if auto:
+                        fairy.driver_connection.autocommit = False
+                except Exception as exc:  # never pool a connection left at another level or autocommit
                     fairy.invalidate(exc)
             if relax:
                 try:
