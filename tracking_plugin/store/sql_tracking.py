@@ -3,7 +3,9 @@
 """``SqlTrackingStore``: experiments, runs, params, tags and metrics over SQLAlchemy Core.
 
 Every public method opens exactly one transaction through ``self.db`` and shares work
-with the others only through private helpers that take it. All SQL is SQLAlchemy Core
+with the others only through private helpers that take it (on PostgreSQL, a call whose
+one write is one statement, such as ``create_run`` or ``log_param``, runs in autocommit:
+see ``Database.transaction``). All SQL is SQLAlchemy Core
 built from the tables of :mod:`~tracking_plugin.store.schema`, one way for both dialects.
 The hot paths (``log_batch`` and so every ``log_*`` call, run create/update, ``get_run``
 and all of search) run on the driver's connection through
