@@ -288,7 +288,6 @@ def _pg_page(rows: Sequence[Any], size: int) -> tuple[list[tuple[Any, ...]], lis
     return run_rows, runs
 
 
-
 @functools.lru_cache(maxsize=256)
 def _count_sql(filter_string: str, threshold: int) -> tuple[tuple[int, ...], _Compiled | None]:
     """One SQLite statement counting, up to ``threshold``, the key/value rows matching each

@@ -718,15 +718,19 @@ class SqlTrackingStore:
         def update(_replay: bool) -> Any:  # setting the same values twice changes nothing
             # Without a new name the UPDATE is the one write: no BEGIN/COMMIT on PostgreSQL.
             with self.db.transaction(autocommit=run_name is None) as tx:
-                # One statement: the UPDATE of an active run returns its row; only when no
-                # row came back is the run read again, to say why (unknown, gc, deleted).
-                row = tx.one(_update_run(tuple(values)), (*values.values(), run_id)) if values else None
+                # PostgreSQL: one statement, the UPDATE of an active run returns its row; only
+                # when none came back is the run read, to say why (unknown, gc, deleted).
+                statement = _update_run(tuple(values)) if values else None
+                args = (*values.values(), run_id)
+                row = tx.one(statement, args) if statement is not None and tx.postgres else None
                 if row is None:
                     row = tx.one(_RUN_BY["run_uuid"], (run_id,))
                     if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
                         raise _missing_run(tx, run_id)
                     if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
                         raise _run_deleted(run_id, "update")
+                    if statement is not None:  # SQLite (under its write lock), or restored meanwhile
+                        tx.execute(statement, args)
                 if run_name is not None:
                     tx.execute(_UPSERT_RUN_TAG, (run_id, TAG_RUN_NAME, run_name))
                 return row
@@ -1458,8 +1462,9 @@ def _write(tx: Transaction, statement: Statement, rows: Sequence[Sequence[Any]])
 
 @functools.lru_cache(maxsize=8)  # one per subset of (status, end_time, name)
 def _update_run(columns: tuple[str, ...]) -> Statement:
-    """``UPDATE runs SET <columns> WHERE run_uuid AND active RETURNING <_RUN_COLUMNS>``:
-    the new values, then the run id; no row when the run is not active (or unknown)."""
+    """``UPDATE runs SET <columns> WHERE run_uuid AND active``: the new values, then the
+    run id. PostgreSQL returns the run's ``_RUN_COLUMNS`` (no row: not active, or unknown);
+    SQLite before 3.35 has no RETURNING."""
     names = tuple(f"new_{column}" for column in columns)
     stmt = (
         sa.update(_RUNS)
@@ -1468,9 +1473,10 @@ def _update_run(columns: tuple[str, ...]) -> Statement:
             _RUNS.c.run_uuid == sa.bindparam("run_id"),
             _RUNS.c.lifecycle_stage == sa.literal_column(f"'{LifecycleStage.ACTIVE.value}'"),
         )
-        .returning(*_RUN_COLUMNS)
     )
-    return Statement(stmt, (*names, "run_id"))
+    return Statement(
+        lambda dialect: stmt.returning(*_RUN_COLUMNS) if dialect == "postgresql" else stmt, (*names, "run_id")
+    )
 
 
 @functools.lru_cache(maxsize=16)  # one per in_list() length up to 512
