@@ -800,6 +800,11 @@ REFUSED: list[tuple[str, Callable[[SqlStore, str, str], Any], type[Exception]]] 
     ("changed param", lambda s, e, r: s.log_batch(r, params=[Param("fixed", "2")]), Conflict),
     ("bad status", lambda s, e, r: s.update_run_info(r, status="BOGUS"), InvalidArgument),  # type: ignore[arg-type]
     ("bad end time", lambda s, e, r: s.update_run_info(r, end_time=1.5), InvalidArgument),  # type: ignore[arg-type]
+    (
+        "end unknown run",
+        lambda s, e, r: s.update_run_info("ffffffffffffffffffffffffffffffff", status=RunStatus.FINISHED),
+        NotFound,
+    ),
     ("run in unknown experiment", lambda s, e, r: s.create_run("777", user_id="u", start_time=T0), NotFound),
     ("duplicate experiment", lambda s, e, r: s.create_experiment("exp"), AlreadyExists),
     ("search bad filter", lambda s, e, r: s.search_runs([e], "metrics.m >"), InvalidArgument),

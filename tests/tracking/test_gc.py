@@ -334,6 +334,7 @@ def test_a_marked_run_reads_as_gone_is_never_restored_and_the_next_gc_finishes_i
         lambda: store.delete_run(run_id),
         lambda: store.log_batch(run_id, metrics=[Metric("m", 2.0, 0, 1)]),
         lambda: store.get_metric_history(run_id, "m"),
+        lambda: store.update_run_info(run_id, status=RunStatus.FINISHED),
     ):
         with pytest.raises(NotFound, match="garbage-collected"):
             call()

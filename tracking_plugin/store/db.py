@@ -1,3 +1,5 @@
+# Over 600 lines on purpose: the engines, sessions, driver-level transactions and migrations of
+# both dialects share one connection handling (retries, pings, error translation, pool events).
 """Engines, sessions and migrations for the backend database.
 
 ``Database(uri)`` only builds an engine: it neither connects nor migrates. The schema is
@@ -311,7 +313,8 @@ class Database:
 
     @contextmanager
     def transaction(
-        self, *, write: bool = True, bulk: bool = False, rows: int | None = None, snapshot: bool = False
+        self, *, write: bool = True, bulk: bool = False, rows: int | None = None, snapshot: bool = False,
+        autocommit: bool = False,
     ) -> Iterator[Transaction]:
         """One transaction on a pooled driver connection: commit on success, roll back on
         any error. Same locking and error translation as :meth:`session` (SQLite writes
@@ -331,6 +334,9 @@ class Database:
         statements see one snapshot (a read in several statements); psycopg says so in its
         BEGIN, no round trip more. SQLite transactions always read one snapshot.
 
+        ``autocommit=True`` (PostgreSQL): for calls whose one write is one statement; each
+        statement is its own transaction (no BEGIN/COMMIT round trips), committed on return.
+
         ``rows``: how many rows the bulk transaction writes, when the caller knows. The
         checkpoint is then asked for once bulk commits since the last one reach
         ``_BULK_CHECKPOINT_ROWS`` (about SQLite's own 1,000-page automatic checkpoint), not
@@ -343,9 +349,12 @@ class Database:
             self._checkpoint_idle.wait(self._busy_timeout)
         fairy = self._retrying_connect(self.engine.raw_connection)
         isolation = snapshot and postgres
+        auto = autocommit and postgres and not isolation
         try:
             if isolation:
                 fairy.driver_connection.isolation_level = _REPEATABLE_READ
+            if auto:
+                fairy.driver_connection.autocommit = True
             cursor = fairy.cursor()
             if relax:
                 # Both are no-ops inside a transaction: set them before BEGIN.
@@ -384,10 +393,13 @@ class Database:
                 fairy.invalidate(exc)  # a broken connection must not go back to the pool
             raise self._unavailable(exc) from exc
         finally:
-            if isolation:
+            if isolation or auto:
                 try:
-                    fairy.driver_connection.isolation_level = None
-                except Exception as exc:  # never pool a connection left at another level
+                    if isolation:
+                        fairy.driver_connection.isolation_level = None
+                    if auto:
+                        fairy.driver_connection.autocommit = False
+                except Exception as exc:  # never pool a connection left at another level or autocommit
                     fairy.invalidate(exc)
             if relax:
                 try:

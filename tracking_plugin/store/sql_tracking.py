@@ -3,7 +3,9 @@
 """``SqlTrackingStore``: experiments, runs, params, tags and metrics over SQLAlchemy Core.
 
 Every public method opens exactly one transaction through ``self.db`` and shares work
-with the others only through private helpers that take it. All SQL is SQLAlchemy Core
+with the others only through private helpers that take it (on PostgreSQL, a call whose
+one write is one statement, such as ``create_run`` or ``log_param``, runs in autocommit:
+see ``Database.transaction``). All SQL is SQLAlchemy Core
 built from the tables of :mod:`~tracking_plugin.store.schema`, one way for both dialects.
 The hot paths (``log_batch`` and so every ``log_*`` call, run create/update, ``get_run``
 and all of search) run on the driver's connection through
@@ -126,6 +128,7 @@ from tracking_plugin.store._sql_search import (
     _insert_for,
     _load_runs,
     _parse_orders,
+    _pg_page,
     _run,
     _run_info,
     _search_sql,
@@ -144,6 +147,8 @@ MAX_EXPERIMENT_RESULTS = 50_000
 MAX_HISTORY_RESULTS = 1_000_000
 # From this many metric points a batch is written in bulk (see log_batch).
 _BULK_METRICS = 1_000
+# From this page size search_runs builds its Runs with the garbage collector paused.
+_GC_PAUSE_RUNS = 100
 
 _EXPERIMENTS = ExperimentRow.__table__
 # runs.lifecycle_stage of a run prefect-mlops gc has started removing (never in a view type),
@@ -239,6 +244,17 @@ _TOMBSTONE = Statement(
 )
 _INSERT_RUN = Statement(sa.insert(_RUNS), tuple(c.name for c in _RUN_COLUMNS))
 _INSERT_RUN_TAG = Statement(sa.insert(_TAGS), ("run_uuid", "key", "value"))
+# PostgreSQL's create_run: the run row (``_RUN_COLUMNS``) and its tags (two arrays, keys
+# sorted) in one statement; the tags' foreign key sees the run the CTE inserted.
+_PG_INSERT_RUN_WITH_TAGS = Statement(
+    sa.text(
+        f"WITH run AS (INSERT INTO runs ({', '.join(c.name for c in _RUN_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + c.name for c in _RUN_COLUMNS)}) RETURNING run_uuid) "
+        "INSERT INTO tags (run_uuid, key, value) SELECT run.run_uuid, t.key, t.value "
+        "FROM run, unnest(CAST(:tag_keys AS VARCHAR[]), CAST(:tag_values AS VARCHAR[])) AS t(key, value)"
+    ),
+    (*(c.name for c in _RUN_COLUMNS), "tag_keys", "tag_values"),
+)
 # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
 # processing for a Core insert of dicts costs about as much as SQLite's own work.
 _INSERT_METRIC = Statement(sa.insert(_METRICS), _METRIC_COLUMNS)
@@ -606,7 +622,8 @@ class SqlTrackingStore:
 
         run_id = uuid.uuid4().hex
         try:
-            with self.db.transaction() as tx:
+            # PostgreSQL writes the run and its tags with one statement: no BEGIN/COMMIT.
+            with self.db.transaction(autocommit=True) as tx:
                 experiment = tx.one(_EXPERIMENT_FOR_RUN, (pk,))
                 if experiment is None:
                     raise _experiment_not_found(pk)
@@ -620,14 +637,16 @@ class SqlTrackingStore:
                     raise NotFound(f"Parent run {parent_run_id!r} does not exist; start the parent run first.")
                 _check_prefect_ids_free(tx, prefect_flow_run_id, prefect_task_run_id)
                 artifact_uri = _join_artifact_uri(artifact_location, run_id, "artifacts")
-                tx.execute(
-                    _INSERT_RUN,
-                    (
-                        run_id, pk, run_name, RunStatus.RUNNING.value, start_time, None, user_id, artifact_uri,
-                        LifecycleStage.ACTIVE.value, parent_run_id, prefect_flow_run_id, prefect_task_run_id,
-                    ),
+                run_row = (
+                    run_id, pk, run_name, RunStatus.RUNNING.value, start_time, None, user_id, artifact_uri,
+                    LifecycleStage.ACTIVE.value, parent_run_id, prefect_flow_run_id, prefect_task_run_id,
                 )
-                tx.executemany(_INSERT_RUN_TAG, [(run_id, k, v) for k, v in sorted(tag_values.items())])
+                keys = sorted(tag_values)
+                if tx.postgres:  # the run and its tags in one statement (one round trip)
+                    tx.execute(_PG_INSERT_RUN_WITH_TAGS, (*run_row, keys, [tag_values[k] for k in keys]))
+                else:
+                    tx.execute(_INSERT_RUN, run_row)
+                    tx.executemany(_INSERT_RUN_TAG, [(run_id, k, tag_values[k]) for k in keys])
         except self.db.IntegrityError as exc:
             # Only the unique Prefect ids can collide (run ids are fresh uuid4s); this is the
             # race our check above cannot see on PostgreSQL: the unique index decides.
@@ -697,14 +716,21 @@ class SqlTrackingStore:
             values["name"] = validate_text(run_name, "run name")
 
         def update(_replay: bool) -> Any:  # setting the same values twice changes nothing
-            with self.db.transaction() as tx:
-                row = tx.one(_RUN_BY["run_uuid"], (run_id,))
-                if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
-                    raise _missing_run(tx, run_id)
-                if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
-                    raise _run_deleted(run_id, "update")
-                if values:
-                    tx.execute(_update_run(tuple(values)), (*values.values(), run_id))
+            # Without a new name the UPDATE is the one write: no BEGIN/COMMIT on PostgreSQL.
+            with self.db.transaction(autocommit=run_name is None) as tx:
+                # PostgreSQL: one statement, the UPDATE of an active run returns its row; only
+                # when none came back is the run read, to say why (unknown, gc, deleted).
+                statement = _update_run(tuple(values)) if values else None
+                args = (*values.values(), run_id)
+                row = tx.one(statement, args) if statement is not None and tx.postgres else None
+                if row is None:
+                    row = tx.one(_RUN_BY["run_uuid"], (run_id,))
+                    if row is None or row[_LIFECYCLE_INDEX] == GC_PENDING:
+                        raise _missing_run(tx, run_id)
+                    if row[_LIFECYCLE_INDEX] != LifecycleStage.ACTIVE.value:
+                        raise _run_deleted(run_id, "update")
+                    if statement is not None:  # SQLite (under its write lock), or restored meanwhile
+                        tx.execute(statement, args)
                 if run_name is not None:
                     tx.execute(_UPSERT_RUN_TAG, (run_id, TAG_RUN_NAME, run_name))
                 return row
@@ -806,7 +832,10 @@ class SqlTrackingStore:
             tag_values[key] = value  # the last value of a repeated tag wins, as in MLflow
 
         write = bool(metric_rows or param_values or tag_values)
-        with self.db.transaction(write=write, bulk=bulk, rows=len(metric_rows)) as tx:
+        # log_param (one param, nothing else) writes with one INSERT: no BEGIN/COMMIT on
+        # PostgreSQL (params keep their foreign key to the run).
+        single = len(param_values) == 1 and not metric_rows and not tag_values
+        with self.db.transaction(write=write, bulk=bulk, rows=len(metric_rows), autocommit=single) as tx:
             _check_run_active(tx, run_id, "log to")
             if param_values:
                 _write_params(tx, run_id, param_values)
@@ -982,7 +1011,10 @@ class SqlTrackingStore:
         after = decode_page_after(page_token) if keyset else None
         if not experiment_pks:
             return PagedList([], None)
-        with self.db.transaction(write=False) as tx:
+        # The collector paused while the page becomes Runs (see _gc_paused): a page of
+        # 1,000 runs is ~15,000 new objects, and the collections they set off walked every
+        # object of the process (a third of a 100,000-run search's client CPU, measured).
+        with _gc_paused(max_results >= _GC_PAUSE_RUNS), self.db.transaction(write=False) as tx:
             if tx.postgres:
                 # psycopg prepares statements it has seen 5 times; PostgreSQL may then switch
                 # to a generic plan that ignores the filter values (a 5 ms search took 1 s).
@@ -993,9 +1025,12 @@ class SqlTrackingStore:
                 self.db.dialect, filter_string, order_key, tuple(experiment_pks), stages, drivers,
                 max_results + 1, 0 if after else offset, after,
             )
-            rows = _run(tx, statement)
+            if tx.postgres:  # the runs with their metrics, params and tags: one statement
+                rows, runs = _pg_page(_run(tx, statement, binary=True), max_results)
+            else:
+                rows = _run(tx, statement)
+                runs = _load_runs(tx, rows[:max_results])
             more = len(rows) > max_results
-            runs = _load_runs(tx, rows[:max_results])
         if not more:
             return PagedList(runs, None)
         last = rows[max_results - 1]  # _RUN_COLUMNS: run_uuid first, start_time fifth
@@ -1427,14 +1462,21 @@ def _write(tx: Transaction, statement: Statement, rows: Sequence[Sequence[Any]])
 
 @functools.lru_cache(maxsize=8)  # one per subset of (status, end_time, name)
 def _update_run(columns: tuple[str, ...]) -> Statement:
-    """``UPDATE runs SET <columns> WHERE run_uuid``: the new values, then the run id."""
+    """``UPDATE runs SET <columns> WHERE run_uuid AND active``: the new values, then the
+    run id. PostgreSQL returns the run's ``_RUN_COLUMNS`` (no row: not active, or unknown);
+    SQLite before 3.35 has no RETURNING."""
     names = tuple(f"new_{column}" for column in columns)
     stmt = (
         sa.update(_RUNS)
         .values({_RUNS.c[column]: sa.bindparam(name) for column, name in zip(columns, names, strict=True)})
-        .where(_RUNS.c.run_uuid == sa.bindparam("run_id"))
+        .where(
+            _RUNS.c.run_uuid == sa.bindparam("run_id"),
+            _RUNS.c.lifecycle_stage == sa.literal_column(f"'{LifecycleStage.ACTIVE.value}'"),
+        )
     )
-    return Statement(stmt, (*names, "run_id"))
+    return Statement(
+        lambda dialect: stmt.returning(*_RUN_COLUMNS) if dialect == "postgresql" else stmt, (*names, "run_id")
+    )
 
 
 @functools.lru_cache(maxsize=16)  # one per in_list() length up to 512
@@ -1470,7 +1512,10 @@ def _write_params(tx: Transaction, run_id: str, values: dict[str, str]) -> None:
     Rows are sorted by key so concurrent PostgreSQL writers take locks in the same order.
     """
     keys = sorted(values)
-    inserted = tx.executemany(_INSERT_NEW_PARAM, [(run_id, k, values[k]) for k in keys])
+    if len(keys) == 1:  # log_param: one execute (an executemany costs a pipeline on PostgreSQL)
+        inserted = int(tx.execute(_INSERT_NEW_PARAM, (run_id, keys[0], values[keys[0]])).rowcount)
+    else:
+        inserted = tx.executemany(_INSERT_NEW_PARAM, [(run_id, k, values[k]) for k in keys])
     if inserted == len(keys):
         return
     for chunk in _chunks(keys):
