@@ -35,11 +35,14 @@ def test_migrated_schema_matches_the_metadata(db_uri: str) -> None:
     # Dialect-conditional indexes (key/value prefixes, SQLite's search index) are declared
     # with ddl_if and may be reported.
     conditional = ("key_value", "ix_runs_search")
+    # So is the key metrics.run_uuid -> runs: SQLite's only (migration 0011).
+    sqlite_only_fk = [("add_fk", "fk_metrics_run_uuid_runs")] if db.dialect == "postgresql" else []
     real = [
         d for d in diff
         if not (d[0] in ("add_index", "remove_index") and any(name in d[1].name for name in conditional))
     ]
-    assert real == []
+    assert [(d[0], d[1].name) for d in real if d[0] == "add_fk"] == sqlite_only_fk
+    assert [d for d in real if d[0] != "add_fk"] == []
     db.dispose()
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -189,10 +190,16 @@ class MetricRow(Base):
     __tablename__ = "metrics"
     # Covering (migration 0008): history reads and the chart's min/max buckets are range
     # scans of this index alone, with no table-row lookup per point.
-    __table_args__ = (Index("ix_metrics_history", "run_uuid", "key", "step", "timestamp", "value", "is_nan"),)
+    # The key to runs is SQLite's only (migration 0011): PostgreSQL would check it with a
+    # trigger per inserted point; log_batch checks the run once per batch there instead,
+    # holding the lock that trigger took (FOR KEY SHARE), which gc's marking waits for.
+    __table_args__ = (
+        Index("ix_metrics_history", "run_uuid", "key", "step", "timestamp", "value", "is_nan"),
+        ForeignKeyConstraint(["run_uuid"], ["runs.run_uuid"], ondelete="CASCADE").ddl_if(dialect="sqlite"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    run_uuid: Mapped[str] = mapped_column(ForeignKey("runs.run_uuid", ondelete="CASCADE"))
+    run_uuid: Mapped[str] = mapped_column(String(32))
     key: Mapped[str] = mapped_column(String(KEY_LEN))
     value: Mapped[float] = mapped_column(Float(precision=53))
     is_nan: Mapped[bool] = mapped_column(Boolean, default=False)

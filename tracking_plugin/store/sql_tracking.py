@@ -171,6 +171,19 @@ _RUN_EXISTS = Statement(
 _RUN_STAGE = Statement(
     sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == sa.bindparam("run_id")), ("run_id",)
 )
+# log_batch's check of its run. On PostgreSQL it also locks the runs row FOR KEY SHARE
+# until the batch commits: ``metrics`` has no foreign key there (migration 0011), and this
+# is the lock that key's per-row trigger took, once per batch instead of once per point.
+# gc marks a run with SELECT ... FOR UPDATE, which waits for the lock, before it deletes
+# the run's rows; a batch that comes after the mark reads ``gc_pending`` (PostgreSQL
+# re-reads a row it waited for). So no metric row ever names a missing run. Status and
+# name updates (FOR NO KEY UPDATE) do not wait for it, as they did not for the trigger.
+_RUN_STAGE_LOCKED = Statement(
+    lambda dialect: _RUN_STAGE.build(dialect).with_for_update(read=True, key_share=True)
+    if dialect == "postgresql"
+    else _RUN_STAGE.build(dialect),
+    ("run_id",),
+)
 _RUN_BY = {
     column: Statement(sa.select(*_RUN_COLUMNS).where(_RUNS.c[column] == sa.bindparam("value")), ("value",))
     for column in ("run_uuid", "prefect_flow_run_id", "prefect_task_run_id")
@@ -792,8 +805,9 @@ class SqlTrackingStore:
             )
         # A large batch builds its rows with the collector paused and is written as a bulk
         # transaction (Database.transaction). Skipping SQLite's per-row foreign-key lookup
-        # there is safe: the run is checked first, under the write lock, and runs are never
-        # hard-deleted.
+        # there is safe: the run is checked first, under the write lock, and only gc deletes
+        # runs rows, in a write transaction of its own after marking the run gc_pending
+        # (PostgreSQL: see _RUN_STAGE_LOCKED).
         bulk = len(metric_items) >= _BULK_METRICS
         with _gc_paused(bulk):
             # A replay after a lost connection skips the points already stored: the lost
@@ -836,7 +850,7 @@ class SqlTrackingStore:
         # PostgreSQL (params keep their foreign key to the run).
         single = len(param_values) == 1 and not metric_rows and not tag_values
         with self.db.transaction(write=write, bulk=bulk, rows=len(metric_rows), autocommit=single) as tx:
-            _check_run_active(tx, run_id, "log to")
+            _check_run_active(tx, run_id, "log to", lock=bool(metric_rows))
             if param_values:
                 _write_params(tx, run_id, param_values)
             if metric_rows and skip_logged_points:
@@ -1443,9 +1457,11 @@ def _check_run_readable(tx: Transaction, run_id: str) -> None:
         raise _missing_run(tx, run_id)
 
 
-def _check_run_active(tx: Transaction, run_id: str, action: str) -> None:
-    """``_active_run_row`` for the logging hot path."""
-    row = tx.one(_RUN_STAGE, (run_id,))
+def _check_run_active(tx: Transaction, run_id: str, action: str, *, lock: bool = False) -> None:
+    """``_active_run_row`` for the logging hot path. ``lock``: the transaction writes
+    metric points; on PostgreSQL the run then stays locked (FOR KEY SHARE) until it ends,
+    see ``_RUN_STAGE_LOCKED``."""
+    row = tx.one(_RUN_STAGE_LOCKED if lock else _RUN_STAGE, (run_id,))
     if row is None or row[0] == GC_PENDING:
         raise _missing_run(tx, run_id)
     if row[0] != LifecycleStage.ACTIVE.value:
