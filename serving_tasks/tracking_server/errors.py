@@ -91,8 +91,11 @@ def _validation_message(exc: RequestValidationError) -> str:
             problems.append(f"Missing value for required parameter '{field}'.")
         elif kind == "json_invalid":
             problems.append(f"The request body is not valid JSON ({error.get('msg', '')}); send a JSON object.")
-        elif kind == "model_attributes_type":
+        elif kind == "model_attributes_type" and field == "request body":
             problems.append("The request body must be a JSON object.")
+        elif kind == "model_attributes_type":  # an item of a list (a batch's metric) that is no object
+            shown = _shown(error.get("input"))
+            problems.append(f"Invalid value {shown} for parameter '{field}': it must be a JSON object.")
         else:
             message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
             if field == "request body" or message.startswith("Missing value"):

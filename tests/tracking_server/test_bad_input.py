@@ -150,6 +150,32 @@ def test_hot_routes_refuse_bad_bodies_like_every_route(http: httpx.Client, run_i
     assert sorted((m["step"], m["timestamp"], m["value"]) for m in history) == [(0, 8, 2.0), (1, 7, "NaN")]
 
 
+def test_log_batch_points_the_fast_check_refuses_go_to_the_schema(http: httpx.Client, run_id: str) -> None:
+    """The fast path checks a batch column by column; a point it cannot take (a field
+    missing, a step beyond int64, not an object) is the schema's to refuse, naming the
+    point, and nothing of the batch is written; an omitted step (proto JSON drops a 0) is
+    step 0 and an empty metrics list with a param is a batch like any other."""
+    good = {"key": "cols", "value": 1.0, "timestamp": 5, "step": 1}
+    for bad, field in (
+        ({"value": 1.0, "timestamp": 5, "step": 2}, "metrics.1.key"),
+        ({"key": "cols", "timestamp": 5, "step": 2}, "metrics.1.value"),
+        ({"key": "cols", "value": 1.0, "timestamp": 5, "step": 2**63}, "metrics.1.step"),
+        ({"key": "cols", "value": 1.0, "timestamp": -(2**63) - 1, "step": 2}, "metrics.1.timestamp"),
+        (["cols", 1.0, 5, 2], "metrics.1"),
+    ):
+        _error(http.post(f"{API}/runs/log-batch", json={"run_id": run_id, "metrics": [good, bad, good]}), 400,
+               "INVALID_PARAMETER_VALUE", field)
+    history = http.get(f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": "cols"}).json()
+    assert history.get("metrics", []) == []
+    ok = {"run_id": run_id, "metrics": [good, {"key": "cols", "value": 2.5, "timestamp": 6}]}
+    assert http.post(f"{API}/runs/log-batch", json=ok).status_code == 200
+    assert http.post(f"{API}/runs/log-batch", json={"run_id": run_id, "metrics": [], "params": [{"key": "p", "value": "v"}]}).status_code == 200
+    history = http.get(f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": "cols"}).json()["metrics"]
+    assert sorted((m["step"], m["timestamp"], m["value"]) for m in history) == [(0, 6, 2.5), (1, 5, 1.0)]
+    run = http.get(f"{API}/runs/get", params={"run_id": run_id}).json()["run"]
+    assert {"key": "p", "value": "v"} in run["data"]["params"]
+
+
 def test_log_batch_limit_is_enforced_by_count(small_server: Any, start_server: Callable[..., Any], tmp_path: Path) -> None:
     roomy = start_server(f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "a"))
     with httpx.Client(base_url=roomy.url) as http:
