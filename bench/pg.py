@@ -45,7 +45,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OURS = sys.executable
-PEER = os.environ.get("PEER_PYTHON", str(ROOT / ".venv-peer" / "bin" / "python"))
+# Absolute (not resolved: the venv's python is a symlink): servers start in other folders.
+PEER = os.path.abspath(os.environ.get("PEER_PYTHON", str(ROOT / ".venv-peer" / "bin" / "python")))
 SCRIPTS = {"ours": (OURS, "pg_ours.py"), "mlflow": (PEER, "pg_peer.py")}
 
 sys.path.insert(0, str(HERE))

@@ -22,7 +22,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PEER = os.environ.get("PEER_PYTHON", str(ROOT / ".venv-peer" / "bin" / "python"))
+# Absolute (not resolved: the venv's python is a symlink): servers start in other folders.
+PEER = os.path.abspath(os.environ.get("PEER_PYTHON", str(ROOT / ".venv-peer" / "bin" / "python")))
 SIDES = ("ours", "mlflow", "floor")
 # figure -> True when bigger is better (ratios are then side/mlflow, else mlflow/side)
 FIGURES = {"log_metric_ms": False, "log_batch_points_per_s": True, "runs_per_s": True, "search_ms": False}

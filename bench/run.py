@@ -22,7 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OURS = sys.executable
-PEER = os.environ.get("PEER_PYTHON", str(ROOT / ".venv-peer" / "bin" / "python"))
+# Absolute (not resolved: the venv's python is a symlink): servers start in other folders.
+PEER = os.path.abspath(os.environ.get("PEER_PYTHON", str(ROOT / ".venv-peer" / "bin" / "python")))
 
 sys.path.insert(0, str(HERE))
 import rest_rounds  # noqa: E402
