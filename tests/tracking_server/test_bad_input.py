@@ -176,6 +176,29 @@ def test_log_batch_points_the_fast_check_refuses_go_to_the_schema(http: httpx.Cl
     assert {"key": "p", "value": "v"} in run["data"]["params"]
 
 
+def test_plain_log_batches_go_to_the_store_as_columns_and_keep_its_checks(http: httpx.Client, run_id: str) -> None:
+    """A batch of plain points (float values, no NaN) reaches the store as columns off
+    the wire; the store still refuses a bad key name (naming it, nothing of the batch
+    written, small and 1,000-point batches alike) and a replayed batch adds no point."""
+    for size in (3, 1000):
+        # values with short spellings: 1,000 points stay under this server's 64 KB body limit
+        points = [{"key": f"plain{size}", "value": i / 4, "timestamp": 10 + i, "step": i} for i in range(size)]
+        bad = [*points[:-1], {"key": "../escape", "value": 1.0, "timestamp": 10, "step": 0}]
+        _error(http.post(f"{API}/runs/log-batch", json={"run_id": run_id, "metrics": bad}), 400,
+               "INVALID_PARAMETER_VALUE", "'../escape'")
+        for _ in range(2):  # the second call is a client's retry after a lost response
+            assert http.post(f"{API}/runs/log-batch", json={"run_id": run_id, "metrics": points}).status_code == 200
+        history = http.get(f"{API}/metrics/get-history",
+                           params={"run_id": run_id, "metric_key": f"plain{size}", "max_results": 5000}).json()["metrics"]
+        assert sorted((m["step"], m["timestamp"], m["value"]) for m in history) == [
+            (i, 10 + i, i / 4) for i in range(size)
+        ]
+    run = http.get(f"{API}/runs/get", params={"run_id": run_id}).json()["run"]
+    latest = {m["key"]: (m["value"], m["step"]) for m in run["data"]["metrics"]}
+    assert latest["plain1000"] == (999 / 4, 999) and latest["plain3"] == (2 / 4, 2)
+    assert "../escape" not in latest
+
+
 def test_log_batch_limit_is_enforced_by_count(small_server: Any, start_server: Callable[..., Any], tmp_path: Path) -> None:
     roomy = start_server(f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "a"))
     with httpx.Client(base_url=roomy.url) as http:

@@ -34,6 +34,9 @@ class MetricColumns:
     def __init__(self, keys: list[str], values: list[float], stamps: list[int], steps: list[int]):
         self.keys, self.values, self.stamps, self.steps = keys, values, stamps, steps
 
+    def __len__(self) -> int:
+        return len(self.keys)
+
     @classmethod
     def of(cls, metrics: Sequence[Any]) -> MetricColumns | None:
         """The batch as columns, or ``None`` when any point needs the per-point checks."""
@@ -45,6 +48,18 @@ class MetricColumns:
             stamps = [m.timestamp for m in metrics]
             steps = [m.step for m in metrics]
         except AttributeError:
+            return None
+        columns = cls.checked(keys, values, stamps, steps)
+        return columns.validated() if columns else None
+
+    @classmethod
+    def checked(cls, keys: list[str], values: list[float], stamps: list[int], steps: list[int]) -> MetricColumns | None:
+        """Columns whose types and ranges are plain (str keys, float values without NaN,
+        int64 timestamps and steps), else ``None``; the key names are checked by
+        :meth:`validated`, which the store calls. The tracking server's log-batch fast
+        path hands such columns to ``log_batch`` as they came off the wire, without
+        building a ``Metric`` per point."""
+        if not keys:
             return None
         if (
             set(map(type, keys)) != {str}
@@ -60,9 +75,13 @@ class MetricColumns:
         total = sum(values)
         if total != total:  # a NaN (or +inf beside -inf): the per-point path flags NaNs
             return None
-        for key in set(keys):
-            validate_key(key, "metric")
         return cls(keys, values, stamps, steps)
+
+    def validated(self) -> MetricColumns:
+        """These columns after checking each distinct key name (InvalidArgument names a bad one)."""
+        for key in set(self.keys):
+            validate_key(key, "metric")
+        return self
 
     def rows(self, run_id: str, not_nan: Any = False) -> list[Row]:
         """Insert rows in the batch's order; ``not_nan``: the ``is_nan`` value bound."""

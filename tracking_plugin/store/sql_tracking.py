@@ -773,13 +773,17 @@ class SqlTrackingStore:
     def log_batch(
         self,
         run_id: str,
-        metrics: Sequence[Metric] = (),
+        metrics: Sequence[Metric] | MetricColumns = (),
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
         *,
         skip_logged_points: bool = False,
     ) -> None:
         """Validate everything, then write all of it in one transaction, or nothing.
+
+        ``metrics`` may also be a ``MetricColumns`` (``_metric_batch``: points as parallel
+        lists whose types ``MetricColumns.checked`` accepted), as the tracking server's
+        log-batch fast path passes them.
 
         ``skip_logged_points``: a metric point identical to one already in the history
         (key, value, timestamp and step) is not written again, so a client replaying a
@@ -790,7 +794,7 @@ class SqlTrackingStore:
         ...                 params=[Param("lr", "0.01")])  # doctest: +SKIP
         """
         _run_id(run_id)
-        metric_items = _as_items(metrics, "metric")
+        metric_items = metrics if isinstance(metrics, MetricColumns) else _as_items(metrics, "metric")
         param_items = _as_items(params, "param")
         tag_items = _as_items(tags, "tag")
         if len(metric_items) > MAX_BATCH_METRICS:
@@ -821,14 +825,17 @@ class SqlTrackingStore:
     def _log_batch(
         self,
         run_id: str,
-        metric_items: list[Any],
+        metric_items: list[Any] | MetricColumns,
         param_items: list[Any],
         tag_items: list[Any],
         bulk: bool,
         skip_logged_points: bool,
     ) -> None:
         # A large batch of plain points is handled column by column (_metric_batch).
-        columns = MetricColumns.of(metric_items) if bulk else None
+        if isinstance(metric_items, MetricColumns):
+            columns: MetricColumns | None = metric_items.validated()
+        else:
+            columns = MetricColumns.of(metric_items) if bulk else None
         flags = _NAN_FLAGS[self.db.dialect]
         metric_rows = columns.rows(run_id, flags[0]) if columns else _metric_rows(run_id, metric_items, flags)
         param_values: dict[str, str] = {}

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from tracking_plugin.entities import DatasetInput, Metric, Param, RunStatus, RunTag
 from tracking_plugin.errors import InvalidArgument
+from tracking_plugin.store._metric_batch import MetricColumns
 from tracking_plugin.store.sql import SqlStore
 
 from serving_tasks.tracking_server import schemas, wire
@@ -135,7 +136,7 @@ def log_batch(body: schemas.LogBatch, store: Store) -> Response:
 
 
 def log_batch_items(
-    store: SqlStore, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]
+    store: SqlStore, run_id: str, metrics: list[Metric] | MetricColumns, params: list[Param], tags: list[RunTag]
 ) -> Response:
     """``runs/log-batch`` after parsing (also ``fast.FastRoutes``'s): MLflow's limits, then
     one store call."""
