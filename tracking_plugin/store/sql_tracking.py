@@ -869,7 +869,7 @@ class SqlTrackingStore:
                 if tx.postgres and len(metric_rows) >= _pg_bulk.COPY_MIN_POINTS:
                     _pg_bulk.copy_metrics(tx.cursor, metric_rows)
                 else:
-                    tx.executemany(_INSERT_METRIC, metric_rows)
+                    _write(tx, _INSERT_METRIC, metric_rows)  # log_metric: one execute
                 summaries = columns.summaries(run_id) if columns else None
                 blocks, latest = summaries or (_fold_blocks(metric_rows), _latest_points(metric_rows))
                 if blocks:  # in key order, so concurrent PostgreSQL writers lock in one order
