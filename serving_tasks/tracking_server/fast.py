@@ -39,7 +39,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from tracking_plugin.entities import Metric, Param, RunTag
-from tracking_plugin.store._metric_batch import MetricColumns
+from tracking_plugin.store._metric_batch import MetricColumns, plain_points
 from tracking_plugin.store.rest_wire import build_metric
 
 from serving_tasks.tracking_server import schemas
@@ -48,7 +48,6 @@ from serving_tasks.tracking_server.routes import runs
 
 __all__ = ["FastRoutes"]
 
-_INT64 = 2**63
 Handler = Callable[[Any, Any, Any], Response]  # (parsed request, store, uris) -> response
 
 
@@ -94,14 +93,7 @@ def _points(items: Any) -> MetricColumns | list[Metric] | None:
     columns = MetricColumns.checked(keys, values, stamps, steps)
     if columns is not None:
         return columns
-    if (
-        set(map(type, keys)) != {str}
-        or set(map(type, values)) != {float}
-        or set(map(type, stamps)) != {int}
-        or set(map(type, steps)) != {int}
-        or min(stamps) < -_INT64 or max(stamps) >= _INT64
-        or min(steps) < -_INT64 or max(steps) >= _INT64
-    ):
+    if not plain_points(keys, values, stamps, steps):
         return None
     return list(map(build_metric, keys, values, stamps, steps))
 

@@ -26,6 +26,21 @@ Row = tuple[str, str, float, bool, int, int]  # run_uuid, key, value, is_nan, ti
 _INT64 = 2**63
 
 
+def plain_points(keys: list[Any], values: list[Any], stamps: list[Any], steps: list[Any]) -> bool:
+    """Whether non-empty point columns are plain: str keys, float values, int timestamps
+    and steps within int64 (types checked as sets, a column at a time)."""
+    return not (
+        set(map(type, keys)) != {str}
+        or set(map(type, values)) != {float}
+        or set(map(type, stamps)) != {int}
+        or set(map(type, steps)) != {int}
+        or min(stamps) < -_INT64
+        or max(stamps) >= _INT64
+        or min(steps) < -_INT64
+        or max(steps) >= _INT64
+    )
+
+
 class MetricColumns:
     """A batch of valid, NaN-free points as parallel lists (``of`` builds one or says no)."""
 
@@ -59,18 +74,7 @@ class MetricColumns:
         :meth:`validated`, which the store calls. The tracking server's log-batch fast
         path hands such columns to ``log_batch`` as they came off the wire, without
         building a ``Metric`` per point."""
-        if not keys:
-            return None
-        if (
-            set(map(type, keys)) != {str}
-            or set(map(type, values)) != {float}
-            or set(map(type, stamps)) != {int}
-            or set(map(type, steps)) != {int}
-            or min(stamps) < -_INT64
-            or max(stamps) >= _INT64
-            or min(steps) < -_INT64
-            or max(steps) >= _INT64
-        ):
+        if not keys or not plain_points(keys, values, stamps, steps):
             return None
         total = sum(values)
         if total != total:  # a NaN (or +inf beside -inf): the per-point path flags NaNs
