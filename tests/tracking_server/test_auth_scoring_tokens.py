@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import SecretStr
-from support import free_port
+from support import free_port, poll
 from tracking_server.conftest import CONSOLE_SCRIPT, ServerProcess
 
 from serving_tasks.deploy import start_server as deploy
@@ -214,3 +214,55 @@ def test_a_tracking_server_that_is_down_turns_the_revocation_into_a_warning_that
     restarted = start_server(db, str(base / "artifacts"), "--auth", env=tracking.env)
     assert _status(restarted, token) == 401
 
+
+
+@pytest.mark.slow
+def test_the_prefect_tasks_revoke_too_and_put_the_warning_in_the_task_runs_log(
+    start_server: Callable[..., ServerProcess], model_dir: str, state_dir: Path, tmp_path: Path,
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect import flow
+
+    from serving_tasks.tasks import deploy_model, stop_model_server
+
+    base = tmp_path / "backend"
+    base.mkdir()
+    tracking = _auth_server(start_server, base)
+    for name, value in (("TRACKING_URI", tracking.url), ("TRACKING_USERNAME", USER), ("TRACKING_PASSWORD", USER_PW)):
+        monkeypatch.setenv(f"PREFECT_MLOPS_{name}", value)
+    monkeypatch.delenv("PREFECT_MLOPS_BLOCK", raising=False)
+    port = free_port()
+
+    @flow
+    def release(options: dict[str, Any]) -> int:
+        return deploy_model(model_dir, port, poll_interval=None, timeout=STARTUP, **options).pid
+
+    @flow
+    def retire() -> bool:
+        return stop_model_server(port)
+
+    first = _server_token(release({}))
+    second = _server_token(release({"max_batch_size": 8}))
+    assert _status(tracking, first) == 401 and _status(tracking, second) == 200
+    assert retire() is True
+    assert _status(tracking, second) == 401
+
+    third = _server_token(release({}))
+    tracking.stop()
+    state = retire(return_state=True)
+    assert state.result() is True  # stopped all the same
+    # the warning is in the flow run's log (the Prefect UI), not only on stderr
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # send the queued logs
+
+    def run_warnings() -> list[str]:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        return [log.message for log in logs if log.level == logging.WARNING and log.task_run_id is not None]
+
+    wanted = f"Could not revoke API token {_token_id(third)}"
+    found = poll(lambda: [m for m in run_warnings() if wanted in m], timeout=30, what="the warning in the run log")
+    assert "tokens revoke" in found[0] and third not in found[0] and USER_PW not in found[0]
