@@ -149,20 +149,17 @@ def _revoke_server_token(
         uri = env.get("PREFECT_MLOPS_TRACKING_URI", "")
         if redact_uri(uri).rstrip("/") != token.tracking_uri.rstrip("/"):
             continue
-        bearer = env.get(_TOKEN_ENV) or ""
-        if source == "own":
-            if not bearer.startswith(f"mlops_{token.token_id}_"):
+        bearer, auth = env.get(_TOKEN_ENV) or "", None
+        if source == "own" and not bearer.startswith(f"mlops_{token.token_id}_"):
+            continue  # not the token recorded (e.g. a state file from another deployment)
+        if not bearer:
+            if not env.get(_USERNAME_ENV):
                 continue
-            auth: httpx.Auth | None = _Bearer(bearer)
-        elif bearer:
-            auth = _Bearer(bearer)
-        elif env.get(_USERNAME_ENV):
             auth = httpx.BasicAuth(env[_USERNAME_ENV], env.get(_PASSWORD_ENV) or "")
-        else:
-            continue
         try:
             response = httpx.post(
-                f"{uri.rstrip('/')}/api/2.0/mlops/tokens/revoke", json={"token_id": token.token_id}, auth=auth, timeout=10.0
+                f"{uri.rstrip('/')}/api/2.0/mlops/tokens/revoke", json={"token_id": token.token_id}, auth=auth,
+                headers={"Authorization": f"Bearer {bearer}"} if bearer else None, timeout=10.0,
             )
         except httpx.HTTPError as exc:
             reasons.append(f"{redact_uri(uri)} could not be reached ({type(exc).__name__}: {redact_uri(str(exc))})")
@@ -197,19 +194,10 @@ def _environ(pid: int) -> dict[str, str] | None:
     return {name: value for name, value in pairs}
 
 
-class _Bearer(httpx.Auth):
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
-
-    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
-        request.headers["Authorization"] = self._header
-        yield request
-
-
 def _error_message(response: httpx.Response) -> str:
     try:
         return str(response.json().get("message") or response.text[:200])
-    except ValueError:
+    except (ValueError, AttributeError):
         return response.text[:200]
 
 
