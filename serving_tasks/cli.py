@@ -136,7 +136,8 @@ def stop_command(
     """Stop a scoring server that deploy_model (or start_server) started on this machine.
 
     Only servers recorded in this user's serving state folder are stopped; exits 1 when
-    there is none on that host and port.
+    there is none on that host and port. The API token deploy created for the server is
+    revoked (a warning says how, if the tracking server cannot be reached).
     """
     try:
         stopped = stop_server(port, host=host)

@@ -20,6 +20,14 @@ only reused when it proves it holds the instance key recorded at its start (it a
 random challenge on ``/health`` with an HMAC of it). A planted state file therefore
 cannot make :func:`start_server` hand out someone else's server.
 
+Against a tracking server with ``--auth``, a caller holding a username and password gives
+its server a new API token of that user named ``scoring-server HOST:PORT`` (never the
+password); its id is kept in the state file, and the token is revoked when the server is
+replaced or stopped here, or fails to start. A token the caller supplied
+(``MLFLOW_TRACKING_TOKEN``, a block's token) is the caller's and is never revoked. When the
+revocation fails (the tracking server is down, ...) a warning on the ``serving_tasks.deploy``
+logger names the token id and how to revoke it; the redeploy or stop goes on.
+
 Servers of ``models:/name@alias`` URIs follow the alias themselves (polling the registry
 and listening for ``mlops.model.promoted``); :func:`wait_for_version` blocks until a newly
 promoted version is the one answering ``GET /version``.
@@ -50,14 +58,21 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import httpx
 
 from tracking_plugin.errors import BackendUnavailable, Conflict, InvalidArgument
 from tracking_plugin.settings import MlopsSettings
 
-from serving_tasks._server_env import _absolute_model_uri, _server_env, _token_not_password
+from serving_tasks._server_env import (
+    ServerToken,
+    _absolute_model_uri,
+    _environ,
+    _revoke_server_token,
+    _server_env,
+    _token_not_password,
+)
 
 __all__ = [
     "ServerProcess",
@@ -271,9 +286,16 @@ def _slot_lock(host: str, port: int) -> Iterator[None]:
         os.close(fd)
 
 
-def _read_state(host: str, port: int) -> tuple[ServerProcess, str, str] | None:
-    """The server, config digest and instance key recorded for ``host:port``, or None when
-    there is no state file or it is not one this user wrote."""
+class _Record(NamedTuple):
+    server: ServerProcess
+    config: str
+    key: str
+    token: ServerToken | None  # the API token created for this server (to revoke with it)
+
+
+def _read_state(host: str, port: int) -> _Record | None:
+    """The server, config digest, instance key and created token recorded for
+    ``host:port``, or None when there is no state file or it is not one this user wrote."""
     try:
         fd = _open_private(_state_file(host, port), os.O_RDONLY)
     except (OSError, Conflict):
@@ -284,17 +306,20 @@ def _read_state(host: str, port: int) -> tuple[ServerProcess, str, str] | None:
         server = ServerProcess(**{k: data[k] for k in ("model_uri", "host", "port", "pid", "log_file")})
         if not isinstance(server.pid, int) or (server.host, server.port) != (host, port):
             return None
-        return server, str(data.get("config", "")), str(data.get("key", ""))
+        return _Record(server, str(data.get("config", "")), str(data.get("key", "")), ServerToken.from_json(data.get("token")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_state(server: ServerProcess, config: str, key: str) -> None:
+def _write_state(server: ServerProcess, config: str, key: str, token: ServerToken | None) -> None:
     path = _state_file(server.host, server.port)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = _create_private(tmp)
+    record = {**asdict(server), "config": config, "key": key, "started_at": time.time()}
+    if token is not None:
+        record["token"] = token.to_json()
     with os.fdopen(fd, "w") as handle:
-        json.dump({**asdict(server), "config": config, "key": key, "started_at": time.time()}, handle)
+        json.dump(record, handle)
     os.replace(tmp, path)  # replaces a symlink itself, never its target
 
 
@@ -334,7 +359,8 @@ def start_server(
     share of requests) turns on prediction logging, to ``prediction_log_uri``.
 
     Returns once ``GET /health`` answers 200. The same URI and options on the same port
-    reuse the running server (``reused=True``, same pid); anything different replaces it.
+    reuse the running server (``reused=True``, same pid); anything different replaces it,
+    and the API token created for the replaced server (see the module docstring) is revoked.
 
     Raises :class:`Conflict` when a process this function did not start holds the port,
     and :class:`BackendUnavailable` (with the end of the server's log) when the server
@@ -371,11 +397,16 @@ def start_server(
     with _slot_lock(host, port):
         found = _read_state(host, port)
         if found is not None:
-            existing, existing_config, key = found
+            existing, existing_config, key, old_token = found
+            own = None
             if _is_scoring_server(existing.pid):
                 if existing_config == config and _wait_healthy(existing.endpoint, key, existing.pid, min(timeout, 30.0)):
                     return replace(existing, reused=True)
+                own = _environ(existing.pid) if old_token else None
                 _terminate(existing.pid, timeout=10.0)
+            if old_token is not None:
+                _revoke_server_token(old_token, f"the scoring server replaced on {host}:{port}", own=own,
+                                     caller=lambda: server_env)
         _state_file(host, port).unlink(missing_ok=True)
         if not _port_free(host, port):
             raise Conflict(
@@ -385,10 +416,19 @@ def start_server(
         server = ServerProcess(
             model_uri=model_uri, host=host, port=port, pid=0, log_file=str(state_dir() / f"{_slot(host, port)}.log")
         )
-        return _launch(server, args, _token_not_password(server_env, host, port), config, timeout)
+        env, token = _token_not_password(server_env, host, port)
+        try:
+            return _launch(server, args, env, token, config, timeout)
+        except BaseException:
+            if token is not None:  # no server holds it: do not leave it valid
+                _revoke_server_token(token, f"the scoring server that failed to start on {host}:{port}", own=env,
+                                     caller=None)
+            raise
 
 
-def _launch(server: ServerProcess, args: list[str], env: dict[str, str], config: str, timeout: float) -> ServerProcess:
+def _launch(
+    server: ServerProcess, args: list[str], env: dict[str, str], token: ServerToken | None, config: str, timeout: float
+) -> ServerProcess:
     """Start the process, record it, and wait for /health; clean up on any failure."""
     model_uri, host, port, log_file = server.model_uri, server.host, server.port, server.log_file
     cmd = [sys.executable, "-m", _SERVER_MODULE, *args]
@@ -402,7 +442,7 @@ def _launch(server: ServerProcess, args: list[str], env: dict[str, str], config:
         )
     server = replace(server, pid=proc.pid)
     try:
-        _write_state(server, config, key)
+        _write_state(server, config, key, token)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -445,21 +485,30 @@ def _wait_healthy(endpoint: str, key: str, pid: int, timeout: float) -> bool:
         time.sleep(0.2)
 
 
-def stop_server(port: int, *, host: str = "127.0.0.1", timeout: float = 10.0) -> bool:
+def stop_server(
+    port: int, *, host: str = "127.0.0.1", timeout: float = 10.0, settings: MlopsSettings | None = None
+) -> bool:
     """Stop the server :func:`start_server` started on ``host:port``; True if one was running.
 
     Only a process recorded in this user's state file and still running this user's
     scoring server is signalled (its whole process group: SIGTERM, then SIGKILL after
-    ``timeout``). ``prefect-mlops serve stop -p PORT`` and the ``stop_model_server`` task
-    call this.
+    ``timeout``). The API token created for it (see the module docstring) is revoked,
+    with the token itself or else the credentials of ``settings`` (default: this
+    process's environment); if that fails, a warning says how to revoke it.
+    ``prefect-mlops serve stop -p PORT`` and the ``stop_model_server`` task call this.
     """
     with _slot_lock(host, port):
         found = _read_state(host, port)
+        running = found is not None and _is_scoring_server(found.server.pid)
+        if found is not None:
+            own = _environ(found.server.pid) if running and found.token else None
+            if running:
+                _terminate(found.server.pid, timeout)
+            if found.token is not None:
+                _revoke_server_token(found.token, f"the scoring server stopped on {host}:{port}", own=own,
+                                     caller=lambda: _server_env(None, settings))
         _state_file(host, port).unlink(missing_ok=True)
-        if found is None or not _is_scoring_server(found[0].pid):
-            return False
-        _terminate(found[0].pid, timeout)
-        return True
+        return running
 
 
 def server_version(endpoint: str, *, headers: dict[str, str] | None = None, timeout: float = 5.0) -> dict[str, Any]:

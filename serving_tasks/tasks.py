@@ -19,10 +19,12 @@ The tasks are thin wrappers: :mod:`serving_tasks.deploy` starts and stops server
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 import pandas as pd
@@ -48,6 +50,24 @@ __all__ = [
 
 def _bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@contextlib.contextmanager
+def _deploy_warnings_in_run_log() -> Iterator[None]:
+    """Warnings of :mod:`serving_tasks.deploy` (an API token it could not revoke) also go
+    to the task run's log, where a Prefect user looks."""
+    run_logger = get_run_logger()
+
+    class _Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            run_logger.warning("%s", record.getMessage())
+
+    source, handler = logging.getLogger("serving_tasks.deploy"), _Forward(logging.WARNING)
+    source.addHandler(handler)
+    try:
+        yield
+    finally:
+        source.removeHandler(handler)
 
 
 # No retries: a server that cannot start (a model that does not load, a port in use) fails
@@ -93,13 +113,14 @@ def deploy_model(
     from tracking_plugin.fluent import current_client
 
     logger = get_run_logger()
-    server = start_server(
-        model_uri, port=port, host=host, workers=workers, token_env=token_env, max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_rows=max_rows, max_decoded_mb=max_decoded_mb,
-        poll_interval=poll_interval, log_predictions=log_predictions, prediction_log_uri=prediction_log_uri,
-        timeout=timeout,
-        settings=current_client().settings,  # the flow's backend (e.g. its @track block)
-    )
+    with _deploy_warnings_in_run_log():
+        server = start_server(
+            model_uri, port=port, host=host, workers=workers, token_env=token_env, max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_rows=max_rows, max_decoded_mb=max_decoded_mb,
+            poll_interval=poll_interval, log_predictions=log_predictions, prediction_log_uri=prediction_log_uri,
+            timeout=timeout,
+            settings=current_client().settings,  # the flow's backend (e.g. its @track block)
+        )
     logger.info(
         "%s scoring server for %s at %s (pid %s, log %s)",
         "Reusing" if server.reused else "Started", model_uri, server.endpoint, server.pid, server.log_file,
@@ -118,10 +139,15 @@ def stop_model_server(port: int = 5000, *, host: str = "127.0.0.1", timeout: flo
     Returns True if one was running (it gets SIGTERM, then SIGKILL after ``timeout``
     seconds), False if there was none. Only a server that this user's ``deploy_model``
     recorded is stopped, never a foreign process on the port. Run it on the machine (the
-    worker) that deployed the server.
+    worker) that deployed the server. The API token ``deploy_model`` created for the
+    server (a caller with a password, against ``--auth``) is revoked; a token the caller
+    supplied is not.
     """
+    from tracking_plugin.fluent import current_client
+
     logger = get_run_logger()
-    stopped = stop_server(port, host=host, timeout=timeout)
+    with _deploy_warnings_in_run_log():
+        stopped = stop_server(port, host=host, timeout=timeout, settings=current_client().settings)
     if stopped:
         logger.info("Stopped the scoring server on %s:%s", host, port)
     else:

@@ -1,8 +1,9 @@
 """A worker that holds only a token: the CT pipeline against ``prefect-mlops server --auth``
 in a subprocess whose environment has the server URL and ``MLFLOW_TRACKING_TOKEN`` (no
 database URI, no S3 keys, no password); the scoring server ``deploy_model`` starts from it
-gets the token, and a caller with only a password gives its scoring server a new token,
-never the password. Secrets never reach the serving state folder or its logs."""
+gets the token (still valid after the server is stopped), and a caller with only a password
+gives its scoring server a new token, never the password, revoked when that server is
+stopped. Secrets never reach the serving state folder or its logs."""
 
 from __future__ import annotations
 
@@ -93,6 +94,10 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
+def _token_status(server: ServerProcess, token: str) -> int:
+    return httpx.get(f"{server.url}{X}/users/current", headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code
+
+
 def _scores(endpoint: str) -> None:
     from prefect_mlops.flows.data import source_from_uri
 
@@ -134,6 +139,7 @@ def test_the_ct_pipeline_on_a_worker_that_holds_only_a_token(
         assert token not in done.stdout + done.stderr
     finally:
         _stop_scoring_server(port, state_dir)
+    assert _token_status(auth_server, token) == 200  # the worker's own token: never revoked by us
 
     # A caller holding only a password: its scoring server gets a new token, not the password.
     port2 = free_port()
@@ -156,3 +162,5 @@ def test_the_ct_pipeline_on_a_worker_that_holds_only_a_token(
         _assert_no_secret_in(state_dir, token, new_token, WORKER_PW)
     finally:
         _stop_scoring_server(port2, state_dir)
+    # created for that server, revoked with it (by a stop with no credentials: the token revokes itself)
+    assert _token_status(auth_server, new_token) == 401
