@@ -23,7 +23,10 @@ Rules (MLflow's unless said otherwise):
   transaction: one bad metric, or a param whose value would change, writes nothing.
 - A param, once logged, keeps its value: logging the same value again is a no-op, a
   different value is :class:`~tracking_plugin.errors.Conflict`.
-- Metric history keeps every point, duplicates included. NaN is stored as ``is_nan`` with
+- Metric history keeps every point. On SQLite a point identical to a stored one (key,
+  step, timestamp, value) is that point, as in MLflow: the history is keyed by the point
+  (migration 0012). PostgreSQL keeps a repeat unless ``skip_logged_points``. A history
+  reads in (step, timestamp, value, is_nan) order. NaN is stored as ``is_nan`` with
   value 0 (SQLite turns NaN into NULL); +/-inf are stored as they are (MLflow clamps them).
 - ``latest_metrics`` holds, per (run, key), the point with the greatest
   ``(step, timestamp, value)``, a non-NaN value beating NaN on a tie. It is maintained
@@ -875,17 +878,18 @@ class SqlTrackingStore:
                     columns = None
                 metric_rows = fresh
             if metric_rows:
+                ignored = False  # whether SQLite left out points it holds already
                 if tx.postgres and len(metric_rows) >= _pg_bulk.COPY_MIN_POINTS:
                     _pg_bulk.copy_metrics(tx.cursor, metric_rows)
-                    inserted = len(metric_rows)
                 else:
                     inserted = _write(tx, _INSERT_METRIC, metric_rows)  # log_metric: one execute
+                    ignored = not tx.postgres and inserted < len(metric_rows)
                 # Blocks and latest points of the whole batch: a point SQLite ignored is
                 # stored already, so the latest points and the blocks' bounds are the same
                 # with it, only the counts are not.
                 summaries = columns.summaries(run_id) if columns else None
                 blocks, latest = summaries or (_fold_blocks(metric_rows), _latest_points(metric_rows))
-                if blocks and inserted < len(metric_rows):  # SQLite ignored some: count the stored points
+                if blocks and ignored:  # count the stored points of the blocks the batch touched
                     _write(tx, _RECOUNT_METRIC_BLOCK, [_block_span(block) for block in blocks])
                 elif blocks:  # in key order, so concurrent PostgreSQL writers lock in one order
                     _write(tx, _UPSERT_METRIC_BLOCK, blocks)
@@ -967,7 +971,8 @@ class SqlTrackingStore:
     def get_metric_history(
         self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
     ) -> PagedList[Metric]:
-        """Every logged point of ``key``, ordered by (step, timestamp), duplicates included.
+        """Every logged point of ``key``, ordered by (step, timestamp, value), repeats
+        included where the backend keeps them (see the module's rules).
 
         Without ``max_results`` the whole history comes back in one page.
         """

@@ -11,7 +11,7 @@ SQLite and PostgreSQL alike:
   than the cap comes back exactly; ``total`` counts the range's points (NaN left out).
   On the step axis a range of at least 512 steps per bucket is reduced from
   ``metric_blocks`` (per-1,024-step summaries ``log_batch`` keeps), a narrower one by one
-  range scan of the covering ``ix_metrics_history`` per bucket;
+  range scan of the covering ``ix_metrics_history`` (SQLite: the history's key) per bucket;
 - :func:`run_keys`: the metric/param/tag keys of some runs (the column chooser);
 - :func:`child_counts`: how many active child runs each of some runs has (the runs
   table's expand controls);
