@@ -185,11 +185,16 @@ class RunTagRow(Base):
 
 
 class MetricRow(Base):
-    """Full metric history: every logged point, duplicates included."""
+    """Full metric history: every logged point (on SQLite identical points are one, as in
+    MLflow; PostgreSQL keeps a point logged twice unless ``skip_logged_points``)."""
 
     __tablename__ = "metrics"
     # Covering (migration 0008): history reads and the chart's min/max buckets are range
     # scans of this index alone, with no table-row lookup per point.
+    # SQLite (migration 0012): the table is WITHOUT ROWID and these six columns are its
+    # primary key, in place of ``id`` and this index (one B-tree written per point instead
+    # of two); histories are ordered by (step, timestamp, value, is_nan) on both backends.
+    # This metadata describes PostgreSQL's table (tests/store/test_migrations.py).
     # The key to runs is SQLite's only (migration 0011): PostgreSQL would check it with a
     # trigger per inserted point; log_batch checks the run once per batch there instead,
     # holding the lock that trigger took (FOR KEY SHARE), which gc's marking waits for.

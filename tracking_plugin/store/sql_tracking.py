@@ -23,7 +23,10 @@ Rules (MLflow's unless said otherwise):
   transaction: one bad metric, or a param whose value would change, writes nothing.
 - A param, once logged, keeps its value: logging the same value again is a no-op, a
   different value is :class:`~tracking_plugin.errors.Conflict`.
-- Metric history keeps every point, duplicates included. NaN is stored as ``is_nan`` with
+- Metric history keeps every point. On SQLite a point identical to a stored one (key,
+  step, timestamp, value) is that point, as in MLflow: the history is keyed by the point
+  (migration 0012). PostgreSQL keeps a repeat unless ``skip_logged_points``. A history
+  reads in (step, timestamp, value, is_nan) order. NaN is stored as ``is_nan`` with
   value 0 (SQLite turns NaN into NULL); +/-inf are stored as they are (MLflow clamps them).
 - ``latest_metrics`` holds, per (run, key), the point with the greatest
   ``(step, timestamp, value)``, a non-NaN value beating NaN on a tie. It is maintained
@@ -195,17 +198,17 @@ _RUN_ID_BY = {
 _HISTORY = (
     sa.select(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.value, _METRICS.c.is_nan)
     .where(_METRICS.c.run_uuid == sa.bindparam("run_id"), _METRICS.c.key == sa.bindparam("key"))
-    .order_by(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.id)
+    .order_by(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.value, _METRICS.c.is_nan)
 )
 # PostgreSQL reads a history as three arrays (steps, timestamps, values with NaN put back)
 # in one row, fetched in binary: the driver then decodes three lists in C instead of a
 # tuple of four objects per point (a 1,000,000-point history: ~0.1 s of client CPU instead
 # of ~0.35 s, and 70 MB less garbage). The rows come in the order of ix_metrics_history
 # (step, timestamp, value, is_nan), so the plan is an index-only scan with no sort;
-# ordering by ``id`` as well, as SQLite does, read the heap and sorted each (step,
-# timestamp) group (a third of the statement's time). Points equal in all four columns are
-# the same point to a reader; only points of one step and timestamp with different values
-# may come in another order than on SQLite (there: the order they were logged).
+# ordering by ``id`` as well read the heap and sorted each (step, timestamp) group (a third
+# of the statement's time). Points equal in all four columns are the same point to a
+# reader. SQLite orders the same way: its history is keyed by these columns (migration
+# 0012), so its reads are range scans in key order too.
 # ``array_agg`` keeps the order of its sorted subquery (PostgreSQL's documented idiom).
 _PG_HISTORY_ROWS = (
     sa.select(_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.value, _METRICS.c.is_nan)
@@ -270,7 +273,13 @@ _PG_INSERT_RUN_WITH_TAGS = Statement(
 )
 # The hot path: the driver's executemany on plain tuples. SQLAlchemy's per-row parameter
 # processing for a Core insert of dicts costs about as much as SQLite's own work.
-_INSERT_METRIC = Statement(sa.insert(_METRICS), _METRIC_COLUMNS)
+# SQLite's history is keyed by the point (migration 0012): a point already stored (a
+# replayed batch, or one logged twice) is ignored, and ``_log_batch`` recounts the blocks
+# it touched (``_RECOUNT_METRIC_BLOCK``) when the count inserted says some were.
+_INSERT_METRIC = Statement(
+    lambda dialect: sa.insert(_METRICS).prefix_with("OR IGNORE") if dialect == "sqlite" else sa.insert(_METRICS),
+    _METRIC_COLUMNS,
+)
 # PostgreSQL only, for this transaction (see search_runs): custom plans, and the cost of a
 # random page read as a cached one. With the default (4.0, a spinning disk's) the planner
 # read all of ``params``/``latest_metrics`` sequentially for a page's 1,000 run ids (= ANY)
@@ -788,7 +797,8 @@ class SqlTrackingStore:
         ``skip_logged_points``: a metric point identical to one already in the history
         (key, value, timestamp and step) is not written again, so a client replaying a
         batch whose response it lost leaves the history as it was (MLflow's rule, which
-        the tracking server applies to every call).
+        the tracking server applies to every call). On SQLite that holds whatever it
+        says: the history is keyed by the point (migration 0012).
 
         >>> store.log_batch(run.info.run_id, metrics=[Metric("loss", 0.3, 1700000000000, 1)],
         ...                 params=[Param("lr", "0.01")])  # doctest: +SKIP
@@ -860,19 +870,28 @@ class SqlTrackingStore:
             _check_run_active(tx, run_id, "log to", lock=bool(metric_rows))
             if param_values:
                 _write_params(tx, run_id, param_values)
-            if metric_rows and skip_logged_points:
+            # SQLite ignores stored points itself (its history is keyed by the point), so
+            # only PostgreSQL reads them first.
+            if metric_rows and skip_logged_points and tx.postgres:
                 fresh = _unlogged_points(tx, run_id, metric_rows)
                 if len(fresh) != len(metric_rows):  # some dropped: the columns no longer match
                     columns = None
                 metric_rows = fresh
             if metric_rows:
+                ignored = False  # whether SQLite left out points it holds already
                 if tx.postgres and len(metric_rows) >= _pg_bulk.COPY_MIN_POINTS:
                     _pg_bulk.copy_metrics(tx.cursor, metric_rows)
                 else:
-                    _write(tx, _INSERT_METRIC, metric_rows)  # log_metric: one execute
+                    inserted = _write(tx, _INSERT_METRIC, metric_rows)  # log_metric: one execute
+                    ignored = not tx.postgres and inserted < len(metric_rows)
+                # Blocks and latest points of the whole batch: a point SQLite ignored is
+                # stored already, so the latest points and the blocks' bounds are the same
+                # with it, only the counts are not.
                 summaries = columns.summaries(run_id) if columns else None
                 blocks, latest = summaries or (_fold_blocks(metric_rows), _latest_points(metric_rows))
-                if blocks:  # in key order, so concurrent PostgreSQL writers lock in one order
+                if blocks and ignored:  # count the stored points of the blocks the batch touched
+                    _write(tx, _RECOUNT_METRIC_BLOCK, [_block_span(block) for block in blocks])
+                elif blocks:  # in key order, so concurrent PostgreSQL writers lock in one order
                     _write(tx, _UPSERT_METRIC_BLOCK, blocks)
                 _write(tx, _UPSERT_LATEST_METRIC, latest)
             if tag_values:
@@ -952,7 +971,8 @@ class SqlTrackingStore:
     def get_metric_history(
         self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
     ) -> PagedList[Metric]:
-        """Every logged point of ``key``, ordered by (step, timestamp), duplicates included.
+        """Every logged point of ``key``, ordered by (step, timestamp, value), repeats
+        included where the backend keeps them (see the module's rules).
 
         Without ``max_results`` the whole history comes back in one page.
         """
@@ -1333,6 +1353,40 @@ _UPSERT_METRIC_BLOCK = Statement(
 )
 
 
+def _build_block_recount(dialect: str) -> Any:
+    m = _METRICS.c
+    counted = (
+        sa.select(
+            m.run_uuid, m.key, sa.bindparam("block", type_=sa.BigInteger), sa.func.count(), sa.func.min(m.step),
+            sa.func.max(m.step), sa.func.min(m.value), sa.func.max(m.value),
+        )
+        .where(
+            m.run_uuid == sa.bindparam("run_id"),
+            m.key == sa.bindparam("key"),
+            m.step.between(sa.bindparam("low"), sa.bindparam("high")),
+            m.is_nan == sa.false(),
+        )
+        .group_by(m.run_uuid, m.key)
+    )
+    names = ["run_uuid", "key", "block", "n_points", "min_step", "max_step", "min_value", "max_value"]
+    stmt = _insert_for(dialect, _BLOCKS).from_select(names, counted)
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=["run_uuid", "key", "block"], set_={name: new[name] for name in names[3:]}
+    )
+
+
+# A block's row counted again from the history (a range scan of its key): for a batch
+# some of whose points SQLite ignored as stored already (see _INSERT_METRIC).
+_RECOUNT_METRIC_BLOCK = Statement(_build_block_recount, ("block", "run_id", "key", "low", "high"))
+
+
+def _block_span(block: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A ``metric_blocks`` row as ``_RECOUNT_METRIC_BLOCK``'s values: its steps' range."""
+    low = block[2] << METRIC_BLOCK_SHIFT
+    return (block[2], block[0], block[1], low, low + (1 << METRIC_BLOCK_SHIFT) - 1)
+
+
 def _fold_blocks(rows: list[tuple[str, str, float, bool, int, int]]) -> list[tuple[Any, ...]]:
     """The ``metric_blocks`` rows of the batch's non-NaN points (count, first/last step,
     lowest/highest value per run, key and block of 1,024 steps), sorted by (run, key,
@@ -1475,12 +1529,12 @@ def _check_run_active(tx: Transaction, run_id: str, action: str, *, lock: bool =
         raise _run_deleted(run_id, action)
 
 
-def _write(tx: Transaction, statement: Statement, rows: Sequence[Sequence[Any]]) -> None:
-    """One ``execute`` for one row (cheaper than ``executemany``), else ``executemany``."""
+def _write(tx: Transaction, statement: Statement, rows: Sequence[Sequence[Any]]) -> int:
+    """One ``execute`` for one row (cheaper than ``executemany``), else ``executemany``;
+    returns the driver's count of rows written."""
     if len(rows) == 1:
-        tx.execute(statement, rows[0])
-    else:
-        tx.executemany(statement, rows)
+        return int(tx.execute(statement, rows[0]).rowcount)
+    return tx.executemany(statement, rows)
 
 
 @functools.lru_cache(maxsize=8)  # one per subset of (status, end_time, name)

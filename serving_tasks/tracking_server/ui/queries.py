@@ -11,7 +11,7 @@ SQLite and PostgreSQL alike:
   than the cap comes back exactly; ``total`` counts the range's points (NaN left out).
   On the step axis a range of at least 512 steps per bucket is reduced from
   ``metric_blocks`` (per-1,024-step summaries ``log_batch`` keeps), a narrower one by one
-  range scan of the covering ``ix_metrics_history`` per bucket;
+  range scan of the covering ``ix_metrics_history`` (SQLite: the history's key) per bucket;
 - :func:`run_keys`: the metric/param/tag keys of some runs (the column chooser);
 - :func:`child_counts`: how many active child runs each of some runs has (the runs
   table's expand controls);
@@ -294,10 +294,17 @@ def _rows_from_blocks(conn: sa.Connection, exact: sa.Select, run_id: str, key: s
     return [tuple(merged[at]) for at in sorted(merged)]  # type: ignore[misc]
 
 
+def _point_order() -> tuple[Any, ...]:
+    """A history's order, as the store reads it: (step, timestamp, value, is_nan), the
+    history's key on SQLite (migration 0012) and the order of ``ix_metrics_history``."""
+    m = _METRICS.c
+    return (m.step, m.timestamp, m.value, m.is_nan)
+
+
 def bucket_statement(run_id: str, key: str) -> sa.Select:
     """count, first/last step and min/max value of ``key`` of ``run_id`` for steps in
-    ``[:a, :b)``: one range scan of ``ix_metrics_history``, which holds every column it
-    reads (no table-row lookup per point; see migration 0008)."""
+    ``[:a, :b)``: one range scan of ``ix_metrics_history`` (SQLite: the table's key), which
+    holds every column it reads (no table-row lookup per point; see migrations 0008, 0012)."""
     m = _METRICS.c
     return sa.select(
         sa.func.count(), sa.func.min(m.step), sa.func.max(m.step), sa.func.min(m.value), sa.func.max(m.value)
@@ -339,7 +346,7 @@ def downsampled_history(
             sa.select(sa.func.count()).select_from(sa.select(m.step).where(*series).limit(cap + 1).subquery())
         ).scalar_one()
         if capped <= cap:
-            rows = session.execute(sa.select(x, m.value).where(*where).order_by(x, m.timestamp, m.id)).all()
+            rows = session.execute(sa.select(x, m.value).where(*where).order_by(x, *_point_order())).all()
             xs = [float(a) for a, _ in rows]
             return HistoryPoints(run_id, key, xs, [float(v) for _, v in rows], len(rows), False,
                                  xs[0] if xs else None, xs[-1] if xs else None)
@@ -395,13 +402,13 @@ def sparkline_values(store: SqlStore, run_id: str, key: str, *, points: int = 48
             sa.select(sa.func.count()).select_from(sa.select(m.step).where(*series).limit(10_001).subquery())
         ).scalar_one()
         if length <= points:
-            rows = conn.execute(sa.select(m.value, m.is_nan).where(*series).order_by(m.step, m.timestamp, m.id)).all()
+            rows = conn.execute(sa.select(m.value, m.is_nan).where(*series).order_by(*_point_order())).all()
             return [None if nan else float(v) for v, nan in rows], int(length)
         first = conn.execute(sa.select(sa.func.min(m.step)).where(*series)).scalar_one()
         last = conn.execute(sa.select(sa.func.max(m.step)).where(*series)).scalar_one()
         at = (
             sa.select(m.value, m.is_nan).where(*series, m.step >= sa.bindparam("s"))
-            .order_by(m.step, m.timestamp, m.id).limit(1)
+            .order_by(*_point_order()).limit(1)
         )
         values: list[float | None] = []
         for i in range(points):
