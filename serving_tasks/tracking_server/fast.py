@@ -145,6 +145,7 @@ def _get_run(query: dict[str, Any], store: Any, uris: Any) -> Response:
 
 
 M = "/api/2.0/mlflow/runs"
+_CREATE_RUN = f"{M}/create"
 _ENTRIES = (
     _Entry("POST", f"{M}/log-batch", _parse_batch, _log_batch),
     _Entry("POST", f"{M}/log-metric", _model(schemas.LogMetric), lambda b, s, u: runs.log_metric(b, s)),
@@ -202,11 +203,15 @@ class FastRoutes:
             if entry.method != "GET":
                 request._json = data
             state = self.owner.state
-            if getattr(state, "auth", None) is not None:
+            auth = getattr(state, "auth", None)
+            if auth is not None:
                 await authorize(request)
             response = await asyncio.get_running_loop().run_in_executor(
                 self.executor, entry.handle, parsed, state.store, state.uris
             )
+            if auth is not None and entry.path == _CREATE_RUN and response.status_code == 200:
+                info = orjson.loads(response.body)["run"]["info"]
+                auth.authorizer.remember_run(info["run_id"], info["experiment_id"])
         except Exception as exc:  # the app's handlers: MLflow's error codes (500 for the unforeseen)
             handler = _handler_for(self.owner, exc)
             if handler is None:

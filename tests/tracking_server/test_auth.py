@@ -397,6 +397,29 @@ def test_creator_gets_manage(auth_server: ServerProcess) -> None:
     ok(reader.post(f"{M}/runs/create", json={"experiment_id": eid}))
 
 
+def test_a_new_runs_calls_are_checked_against_its_own_experiment(auth_server: ServerProcess) -> None:
+    """The server remembers the experiment of each run it creates (its next calls are then
+    checked without a lookup): every user's grant on that experiment still decides."""
+    editor, reader, nobody = (as_role(auth_server, r) for r in ("EDIT", "READ", "NO_PERMISSIONS"))
+    mine = ok(editor.post(f"{M}/experiments/create", json={"name": f"new-run-{uuid.uuid4().hex[:6]}"}))["experiment_id"]
+    open_to_reader = ok(editor.post(f"{M}/experiments/create", json={"name": f"shared-{uuid.uuid4().hex[:6]}"}))[
+        "experiment_id"]
+    ok(editor.post(f"{M}/experiments/permissions/create",
+                   json={"experiment_id": mine, "username": _user("NO_PERMISSIONS"), "permission": "NO_PERMISSIONS"}))
+    ok(editor.post(f"{M}/experiments/permissions/create",
+                   json={"experiment_id": open_to_reader, "username": _user("READ"), "permission": "EDIT"}))
+    run_id = ok(editor.post(f"{M}/runs/create", json={"experiment_id": mine}))["run"]["info"]["run_id"]
+    shared_run = ok(editor.post(f"{M}/runs/create", json={"experiment_id": open_to_reader}))["run"]["info"]["run_id"]
+    batch = {"metrics": [{"key": "k", "value": 1.0, "timestamp": 0, "step": 0}]}
+    ok(editor.post(f"{M}/runs/log-batch", json={"run_id": run_id, **batch}))
+    assert reader.post(f"{M}/runs/log-batch", json={"run_id": run_id, **batch}).status_code == 403  # default READ
+    assert reader.get(f"{M}/runs/get", params={"run_id": run_id}).status_code == 200
+    ok(reader.post(f"{M}/runs/log-batch", json={"run_id": shared_run, **batch}))  # EDIT there
+    assert nobody.get(f"{M}/runs/get", params={"run_id": run_id}).status_code == 403
+    assert nobody.post(f"{M}/runs/update", json={"run_id": run_id, "status": "FINISHED"}).status_code == 403
+    ok(editor.post(f"{M}/runs/update", json={"run_id": run_id, "status": "FINISHED"}))
+
+
 def test_a_first_version_under_a_new_name_creates_the_model_for_its_creator(
     auth_server: ServerProcess, admin: httpx.Client
 ) -> None:

@@ -77,6 +77,18 @@ class Authorizer:
     def forget_grants(self) -> None:
         self._grants = {}
 
+    def remember_run(self, run_id: str, experiment_id: Any) -> None:
+        """Note the experiment of a run this server has just created (a run never changes
+        experiment), so the run's next calls are checked from the caches: without it, each
+        new run's first call looks its experiment up in a thread."""
+        try:
+            eid = int(experiment_id)
+        except (TypeError, ValueError):
+            return
+        if len(self._run_experiment) > _RUN_CACHE_SIZE:
+            self._run_experiment = {}
+        self._run_experiment[run_id] = eid
+
     def _db(self) -> AuthStore:
         """The store, or :class:`_NeedsIO` when checking on the event loop (cache only)."""
         if _CACHED_ONLY.get():
