@@ -206,6 +206,8 @@ class FastRoutes:
             auth = getattr(state, "auth", None)
             if auth is not None:
                 await authorize(request)
+                if getattr(request.state, "search_narrowed", False):  # unreadable experiments left out
+                    parsed = entry.parse(data)
             response = await asyncio.get_running_loop().run_in_executor(
                 self.executor, entry.handle, parsed, state.store, state.uris
             )

@@ -192,8 +192,8 @@ def _expected(rule: Any, role: str | None) -> str:
         return "401"
     if role == "admin":
         return "allowed"
-    if rule.access in (Access.AUTHENTICATED, Access.SELF_OR_ADMIN):
-        return "allowed"
+    if rule.access in (Access.AUTHENTICATED, Access.SELF_OR_ADMIN, Access.SEARCHED_EXPERIMENTS):
+        return "allowed"  # SEARCHED_EXPERIMENTS: unreadable experiments are left out of the search
     if rule.access is Access.RUN_BY_PREFECT_ID:
         return "allowed"  # no run of the fixture has a Prefect id: nothing to protect, the route answers 4xx
     if rule.access in (Access.ADMIN, Access.TOKEN_OWNER):
@@ -278,8 +278,34 @@ def test_searches_return_only_what_the_caller_may_read(auth_server: ServerProces
         readable = role != "NO_PERMISSIONS"
         assert (res["experiment_id"] in [e["experiment_id"] for e in experiments]) is readable, role
         assert (res["name"] in names) is readable, role
-        r = client.post(f"{M}/runs/search", json={"experiment_ids": [res["experiment_id"]]})
-        assert r.status_code == (200 if readable else 403), (role, r.text)
+        runs = ok(client.post(f"{M}/runs/search", json={"experiment_ids": [res["experiment_id"]]})).get("runs", [])
+        assert ([r["info"]["run_id"] for r in runs] == [res["run_id"]]) is readable, role
+
+
+def test_run_and_logged_model_searches_leave_unreadable_experiments_out(
+    auth_server: ServerProcess, admin: httpx.Client
+) -> None:
+    """As MLflow's search_runs: the experiments named that the caller may not read are
+    left out of the search (no error, nothing of theirs returned); admins see all."""
+    hidden = _fixture(admin)  # NO_PERMISSIONS holds NO_PERMISSIONS on it
+    shown = _fixture(admin)
+    ok(admin.patch(f"{M}/experiments/permissions/update", json={
+        "experiment_id": shown["experiment_id"], "username": _user("NO_PERMISSIONS"), "permission": "READ"}))
+    both = {"experiment_ids": [hidden["experiment_id"], shown["experiment_id"]]}
+    with as_role(auth_server, "NO_PERMISSIONS") as client:
+        runs = ok(client.post(f"{M}/runs/search", json={**both, "max_results": 10})).get("runs", [])
+        assert [r["info"]["run_id"] for r in runs] == [shown["run_id"]]
+        models = ok(client.post(f"{M}/logged-models/search", json=both)).get("models", [])
+        assert [m["info"]["model_id"] for m in models] == [shown["model_id"]]
+        only_hidden = {"experiment_ids": [hidden["experiment_id"]]}
+        assert ok(client.post(f"{M}/runs/search", json=only_hidden)).get("runs", []) == []
+        assert ok(client.post(f"{M}/logged-models/search", json=only_hidden)).get("models", []) == []
+        assert ok(client.post(f"{X}/store/runs/search", json=only_hidden)).get("runs", []) == []
+        # the mlflow client's filter and order still apply to what is left
+        filtered = ok(client.post(f"{M}/runs/search", json={**both, "filter": "attributes.status = 'RUNNING'"}))
+        assert [r["info"]["run_id"] for r in filtered.get("runs", [])] == [shown["run_id"]]
+    runs = ok(admin.post(f"{M}/runs/search", json=both)).get("runs", [])
+    assert {r["info"]["run_id"] for r in runs} == {hidden["run_id"], shown["run_id"]}
 
 
 def test_search_pages_skip_what_the_caller_may_not_read(auth_server: ServerProcess, admin: httpx.Client) -> None:
@@ -345,8 +371,8 @@ def test_model_versions_search_and_gate_decisions_need_read_on_the_model(
         assert r.status_code == (200 if readable else 403), (role, r.text)
         r = client.get(f"{X}/registered-models/history", params={"name": res["name"]})
         assert r.status_code == (200 if readable else 403), (role, r.text)
-        r = client.post(f"{M}/logged-models/search", json={"experiment_ids": [res["experiment_id"]]})
-        assert r.status_code == (200 if readable else 403), (role, r.text)
+        models = ok(client.post(f"{M}/logged-models/search", json={"experiment_ids": [res["experiment_id"]]}))
+        assert ([m["info"]["model_id"] for m in models.get("models", [])] == [res["model_id"]]) is readable, role
     r = admin.get(f"{X}/store/gate-decisions/get", params={"id": "0" * 36})
     assert r.status_code == 404
 

@@ -36,7 +36,9 @@ class Access(Enum):
     SELF_OR_ADMIN = "self_or_admin"  # ``field`` names the caller (absent: the caller)
     TOKEN_OWNER = "token_owner"  # ``field`` is a token id of the caller
     EXPERIMENT = "experiment"
-    EXPERIMENTS = "experiments"  # a list of experiment ids
+    # a search's list of experiment ids: narrowed to those the caller may read, never denied
+    # (MLflow's search_runs and logged-model search leave unreadable experiments out)
+    SEARCHED_EXPERIMENTS = "searched_experiments"
     EXPERIMENT_BY_NAME = "experiment_by_name"
     RUN = "run"
     RUNS = "runs"  # a list of run ids
@@ -110,12 +112,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{M}/runs/outputs"): Rule(_run, EDIT, "run_id"),
     ("POST", f"{M}/runs/delete"): Rule(_run, MANAGE, "run_id"),
     ("POST", f"{M}/runs/restore"): Rule(_run, MANAGE, "run_id"),
-    ("POST", f"{M}/runs/search"): Rule(Access.EXPERIMENTS, READ, "experiment_ids"),
+    ("POST", f"{M}/runs/search"): Rule(Access.SEARCHED_EXPERIMENTS, READ, "experiment_ids"),
     ("GET", f"{M}/metrics/get-history"): Rule(_run, READ, "run_id"),
     ("GET", f"{M}/metrics/get-history-bulk-interval"): Rule(Access.RUNS, READ, "run_ids"),
     # logged models
     ("POST", f"{M}/logged-models"): Rule(_exp, EDIT, "experiment_id"),
-    ("POST", f"{M}/logged-models/search"): Rule(Access.EXPERIMENTS, READ, "experiment_ids"),
+    ("POST", f"{M}/logged-models/search"): Rule(Access.SEARCHED_EXPERIMENTS, READ, "experiment_ids"),
     ("GET", f"{M}/logged-models/{{model_id}}"): Rule(Access.LOGGED_MODEL, READ, "model_id"),
     ("PATCH", f"{M}/logged-models/{{model_id}}"): Rule(Access.LOGGED_MODEL, EDIT, "model_id"),
     ("DELETE", f"{M}/logged-models/{{model_id}}"): Rule(Access.LOGGED_MODEL, MANAGE, "model_id"),
@@ -165,7 +167,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # the REST store of our own client (tracking_plugin.store.rest)
     ("POST", f"{S}/runs/create"): Rule(_exp, EDIT, "experiment_id"),
     ("POST", f"{S}/runs/update"): Rule(_run, EDIT, "run_id"),
-    ("POST", f"{S}/runs/search"): Rule(Access.EXPERIMENTS, READ, "experiment_ids"),
+    ("POST", f"{S}/runs/search"): Rule(Access.SEARCHED_EXPERIMENTS, READ, "experiment_ids"),
     ("GET", f"{S}/metrics/history"): Rule(_run, READ, "run_id"),
     ("GET", f"{S}/registered-models/get"): Rule(_model, READ, "name"),
     ("GET", f"{S}/registered-models/search"): Rule(Access.AUTHENTICATED, after=After.FILTER_MODELS),

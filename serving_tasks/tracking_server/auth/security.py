@@ -214,6 +214,10 @@ class Authorizer:
                 raise _missing(field)
             self._require(self.on_model(user, str(value)), need, user, f"registered model {value!r}")
             return
+        if access is Access.SEARCHED_EXPERIMENTS:
+            if isinstance(value, list):  # the route answers any other shape
+                params[field] = [v for v in value if self.on_experiment(user, v).allows(need)]
+            return
         for experiment_id, what in self._experiments(access, field, value, params):
             self._require(self.on_experiment(user, experiment_id), need, user, what)
 
@@ -236,14 +240,9 @@ class Authorizer:
         if value is None and access is Access.RUN:
             value = params.get("run_uuid")
         if value is None or value == []:
-            if access is Access.EXPERIMENTS:
-                raise _missing(field)
             raise _missing(field)
         if access is Access.EXPERIMENT:
             return [(value, f"experiment {value}")]
-        if access is Access.EXPERIMENTS:
-            values = value if isinstance(value, list) else [value]
-            return [(v, f"experiment {v}") for v in values]
         if access is Access.EXPERIMENT_BY_NAME:
             eid = self._db().experiment_by_name(str(value))
             return [] if eid is None else [(eid, f"experiment {value!r}")]
@@ -326,9 +325,24 @@ async def authorize(request: Request) -> User | None:
         _CACHED_ONLY.reset(token)
     if not decided:
         await run_in_threadpool(state.authorizer.check, rule, user, params)
+    if rule.access is Access.SEARCHED_EXPERIMENTS:
+        await _narrow_search(request, rule.field or "", params)
     if rule.audited:
         await _record_actor(request, user)
     return user
+
+
+async def _narrow_search(request: Request, field: str, params: dict[str, Any]) -> None:
+    """A search names only the experiments the caller may read (``check`` narrowed the list
+    in ``params``): the route reads the same cached body after this dependency (the fast
+    path parses it again when ``request.state.search_narrowed`` is set)."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError):
+        return
+    if isinstance(body, dict) and isinstance(params.get(field), list) and body.get(field) != params[field]:
+        body[field] = params[field]
+        request.state.search_narrowed = True
 
 
 async def _record_actor(request: Request, user: User) -> None:
