@@ -106,3 +106,18 @@ def reset_tracking(*, dispose_stores: bool = True, end_runs: bool = False) -> No
     tp._EXPERIMENT_IDS.clear()
     tp._EXPERIMENT_NAMES.clear()
     backend.reset_caches(dispose=dispose_stores)
+
+
+def insert_old_run(conn, run_id: str, status: str = "RUNNING") -> None:  # type: ignore[no-untyped-def]
+    """An experiment 'old' and a run ``run_id`` in it, inserted by plain SQL on ``conn``
+    (a SQLAlchemy connection), as rows logged under an older schema before a migration."""
+    import sqlalchemy as sa
+
+    conn.execute(sa.text(
+        "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) "
+        "VALUES ('old', '/a', 'active', 1, 1)"
+    ))
+    conn.execute(sa.text(
+        "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, "
+        "lifecycle_stage) SELECT :r, 'r', experiment_id, 'u', :status, 5, '/a', 'active' FROM experiments"
+    ), {"r": run_id, "status": status})

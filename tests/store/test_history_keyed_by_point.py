@@ -13,6 +13,7 @@ from alembic import command
 from tracking_plugin.entities import Metric
 from tracking_plugin.store.db import Database
 from tracking_plugin.store.sql import SqlStore
+from support import insert_old_run
 
 T0 = 1_700_000_000_000
 
@@ -90,14 +91,7 @@ def test_a_replayed_bulk_batch_leaves_history_and_blocks_unchanged(store: SqlSto
 
 def _insert_history(db: Database, run_id: str) -> None:
     with db.engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) "
-            "VALUES ('old', '/a', 'active', 1, 1)"
-        ))
-        conn.execute(sa.text(
-            "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, "
-            "lifecycle_stage) SELECT :r, 'r', experiment_id, 'u', 'RUNNING', 5, '/a', 'active' FROM experiments"
-        ), {"r": run_id})
+        insert_old_run(conn, run_id)
         # Logged in this order; a point logged twice; two values at one step and time; NaN.
         conn.execute(sa.text(
             "INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES "

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from tracking_plugin.store.db import Database, Statement
 from tracking_plugin.store.schema import Base
+from support import insert_old_run
 
 
 def test_upgrade_creates_every_table_and_is_idempotent(db_uri: str) -> None:
@@ -113,14 +114,7 @@ def test_upgrade_from_0001_keeps_every_row(db_uri: str) -> None:
     db.upgrade("0001")
     run_id = "ab" * 16
     with db.engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) "
-            "VALUES ('old', '/a', 'active', 1, 1)"
-        ))
-        conn.execute(sa.text(
-            "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, "
-            "lifecycle_stage) SELECT :r, 'r', experiment_id, 'u', 'FINISHED', 5, '/a', 'active' FROM experiments"
-        ), {"r": run_id})
+        insert_old_run(conn, run_id, "FINISHED")
         conn.execute(sa.text("INSERT INTO params (run_uuid, key, value) VALUES (:r, 'lr', '0.1')"), {"r": run_id})
         conn.execute(sa.text("INSERT INTO tags (run_uuid, key, value) VALUES (:r, 'team', 'ml')"), {"r": run_id})
         conn.execute(sa.text(
@@ -156,14 +150,7 @@ def test_0008_summarises_the_history_already_logged(db_uri: str) -> None:
     db.upgrade("0007_gc")
     run_id = "cd" * 16
     with db.engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) "
-            "VALUES ('old', '/a', 'active', 1, 1)"
-        ))
-        conn.execute(sa.text(
-            "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, "
-            "lifecycle_stage) SELECT :r, 'r', experiment_id, 'u', 'RUNNING', 5, '/a', 'active' FROM experiments"
-        ), {"r": run_id})
+        insert_old_run(conn, run_id)
         conn.execute(sa.text(
             "INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES "
             "(:r, 'loss', 3.0, false, 1, 0), (:r, 'loss', -1.0, false, 1, 1023), (:r, 'loss', 0, true, 1, 5), "

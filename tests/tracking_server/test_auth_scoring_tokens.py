@@ -92,11 +92,15 @@ def _status(server: ServerProcess, token: str) -> int:
     return httpx.get(f"{server.url}{X}/users/current", headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code
 
 
-def _live_tokens(server: ServerProcess, port: int) -> list[dict[str, Any]]:
+def _server_tokens(server: ServerProcess, port: int) -> list[dict[str, Any]]:
+    """The user's tokens named for the scoring server on ``port``, revoked or not."""
     listed = httpx.get(f"{server.url}{X}/tokens/list", params={"username": USER}, auth=(ADMIN, ADMIN_PW), timeout=30)
     assert listed.status_code == 200, listed.text
-    return [t for t in listed.json()["tokens"]
-            if t["name"] == f"scoring-server 127.0.0.1:{port}" and t["revoked_time"] is None]
+    return [t for t in listed.json()["tokens"] if t["name"] == f"scoring-server 127.0.0.1:{port}"]
+
+
+def _live_tokens(server: ServerProcess, port: int) -> list[dict[str, Any]]:
+    return [t for t in _server_tokens(server, port) if t["revoked_time"] is None]
 
 
 def _token_id(token: str) -> str:
@@ -167,9 +171,7 @@ def test_a_server_that_fails_to_start_leaves_no_live_token(
     port = free_port()
     with pytest.raises(BackendUnavailable, match="exited"):
         deploy(str(tmp_path / "no-such-model"), port=port, settings=_password(auth_server), timeout=STARTUP)
-    listed = httpx.get(f"{auth_server.url}{X}/tokens/list", params={"username": USER}, auth=(ADMIN, ADMIN_PW),
-                       timeout=30).json()["tokens"]
-    ours = [t for t in listed if t["name"] == f"scoring-server 127.0.0.1:{port}"]
+    ours = _server_tokens(auth_server, port)
     assert len(ours) == 1 and ours[0]["revoked_time"] is not None, ours
 
 

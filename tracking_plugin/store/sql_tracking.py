@@ -1348,9 +1348,8 @@ def _build_block_upsert(dialect: str) -> Any:
 
 
 _BLOCKS = MetricBlockRow.__table__
-_UPSERT_METRIC_BLOCK = Statement(
-    _build_block_upsert, ("run_uuid", "key", "block", "n_points", "min_step", "max_step", "min_value", "max_value")
-)
+_BLOCK_COLUMNS = ("run_uuid", "key", "block", "n_points", "min_step", "max_step", "min_value", "max_value")
+_UPSERT_METRIC_BLOCK = Statement(_build_block_upsert, _BLOCK_COLUMNS)
 
 
 def _build_block_recount(dialect: str) -> Any:
@@ -1368,11 +1367,10 @@ def _build_block_recount(dialect: str) -> Any:
         )
         .group_by(m.run_uuid, m.key)
     )
-    names = ["run_uuid", "key", "block", "n_points", "min_step", "max_step", "min_value", "max_value"]
-    stmt = _insert_for(dialect, _BLOCKS).from_select(names, counted)
+    stmt = _insert_for(dialect, _BLOCKS).from_select(list(_BLOCK_COLUMNS), counted)
     new = stmt.excluded
     return stmt.on_conflict_do_update(
-        index_elements=["run_uuid", "key", "block"], set_={name: new[name] for name in names[3:]}
+        index_elements=["run_uuid", "key", "block"], set_={name: new[name] for name in _BLOCK_COLUMNS[3:]}
     )
 
 

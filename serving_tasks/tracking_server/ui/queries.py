@@ -294,11 +294,9 @@ def _rows_from_blocks(conn: sa.Connection, exact: sa.Select, run_id: str, key: s
     return [tuple(merged[at]) for at in sorted(merged)]  # type: ignore[misc]
 
 
-def _point_order() -> tuple[Any, ...]:
-    """A history's order, as the store reads it: (step, timestamp, value, is_nan), the
-    history's key on SQLite (migration 0012) and the order of ``ix_metrics_history``."""
-    m = _METRICS.c
-    return (m.step, m.timestamp, m.value, m.is_nan)
+# A history's order, as the store reads it: (step, timestamp, value, is_nan), the history's
+# key on SQLite (migration 0012) and the order of ``ix_metrics_history``.
+_POINT_ORDER = (_METRICS.c.step, _METRICS.c.timestamp, _METRICS.c.value, _METRICS.c.is_nan)
 
 
 def bucket_statement(run_id: str, key: str) -> sa.Select:
@@ -346,7 +344,7 @@ def downsampled_history(
             sa.select(sa.func.count()).select_from(sa.select(m.step).where(*series).limit(cap + 1).subquery())
         ).scalar_one()
         if capped <= cap:
-            rows = session.execute(sa.select(x, m.value).where(*where).order_by(x, *_point_order())).all()
+            rows = session.execute(sa.select(x, m.value).where(*where).order_by(x, *_POINT_ORDER)).all()
             xs = [float(a) for a, _ in rows]
             return HistoryPoints(run_id, key, xs, [float(v) for _, v in rows], len(rows), False,
                                  xs[0] if xs else None, xs[-1] if xs else None)
@@ -402,13 +400,13 @@ def sparkline_values(store: SqlStore, run_id: str, key: str, *, points: int = 48
             sa.select(sa.func.count()).select_from(sa.select(m.step).where(*series).limit(10_001).subquery())
         ).scalar_one()
         if length <= points:
-            rows = conn.execute(sa.select(m.value, m.is_nan).where(*series).order_by(*_point_order())).all()
+            rows = conn.execute(sa.select(m.value, m.is_nan).where(*series).order_by(*_POINT_ORDER)).all()
             return [None if nan else float(v) for v, nan in rows], int(length)
         first = conn.execute(sa.select(sa.func.min(m.step)).where(*series)).scalar_one()
         last = conn.execute(sa.select(sa.func.max(m.step)).where(*series)).scalar_one()
         at = (
             sa.select(m.value, m.is_nan).where(*series, m.step >= sa.bindparam("s"))
-            .order_by(*_point_order()).limit(1)
+            .order_by(*_POINT_ORDER).limit(1)
         )
         values: list[float | None] = []
         for i in range(points):
